@@ -1,0 +1,41 @@
+/* api.h -- the HTTP process: libmicrohttpd serving API v1 on a socket it is handed.
+ *
+ * The HTTP process knows nothing of kinds or workers beyond what `api_hooks` tells
+ * it: service/ supplies them, so api/ depends on storage/ only. */
+#ifndef WP_API_H
+#define WP_API_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct api_hooks {
+    void *arg;
+    /* -1: no such kind; 0: the input can run; 1: refused, with the reason in err */
+    int (*validate)(void *arg, const char *kind, const json_t *input, char *err,
+                    size_t errlen);
+    json_t *(*workers)(void *arg);      /* new reference: the stats "workers" array */
+    json_t *(*kinds)(void *arg);        /* new reference: the stats "kinds" array */
+    int (*workers_alive)(void *arg);    /* number of live workers, for /readyz */
+};
+
+struct api_config {
+    int listen_fd;              /* a bound, listening socket; not closed by api */
+    const char *db_path;
+    size_t max_body_bytes;      /* larger bodies get 413; exactly this size is accepted */
+    int64_t default_timeout_ms; /* a task's timeout_ms when the submission has none */
+    int threads;                /* libmicrohttpd thread-pool size */
+    int wake_fd;                /* eventfd (semaphore mode): +n when n tasks committed */
+    int notify_fd;              /* pipe, read end: int64 ids of tasks now terminal */
+    int nworkers;               /* how many workers a wake-up can usefully reach */
+    int64_t started_at_ms;      /* when the service started, for uptime_s */
+    struct api_hooks hooks;
+};
+
+/* Serves until SIGTERM or SIGINT (which the caller must have blocked in this thread,
+ * so that they are taken with sigwait), then drains: stops accepting, answers
+ * held requests, commits queued submissions, and returns. 0, or 1 if it could not
+ * start (logged). */
+int api_server_run(const struct api_config *cfg);
+
+#endif

@@ -1,0 +1,143 @@
+/* internal.h -- what the files of api/ share with each other, and nothing else. */
+#ifndef WP_API_INTERNAL_H
+#define WP_API_INTERNAL_H
+
+#include "api/api.h"
+#include "storage/store.h"
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <stdatomic.h>
+
+#define API_MAX_BATCH 1000
+#define API_MAX_IDEM_KEY 200
+#define API_MAX_WAIT_S 60
+#define API_MAX_LIMIT 1000
+#define API_DEFAULT_LIMIT 100
+
+struct writer;
+struct req;
+struct waiters;
+
+/* The HTTP process's state, shared by its threads. */
+struct api_ctx {
+    const struct api_config *cfg;
+    struct MHD_Daemon *daemon;
+    atomic_int draining;        /* set once on SIGTERM: refuse new work */
+    uint64_t cursor_secret;
+    struct writer *writer;
+    struct waiters *waiters;
+};
+
+/* ---------------------------------------------------------------- writer.c */
+/* A group of tasks to insert atomically, and what became of it. */
+struct writer_job {
+    struct MHD_Connection *conn;    /* suspended until the job is done */
+    size_t n;
+    store_new_task *tasks;          /* n of them, borrowed from the request */
+    store_task *out;                /* n of them, filled on STORE_OK / STORE_EXISTS */
+    int status;                     /* STORE_OK, STORE_EXISTS (n == 1 only) or an error */
+    char errmsg[256];
+    struct writer_job *next;
+};
+
+struct writer *writer_start(struct api_ctx *ctx, char *err, size_t errlen);
+/* Queues a job whose connection the caller has already suspended; the writer
+ * resumes it once the job's transaction committed or failed. */
+void writer_submit(struct writer *w, struct writer_job *job);
+/* Commits everything queued, then stops the thread. NULL-safe. */
+void writer_stop(struct writer *w);
+
+/* ---------------------------------------------------------------- waiters.c */
+struct waiter {
+    struct MHD_Connection *conn;
+    int64_t task_id;
+    int64_t deadline_ms;            /* monotonic */
+    int active;                     /* registered and suspended */
+    struct waiter *next;
+};
+
+struct waiters *waiters_start(struct api_ctx *ctx, char *err, size_t errlen);
+/* Suspends w->conn and registers it until its task is terminal or its deadline. */
+void waiters_add(struct waiters *ws, struct waiter *w);
+/* Resumes every waiter of task_id. */
+void waiters_wake(struct waiters *ws, int64_t task_id);
+void waiters_wake_all(struct waiters *ws);
+/* Removes w if it is still registered (a connection that ends early). */
+void waiters_remove(struct waiters *ws, struct waiter *w);
+void waiters_stop(struct waiters *ws);      /* NULL-safe */
+
+/* ---------------------------------------------------------------- request state */
+enum req_phase { PHASE_NEW = 0, PHASE_COMMIT, PHASE_WAIT };
+
+typedef enum MHD_Result (*api_handler)(struct api_ctx *ctx, struct MHD_Connection *conn,
+                                       struct req *r);
+
+struct req {
+    api_handler handler;        /* NULL: no route; see status */
+    char allow[64];             /* for 405: the methods the path takes */
+    char *id;                   /* the {id} path segment, when the route has one */
+    char *body;                 /* not NUL-terminated */
+    size_t len;                 /* invariant: len <= max_body_bytes */
+    unsigned int reject;        /* non-zero: the answer is decided (413...) */
+    enum req_phase phase;
+    /* a submission being committed */
+    struct writer_job job;
+    store_new_task *tasks;
+    char **inputs;              /* JSON texts of the inputs, owned */
+    char *idem_key;
+    json_t *doc;                /* the parsed body, kept for idempotency comparison */
+    /* a GET ?wait= being held */
+    struct waiter wait;
+};
+
+/* ---------------------------------------------------------------- routes.c */
+/* Finds the handler for method and path. 0 found (r->handler, r->id set); 404 no such
+ * path; 405 path known, method not (r->allow set). */
+int routes_match(const char *method, const char *path, struct req *r);
+
+/* ---------------------------------------------------------------- reply.c */
+/* Queues body as the reply (steals body). extra_header/value may be NULL. */
+enum MHD_Result api_reply_json(struct MHD_Connection *conn, unsigned int status, json_t *body,
+                               const char *extra_header, const char *extra_value);
+enum MHD_Result api_reply_error(struct MHD_Connection *conn, unsigned int status,
+                                const char *code, const char *message);
+enum MHD_Result api_reply_errorf(struct MHD_Connection *conn, unsigned int status,
+                                 const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* The one place a store failure becomes an HTTP status. */
+enum MHD_Result api_reply_store_error(struct MHD_Connection *conn, int status,
+                                      const char *what, const char *detail);
+
+/* ---------------------------------------------------------------- taskjson.c */
+/* The task object of the API (brief: without input and result). New reference. */
+json_t *taskjson_from_store(const store_task *t, int brief);
+/* Checks one submission object against the API's rules and the kind's validate hook.
+ * 0 and *nt filled (nt->input is a new malloc'd JSON text stored in *input_text);
+ * else -1 with a message naming the field (prefixed by where, e.g. "tasks[3]."). */
+int taskjson_parse_submission(const struct api_ctx *ctx, const json_t *obj,
+                              const char *where, store_new_task *nt, char **input_text,
+                              char *err, size_t errlen);
+/* Does an existing task match a repeated submission (same body)? */
+int taskjson_same_submission(const store_task *t, const store_new_task *nt);
+/* Parses a task id path segment: 1..19 digits, a positive int64. 0 ok, -1 not an id. */
+int taskjson_parse_id(const char *text, int64_t *id);
+/* List cursors: opaque, signed with the store's secret. */
+void taskjson_cursor_encode(uint64_t secret, int64_t last_id, char out[64]);
+int taskjson_cursor_decode(uint64_t secret, const char *text, int64_t *last_id);
+
+/* ---------------------------------------------------------------- tasks.c */
+enum MHD_Result api_tasks_create(struct api_ctx *, struct MHD_Connection *, struct req *);
+enum MHD_Result api_tasks_batch(struct api_ctx *, struct MHD_Connection *, struct req *);
+enum MHD_Result api_tasks_get(struct api_ctx *, struct MHD_Connection *, struct req *);
+enum MHD_Result api_tasks_list(struct api_ctx *, struct MHD_Connection *, struct req *);
+enum MHD_Result api_tasks_cancel(struct api_ctx *, struct MHD_Connection *, struct req *);
+enum MHD_Result api_stats(struct api_ctx *, struct MHD_Connection *, struct req *);
+enum MHD_Result api_healthz(struct api_ctx *, struct MHD_Connection *, struct req *);
+enum MHD_Result api_readyz(struct api_ctx *, struct MHD_Connection *, struct req *);
+
+/* ---------------------------------------------------------------- server.c */
+/* This thread's store connection (opened on first use); NULL on failure. */
+store *api_thread_store(struct api_ctx *ctx);
+
+#endif

@@ -1,0 +1,273 @@
+/* server.c -- the HTTP process's main: libmicrohttpd on the supervisor's socket,
+ * request bodies with a size cap, dispatch through routes.c, and the drain.
+ *
+ * Threads: MHD's pool (cfg->threads) runs the handlers, each with its own store
+ * connection; the writer thread commits submissions (writer.c); the waiters thread
+ * resumes held GETs (waiters.c); the main thread only waits for SIGTERM. */
+#include "api/internal.h"
+#include "common/clock.h"
+#include "common/log.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---------------------------------------------------------------- thread stores */
+
+/* Every store opened by a pool thread, so the drain can close them all. */
+static pthread_mutex_t g_stores_mu = PTHREAD_MUTEX_INITIALIZER;
+static store **g_stores;
+static size_t g_nstores;
+static _Thread_local store *tl_store;
+
+store *
+api_thread_store(struct api_ctx *ctx)
+{
+    if (tl_store != NULL)
+        return tl_store;
+    char err[512];
+    store *s = store_open(ctx->cfg->db_path, STORE_SYNC_FULL, 2000, err, sizeof err);
+    if (s == NULL) {
+        log_error("opening the database: %s", err);
+        return NULL;
+    }
+    pthread_mutex_lock(&g_stores_mu);
+    store **grown = realloc(g_stores, (g_nstores + 1) * sizeof *grown);
+    if (grown != NULL) {
+        g_stores = grown;
+        g_stores[g_nstores++] = s;
+    }
+    pthread_mutex_unlock(&g_stores_mu);
+    if (grown == NULL) {
+        store_close(s);
+        return NULL;
+    }
+    tl_store = s;
+    return s;
+}
+
+static void
+close_thread_stores(void)
+{
+    pthread_mutex_lock(&g_stores_mu);
+    for (size_t i = 0; i < g_nstores; i++)
+        store_close(g_stores[i]);
+    free(g_stores);
+    g_stores = NULL;
+    g_nstores = 0;
+    pthread_mutex_unlock(&g_stores_mu);
+}
+
+/* ---------------------------------------------------------------- requests */
+
+static void
+req_free(struct req *r)
+{
+    free(r->id);
+    free(r->body);
+    for (size_t i = 0; r->inputs != NULL && i < r->job.n; i++)
+        free(r->inputs[i]);
+    free(r->inputs);
+    free(r->tasks);
+    for (size_t i = 0; r->job.out != NULL && i < r->job.n; i++)
+        store_task_clear(&r->job.out[i]);
+    free(r->job.out);
+    free(r->idem_key);
+    json_decref(r->doc);
+    free(r);
+}
+
+/* Appends a body chunk. 0, or the HTTP status that rejects the body. */
+static unsigned int
+body_append(struct req *r, const char *data, size_t n, size_t max)
+{
+    if (n > max - r->len)               /* written this way round so it cannot overflow */
+        return MHD_HTTP_CONTENT_TOO_LARGE;
+    char *p = realloc(r->body, r->len + n);
+    if (p == NULL)
+        return MHD_HTTP_INTERNAL_SERVER_ERROR;
+    memcpy(p + r->len, data, n);
+    r->body = p;
+    r->len += n;
+    return 0;
+}
+
+static enum MHD_Result
+reply_too_large(struct api_ctx *ctx, struct MHD_Connection *conn)
+{
+    return api_reply_errorf(conn, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
+                            "body is larger than %zu bytes", ctx->cfg->max_body_bytes);
+}
+
+static enum MHD_Result
+on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+           const char *version, const char *data, size_t *data_size, void **con_cls)
+{
+    struct api_ctx *ctx = cls;
+    struct req *r = *con_cls;
+    (void)version;
+
+    if (r == NULL) {                    /* 1st call: headers only; freed in on_completed() */
+        r = calloc(1, sizeof *r);
+        if (r == NULL)
+            return MHD_NO;
+        *con_cls = r;
+        int m = routes_match(method, url, r);
+        if (m == 500)
+            return MHD_NO;
+        r->reject = (unsigned int)m;
+        /* a declared length over the cap is refused now, without reading the body */
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl != NULL) {
+            errno = 0;
+            char *end;
+            unsigned long long n = strtoull(cl, &end, 10);
+            if (errno != 0 || *end != '\0' || n > ctx->cfg->max_body_bytes)
+                return reply_too_large(ctx, conn);
+        }
+        return MHD_YES;
+    }
+    if (*data_size != 0) {              /* a body chunk: MHD forbids replying now */
+        if (r->reject == 0 || r->reject == MHD_HTTP_NOT_FOUND ||
+            r->reject == MHD_HTTP_METHOD_NOT_ALLOWED) {
+            unsigned int st = body_append(r, data, *data_size, ctx->cfg->max_body_bytes);
+            if (st != 0)
+                r->reject = st;
+        }
+        *data_size = 0;                 /* consumed, or drained after a failure */
+        return MHD_YES;
+    }
+    switch (r->reject) {                /* whole body seen: now we may answer */
+    case 0:
+        return r->handler(ctx, conn, r);
+    case MHD_HTTP_CONTENT_TOO_LARGE:
+        return reply_too_large(ctx, conn);
+    case MHD_HTTP_NOT_FOUND:
+        return api_reply_errorf(conn, MHD_HTTP_NOT_FOUND, "not_found", "no such path: %.200s",
+                                url);
+    case MHD_HTTP_METHOD_NOT_ALLOWED: {
+        char msg[128];
+        snprintf(msg, sizeof msg, "method %.16s is not allowed here; allowed: %s", method,
+                 r->allow);
+        return api_reply_json(conn, MHD_HTTP_METHOD_NOT_ALLOWED,
+                              json_pack("{s:{s:s, s:s}}", "error", "code", "method_not_allowed",
+                                        "message", msg),
+                              MHD_HTTP_HEADER_ALLOW, r->allow);
+    }
+    default:
+        return MHD_NO;                  /* out of memory */
+    }
+}
+
+static void
+on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+             enum MHD_RequestTerminationCode toe)
+{
+    struct api_ctx *ctx = cls;
+    struct req *r = *con_cls;
+    (void)conn;
+    (void)toe;
+    if (r == NULL)
+        return;
+    if (r->wait.active)                 /* cannot happen while suspended; defensive */
+        waiters_remove(ctx->waiters, &r->wait);
+    req_free(r);
+    *con_cls = NULL;
+}
+
+static void
+on_mhd_error(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    msg[strcspn(msg, "\n")] = '\0';
+    log_warn("libmicrohttpd: %s", msg);
+}
+
+/* ---------------------------------------------------------------- run and drain */
+
+int
+api_server_run(const struct api_config *cfg)
+{
+    static struct api_ctx ctx;          /* outlives MHD's threads */
+    ctx.cfg = cfg;
+    atomic_store(&ctx.draining, 0);
+    char err[512];
+
+    store *st = store_open(cfg->db_path, STORE_SYNC_FULL, 5000, err, sizeof err);
+    if (st == NULL) {
+        log_error("opening the database: %s", err);
+        return 1;
+    }
+    ctx.cursor_secret = store_secret(st);
+    store_close(st);
+
+    ctx.writer = writer_start(&ctx, err, sizeof err);
+    if (ctx.writer == NULL) {
+        log_error("starting the writer: %s", err);
+        return 1;
+    }
+    ctx.waiters = waiters_start(&ctx, err, sizeof err);
+    if (ctx.waiters == NULL) {
+        log_error("starting the waiters: %s", err);
+        writer_stop(ctx.writer);
+        return 1;
+    }
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+                         MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    ctx.daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, &ctx,
+        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_error, NULL,
+        MHD_OPTION_LISTEN_SOCKET, cfg->listen_fd,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)cfg->threads,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, &ctx,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)120,
+        MHD_OPTION_END);
+    if (ctx.daemon == NULL) {
+        log_error("libmicrohttpd did not start");
+        waiters_stop(ctx.waiters);
+        writer_stop(ctx.writer);
+        return 1;
+    }
+    log_info("serving HTTP with %d threads", cfg->threads);
+
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    int sig = 0;
+    while (sigwait(&set, &sig) != 0)
+        ;
+    log_info("%s: draining", strsignal(sig));
+
+    /* 1. refuse new work: stop accepting, answer 503 on kept-alive connections */
+    atomic_store(&ctx.draining, 1);
+    MHD_quiesce_daemon(ctx.daemon);     /* the socket stays the supervisor's to close */
+    /* 2. held GETs answer now with their task's current state */
+    waiters_wake_all(ctx.waiters);
+    /* 3. everything queued is committed and answered */
+    writer_stop(ctx.writer);
+    ctx.writer = NULL;
+    /* 4. give the resumed requests a moment to be written out */
+    int64_t until = clock_mono_ms() + 2000;
+    while (clock_mono_ms() < until) {
+        const union MHD_DaemonInfo *info =
+            MHD_get_daemon_info(ctx.daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+        if (info == NULL || info->num_connections == 0)
+            break;
+        clock_sleep_ms(10);
+    }
+    waiters_stop(ctx.waiters);
+    MHD_stop_daemon(ctx.daemon);
+    ctx.waiters = NULL;
+    close_thread_stores();
+    log_info("HTTP stopped");
+    return 0;
+}

@@ -1,0 +1,219 @@
+/* taskjson.c -- the API's JSON shapes: task objects out, submissions in, ids, cursors. */
+#include "api/internal.h"
+#include "common/clock.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static json_t *
+time_or_null(int64_t ms)
+{
+    if (ms == 0)
+        return json_null();
+    char buf[CLOCK_RFC3339_LEN];
+    clock_format_rfc3339(ms, buf);
+    return json_string(buf);
+}
+
+static json_t *
+json_text_or_null(const char *text)
+{
+    if (text == NULL)
+        return json_null();
+    json_error_t e;
+    json_t *v = json_loads(text, JSON_DECODE_ANY | JSON_ALLOW_NUL, &e);
+    return v ? v : json_null();     /* we wrote it; it parses */
+}
+
+json_t *
+taskjson_from_store(const store_task *t, int brief)
+{
+    char id[24];
+    snprintf(id, sizeof id, "%" PRId64, t->id);
+    json_t *error = t->error_code == NULL ? json_null()
+        : json_pack("{s:s, s:s}", "code", t->error_code, "message",
+                    t->error_message ? t->error_message : "");
+    json_t *o = json_object();
+    if (o == NULL || error == NULL) {
+        json_decref(o);
+        json_decref(error);
+        return NULL;
+    }
+    json_object_set_new(o, "id", json_string(id));
+    json_object_set_new(o, "kind", json_string(t->kind));
+    json_object_set_new(o, "state", json_string(task_state_name(t->state)));
+    json_object_set_new(o, "priority", json_integer(t->priority));
+    if (!brief) {
+        json_object_set_new(o, "input", json_text_or_null(t->input));
+        json_object_set_new(o, "result", json_text_or_null(t->result));
+    }
+    json_object_set_new(o, "error", error);
+    json_object_set_new(o, "attempts", json_integer(t->attempts));
+    json_object_set_new(o, "max_attempts", json_integer(t->max_attempts));
+    json_object_set_new(o, "timeout_ms", json_integer(t->timeout_ms));
+    json_object_set_new(o, "created_at", time_or_null(t->created_at_ms));
+    json_object_set_new(o, "started_at", time_or_null(t->started_at_ms));
+    json_object_set_new(o, "finished_at", time_or_null(t->finished_at_ms));
+    return o;
+}
+
+/* An optional integer field: absent or null takes def. 0 ok, -1 with err. */
+static int
+int_field(const json_t *obj, const char *name, const char *where, json_int_t lo,
+          json_int_t hi, json_int_t def, json_int_t *out, char *err, size_t errlen)
+{
+    const json_t *v = json_object_get(obj, name);
+    if (v == NULL || json_is_null(v)) {
+        *out = def;
+        return 0;
+    }
+    if (!json_is_integer(v)) {
+        snprintf(err, errlen, "%s%s: must be an integer", where, name);
+        return -1;
+    }
+    json_int_t x = json_integer_value(v);
+    if (x < lo || x > hi) {
+        snprintf(err, errlen, "%s%s: must be between %lld and %lld", where, name,
+                 (long long)lo, (long long)hi);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+int
+taskjson_parse_submission(const struct api_ctx *ctx, const json_t *obj, const char *where,
+                          store_new_task *nt, char **input_text, char *err, size_t errlen)
+{
+    static const char *const FIELDS[] = {"kind", "input", "priority", "max_attempts",
+                                         "timeout_ms"};
+    *input_text = NULL;
+    const char *key;
+    const json_t *value;
+    json_object_foreach((json_t *)obj, key, value) {
+        int known = 0;
+        for (size_t i = 0; i < sizeof FIELDS / sizeof FIELDS[0]; i++)
+            known |= strcmp(key, FIELDS[i]) == 0;
+        if (!known) {
+            snprintf(err, errlen, "%s%.200s: unknown field", where, key);
+            return -1;
+        }
+    }
+    const json_t *kind = json_object_get(obj, "kind");
+    if (kind == NULL || json_is_null(kind)) {
+        snprintf(err, errlen, "%skind: required", where);
+        return -1;
+    }
+    if (!json_is_string(kind)) {
+        snprintf(err, errlen, "%skind: must be a string", where);
+        return -1;
+    }
+    json_int_t priority, max_attempts, timeout_ms;
+    if (int_field(obj, "priority", where, -1000, 1000, 0, &priority, err, errlen) != 0 ||
+        int_field(obj, "max_attempts", where, 1, 100, 1, &max_attempts, err, errlen) != 0 ||
+        int_field(obj, "timeout_ms", where, 1, 86400000, ctx->cfg->default_timeout_ms,
+                  &timeout_ms, err, errlen) != 0)
+        return -1;
+
+    const json_t *input = json_object_get(obj, "input");
+    json_t *null_input = NULL;
+    if (input == NULL)
+        input = null_input = json_null();
+    const struct api_hooks *h = &ctx->cfg->hooks;
+    char why[512] = "";
+    int v = h->validate ? h->validate(h->arg, json_string_value(kind), input, why, sizeof why)
+                        : 0;
+    if (v < 0) {
+        snprintf(err, errlen, "%skind: unknown kind '%.100s'", where, json_string_value(kind));
+        return -1;
+    }
+    if (v > 0) {
+        snprintf(err, errlen, "%sinput: %s", where, why);
+        return -1;
+    }
+    *input_text = json_dumps(input, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(null_input);
+    if (*input_text == NULL) {
+        snprintf(err, errlen, "%sinput: cannot be encoded", where);
+        return -1;
+    }
+    nt->kind = json_string_value(kind);     /* borrowed from obj */
+    nt->input = *input_text;
+    nt->priority = (int)priority;
+    nt->max_attempts = (int)max_attempts;
+    nt->timeout_ms = timeout_ms;
+    nt->idem_key = NULL;
+    return 0;
+}
+
+int
+taskjson_same_submission(const store_task *t, const store_new_task *nt)
+{
+    if (strcmp(t->kind, nt->kind) != 0 || t->priority != nt->priority ||
+        t->max_attempts != nt->max_attempts || t->timeout_ms != nt->timeout_ms)
+        return 0;
+    json_error_t e;
+    json_t *a = json_loads(t->input ? t->input : "null", JSON_DECODE_ANY, &e);
+    json_t *b = json_loads(nt->input, JSON_DECODE_ANY, &e);
+    int same = a != NULL && b != NULL && json_equal(a, b);   /* key order does not count */
+    json_decref(a);
+    json_decref(b);
+    return same;
+}
+
+int
+taskjson_parse_id(const char *text, int64_t *id)
+{
+    size_t n = strlen(text);
+    if (n == 0 || n > 19 || strspn(text, "0123456789") != n)
+        return -1;
+    errno = 0;
+    unsigned long long v = strtoull(text, NULL, 10);
+    if (errno != 0 || v == 0 || v > INT64_MAX)
+        return -1;
+    *id = (int64_t)v;
+    return 0;
+}
+
+/* FNV-1a over the secret and the id: a checksum the client cannot forge by chance */
+static uint64_t
+cursor_mac(uint64_t secret, int64_t id)
+{
+    uint64_t h = 1469598103934665603ULL;
+    uint64_t words[2] = {secret, (uint64_t)id};
+    const unsigned char *p = (const unsigned char *)words;
+    for (size_t i = 0; i < sizeof words; i++) {
+        h ^= p[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+void
+taskjson_cursor_encode(uint64_t secret, int64_t last_id, char out[64])
+{
+    snprintf(out, 64, "%" PRId64 ".%016" PRIx64, last_id, cursor_mac(secret, last_id));
+}
+
+int
+taskjson_cursor_decode(uint64_t secret, const char *text, int64_t *last_id)
+{
+    const char *dot = strchr(text, '.');
+    if (dot == NULL || dot - text > 19 || strlen(dot + 1) != 16)
+        return -1;
+    char idtext[20];
+    memcpy(idtext, text, (size_t)(dot - text));
+    idtext[dot - text] = '\0';
+    int64_t id;
+    if (taskjson_parse_id(idtext, &id) != 0)
+        return -1;
+    char mac[17];
+    snprintf(mac, sizeof mac, "%016" PRIx64, cursor_mac(secret, id));
+    if (strcmp(mac, dot + 1) != 0)
+        return -1;
+    *last_id = id;
+    return 0;
+}

@@ -1,0 +1,240 @@
+/* config.c -- the table of flags, and the parser that reads defaults, then the
+ * environment, then the command line into a struct config. */
+#include "service/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum opt_type { OPT_INT, OPT_BOOL, OPT_PATH, OPT_LISTEN, OPT_LOG_LEVEL };
+
+struct opt {
+    const char *name;           /* without the leading "--" */
+    enum opt_type type;
+    size_t offset;              /* into struct config */
+    int64_t min, max;           /* OPT_INT */
+    const char *arg;            /* the value's name in --help */
+    const char *help;
+};
+
+#define OFF(field) offsetof(struct config, field)
+
+static const struct opt OPTS[] = {
+    {"listen", OPT_LISTEN, 0, 0, 0, "HOST:PORT",
+     "address to serve HTTP on (default 127.0.0.1:8080)"},
+    {"db", OPT_PATH, OFF(db_path), 0, 0, "PATH",
+     "SQLite database file, created with its directory (default ./data/warmpool.db)"},
+    {"workers", OPT_INT, OFF(workers), 1, 1024, "N",
+     "worker processes (default: number of CPUs)"},
+    {"max-body", OPT_INT, OFF(max_body_bytes), 1, 1LL << 30, "BYTES",
+     "largest request body accepted (default 1048576)"},
+    {"task-timeout-ms", OPT_INT, OFF(task_timeout_ms), 1, 86400000, "MS",
+     "timeout_ms of a task that does not set one (default 300000)"},
+    {"grace-ms", OPT_INT, OFF(grace_ms), 0, 86400000, "MS",
+     "on SIGTERM, how long running tasks may take to finish (default 30000)"},
+    {"retry-base-ms", OPT_INT, OFF(retry_base_ms), 0, 3600000, "MS",
+     "delay before the first retry of a failed attempt, doubled each time (default 1000)"},
+    {"enable-test-kinds", OPT_BOOL, OFF(enable_test_kinds), 0, 1, NULL,
+     "register the `fail` kind, for tests"},
+    {"log-level", OPT_LOG_LEVEL, OFF(log_level), 0, 0, "LEVEL",
+     "error, warn, info or debug (default info)"},
+    {"http-threads", OPT_INT, OFF(http_threads), 1, 64, "N",
+     "HTTP threads in the HTTP process (default 2)"},
+};
+#define N_OPTS (sizeof OPTS / sizeof OPTS[0])
+
+static void
+env_name(const struct opt *o, char *out, size_t outlen)
+{
+    size_t n = (size_t)snprintf(out, outlen, "WARMPOOL_");
+    for (const char *p = o->name; *p && n + 1 < outlen; p++)
+        out[n++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+    out[n] = '\0';
+}
+
+static int
+parse_int64(const char *text, int64_t *out)
+{
+    if (text[0] == '\0' || isspace((unsigned char)text[0]))
+        return -1;
+    errno = 0;
+    char *end;
+    long long v = strtoll(text, &end, 10);
+    if (errno != 0 || *end != '\0')
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int
+parse_listen(const char *text, struct config *cfg)
+{
+    const char *colon = strrchr(text, ':');
+    if (colon == NULL || colon == text)
+        return -1;
+    size_t hlen = (size_t)(colon - text);
+    const char *host = text;
+    if (text[0] == '[') {                   /* [::1]:8080 */
+        if (hlen < 3 || text[hlen - 1] != ']')
+            return -1;
+        host = text + 1;
+        hlen -= 2;
+    }
+    if (hlen >= sizeof cfg->listen_host)
+        return -1;
+    int64_t port;
+    if (parse_int64(colon + 1, &port) != 0 || port < 0 || port > 65535)
+        return -1;
+    memcpy(cfg->listen_host, host, hlen);
+    cfg->listen_host[hlen] = '\0';
+    cfg->listen_port = (int)port;
+    return 0;
+}
+
+/* Sets option o from text; `source` names where the text came from, for messages. */
+static int
+set_opt(const struct opt *o, const char *text, struct config *cfg, const char *source,
+        char *err, size_t errlen)
+{
+    char *base = (char *)cfg;
+    int64_t v;
+    switch (o->type) {
+    case OPT_INT:
+        if (parse_int64(text, &v) != 0 || v < o->min || v > o->max) {
+            snprintf(err, errlen, "%s: '%.100s' is not an integer from %lld to %lld", source,
+                     text, (long long)o->min, (long long)o->max);
+            return -1;
+        }
+        if (o->offset == OFF(workers) || o->offset == OFF(http_threads))
+            *(int *)(base + o->offset) = (int)v;
+        else
+            *(int64_t *)(base + o->offset) = v;
+        return 0;
+    case OPT_BOOL:
+        if (strcmp(text, "1") == 0 || strcmp(text, "true") == 0)
+            *(int *)(base + o->offset) = 1;
+        else if (strcmp(text, "0") == 0 || strcmp(text, "false") == 0)
+            *(int *)(base + o->offset) = 0;
+        else {
+            snprintf(err, errlen, "%s: '%.100s' is not a boolean (1, 0, true, false)", source,
+                     text);
+            return -1;
+        }
+        return 0;
+    case OPT_PATH:
+        if (text[0] == '\0' || strlen(text) >= sizeof cfg->db_path) {
+            snprintf(err, errlen, "%s: the path is empty or too long", source);
+            return -1;
+        }
+        snprintf(cfg->db_path, sizeof cfg->db_path, "%s", text);
+        return 0;
+    case OPT_LISTEN:
+        if (parse_listen(text, cfg) != 0) {
+            snprintf(err, errlen, "%s: '%.100s' is not HOST:PORT (port 0 to 65535)", source,
+                     text);
+            return -1;
+        }
+        return 0;
+    case OPT_LOG_LEVEL:
+        if (log_level_parse(text, &cfg->log_level) != 0) {
+            snprintf(err, errlen, "%s: '%.100s' is not one of error, warn, info, debug", source,
+                     text);
+            return -1;
+        }
+        return 0;
+    }
+    return -1;
+}
+
+static void
+set_defaults(struct config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    snprintf(cfg->listen_host, sizeof cfg->listen_host, "127.0.0.1");
+    cfg->listen_port = 8080;
+    snprintf(cfg->db_path, sizeof cfg->db_path, "./data/warmpool.db");
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    cfg->workers = ncpu < 1 ? 1 : ncpu > 1024 ? 1024 : (int)ncpu;
+    cfg->max_body_bytes = 1048576;
+    cfg->task_timeout_ms = 300000;
+    cfg->grace_ms = 30000;
+    cfg->retry_base_ms = 1000;
+    cfg->log_level = LOG_INFO;
+    cfg->http_threads = 2;
+}
+
+void
+config_print_help(const char *prog)
+{
+    printf("usage: %s [healthcheck] [flags]\n\n"
+           "An HTTP job server whose workers share a context loaded once.\n"
+           "  healthcheck   GET /healthz on --listen and exit 0 if it answered 200\n\n"
+           "Every flag --foo-bar can also be set with WARMPOOL_FOO_BAR; the flag wins.\n\n",
+           prog);
+    for (size_t i = 0; i < N_OPTS; i++) {
+        char env[64], left[64];
+        env_name(&OPTS[i], env, sizeof env);
+        snprintf(left, sizeof left, "--%s%s%s", OPTS[i].name, OPTS[i].arg ? " " : "",
+                 OPTS[i].arg ? OPTS[i].arg : "");
+        printf("  %-28s %s\n  %-28s   [%s]\n", left, OPTS[i].help, "", env);
+    }
+    printf("  %-28s %s\n", "--help", "print this and exit");
+}
+
+int
+config_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen)
+{
+    set_defaults(cfg);
+    for (size_t i = 0; i < N_OPTS; i++) {
+        char env[64];
+        env_name(&OPTS[i], env, sizeof env);
+        const char *v = getenv(env);
+        if (v != NULL && set_opt(&OPTS[i], v, cfg, env, err, errlen) != 0)
+            return CONFIG_ERROR;
+    }
+    int i = 1;
+    if (argc > 1 && strcmp(argv[1], "healthcheck") == 0) {
+        cfg->healthcheck = 1;
+        i = 2;
+    }
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            config_print_help(argv[0]);
+            return CONFIG_HELP;
+        }
+        if (strncmp(a, "--", 2) != 0) {
+            snprintf(err, errlen, "unexpected argument '%.100s' (see --help)", a);
+            return CONFIG_ERROR;
+        }
+        const char *name = a + 2, *eq = strchr(name, '=');
+        size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
+        const struct opt *o = NULL;
+        for (size_t k = 0; k < N_OPTS; k++)
+            if (strlen(OPTS[k].name) == nlen && strncmp(OPTS[k].name, name, nlen) == 0)
+                o = &OPTS[k];
+        if (o == NULL) {
+            snprintf(err, errlen, "unknown flag '%.100s' (see --help)", a);
+            return CONFIG_ERROR;
+        }
+        const char *value;
+        if (eq != NULL)
+            value = eq + 1;
+        else if (o->type == OPT_BOOL)
+            value = "1";
+        else if (i + 1 < argc)
+            value = argv[++i];
+        else {
+            snprintf(err, errlen, "flag --%s needs a value", o->name);
+            return CONFIG_ERROR;
+        }
+        char source[80];
+        snprintf(source, sizeof source, "--%s", o->name);
+        if (set_opt(o, value, cfg, source, err, errlen) != 0)
+            return CONFIG_ERROR;
+    }
+    return CONFIG_OK;
+}

@@ -1,0 +1,38 @@
+/* config.h -- warmpool's configuration: flags, their WARMPOOL_* twins, defaults.
+ *
+ * Every flag --foo-bar has the environment variable WARMPOOL_FOO_BAR; a flag beats
+ * its variable; booleans take 1/0/true/false. Bad values are refused before
+ * anything starts (exit code 2). */
+#ifndef WP_CONFIG_H
+#define WP_CONFIG_H
+
+#include "common/log.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct config {
+    char listen_host[256];
+    int listen_port;
+    char db_path[4096];
+    int workers;                /* 1..1024; default: number of CPUs */
+    int64_t max_body_bytes;     /* request body cap */
+    int64_t task_timeout_ms;    /* default timeout_ms of a task */
+    int64_t grace_ms;           /* how long a SIGTERM drain waits for running tasks */
+    int64_t retry_base_ms;      /* first retry delay of a failed attempt; doubles */
+    int enable_test_kinds;
+    enum log_level log_level;
+    int http_threads;
+    int healthcheck;            /* "warmpool healthcheck": probe /healthz and exit */
+};
+
+enum { CONFIG_OK = 0, CONFIG_HELP = 1, CONFIG_ERROR = 2 };
+
+/* Fills cfg from defaults, then the environment (envp-style lookup via getenv), then
+ * argv. CONFIG_OK; CONFIG_HELP after printing the help to stdout; CONFIG_ERROR with
+ * the reason in err. */
+int config_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen);
+/* Prints every flag, its variable and default. */
+void config_print_help(const char *prog);
+
+#endif

@@ -1,0 +1,44 @@
+/* kinds.h -- the registry of task kinds and their loaded contexts.
+ *
+ * Filled in the supervisor before any fork (kinds_load), so every child sees the
+ * same entries and contexts, shared copy-on-write. */
+#ifndef WP_KINDS_H
+#define WP_KINDS_H
+
+#include "service/config.h"
+#include "warmpool/kind.h"
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct kind_entry {
+    const struct wp_kind *kind;
+    void *ctx;                  /* from kind->load(); NULL for a kind without one */
+    size_t ctx_bytes;
+    int generation;             /* 1 at start */
+    int64_t load_ms;            /* how long load() took */
+    void *worker_state;         /* per worker, from worker_init(); set after fork */
+};
+
+/* The built-in kinds (kinds_builtin.c). */
+extern const struct wp_kind KIND_ECHO, KIND_SLEEP, KIND_FAIL;
+
+/* Registers the built-in kinds (and `fail` with --enable-test-kinds) and loads each
+ * context. 0, or -1 with the reason in err. */
+int kinds_load(const struct config *cfg, char *err, size_t errlen);
+void kinds_unload(void);
+size_t kinds_count(void);
+struct kind_entry *kinds_at(size_t i);
+struct kind_entry *kinds_find(const char *name);        /* NULL if unknown */
+
+/* In a worker, after fork: worker_init() of every kind. 0, or -1 with err. */
+int kinds_worker_init(char *err, size_t errlen);
+void kinds_worker_fini(void);
+
+/* api_hooks.validate: -1 unknown kind, 0 ok, 1 refused (reason in err). */
+int kinds_validate(void *arg, const char *kind, const json_t *input, char *err, size_t errlen);
+/* The stats "kinds" array. New reference. */
+json_t *kinds_stats(void *arg);
+
+#endif

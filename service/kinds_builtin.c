@@ -1,0 +1,75 @@
+/* kinds_builtin.c -- the kinds every warmpool has: echo, sleep, and (for tests) fail. */
+#include "service/kinds.h"
+#include "common/clock.h"
+
+#include <stdio.h>
+
+#define SLEEP_MAX_MS 600000
+
+/* echo: the result is the input. */
+static json_t *
+echo_run(const void *ctx, void *ws, const json_t *input, struct wp_task_error *err)
+{
+    (void)ctx;
+    (void)ws;
+    (void)err;
+    return json_deep_copy(input);
+}
+
+const struct wp_kind KIND_ECHO = {
+    .abi_version = WP_KIND_ABI_VERSION,
+    .name = "echo",
+    .run = echo_run,
+};
+
+/* sleep: {"ms": 0..600000} -> sleeps, then {"slept_ms": ms}. */
+static int
+sleep_validate(const void *ctx, const json_t *input, char *err, size_t errlen)
+{
+    (void)ctx;
+    const json_t *ms = json_is_object(input) ? json_object_get(input, "ms") : NULL;
+    if (ms == NULL || !json_is_integer(ms) || json_integer_value(ms) < 0 ||
+        json_integer_value(ms) > SLEEP_MAX_MS) {
+        snprintf(err, errlen, "sleep needs {\"ms\": an integer from 0 to %d}", SLEEP_MAX_MS);
+        return -1;
+    }
+    return 0;
+}
+
+static json_t *
+sleep_run(const void *ctx, void *ws, const json_t *input, struct wp_task_error *err)
+{
+    (void)ws;
+    char why[128];
+    if (sleep_validate(ctx, input, why, sizeof why) != 0) {
+        wp_task_error_set(err, "invalid_input", 0, "%s", why);
+        return NULL;
+    }
+    json_int_t ms = json_integer_value(json_object_get(input, "ms"));
+    clock_sleep_ms(ms);
+    return json_pack("{s:I}", "slept_ms", ms);
+}
+
+const struct wp_kind KIND_SLEEP = {
+    .abi_version = WP_KIND_ABI_VERSION,
+    .name = "sleep",
+    .validate = sleep_validate,
+    .run = sleep_run,
+};
+
+/* fail: fails with task_failed and the input's "message" (retryable). */
+static json_t *
+fail_run(const void *ctx, void *ws, const json_t *input, struct wp_task_error *err)
+{
+    (void)ctx;
+    (void)ws;
+    const char *msg = json_string_value(json_object_get(input, "message"));
+    wp_task_error_set(err, "task_failed", 1, "%s", msg ? msg : "failed on purpose");
+    return NULL;
+}
+
+const struct wp_kind KIND_FAIL = {
+    .abi_version = WP_KIND_ABI_VERSION,
+    .name = "fail",
+    .run = fail_run,
+};

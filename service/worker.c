@@ -1,0 +1,202 @@
+/* worker.c -- a worker process: claim the next task, run it against the preloaded
+ * context, record the outcome, repeat; block on the wake-up eventfd when idle.
+ *
+ * The loop, and why it is in this order:
+ *   1. look for a ready task with a read (no write lock), claim it if there is one;
+ *   2. otherwise block in poll() on the wake eventfd, at most a second (the safety
+ *      net for a lost wake-up and for retries whose delay has passed);
+ *   3. a readable eventfd gives this worker one token (EFD_SEMAPHORE), so n tokens
+ *      wake up to n idle workers, and go back to 1.
+ * A worker claims only when idle (no prefetch), so a short task never waits behind
+ * a long one. On SIGTERM it finishes the task in hand and exits 0. */
+#include "service/worker.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "service/kinds.h"
+#include "storage/store.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define SAFETY_NET_MS 1000
+#define RETRY_CAP_MS 300000
+
+static volatile sig_atomic_t g_stop;
+
+static void
+on_term(int sig)
+{
+    (void)sig;
+    g_stop = 1;
+}
+
+static int
+stopping(const struct worker_env *env)
+{
+    return g_stop || atomic_load(&env->sh->draining);
+}
+
+/* Delay before retry number `attempt` (1-based): base * 2^(attempt-1), capped, with
+ * up to 25% jitter so that tasks failing together do not retry together. */
+static int64_t
+retry_delay_ms(int64_t base, int attempt)
+{
+    if (base <= 0)
+        return 0;
+    int64_t d = base;
+    for (int i = 1; i < attempt && d < RETRY_CAP_MS; i++)
+        d *= 2;
+    if (d > RETRY_CAP_MS)
+        d = RETRY_CAP_MS;
+    return d + (int64_t)(random() % (d / 4 + 1));
+}
+
+/* Records the outcome; the database being busy is retried, never a lost result. */
+static int
+record(const struct worker_env *env, store *st, const store_task *t, const store_outcome *o)
+{
+    for (int tries = 0;; tries++) {
+        int rc = store_finish(st, t->id, t->attempts, o);
+        if (rc == STORE_OK)
+            return 0;
+        if (rc == STORE_CONFLICT) {
+            log_warn("task %" PRId64 " attempt %d was taken from this worker; its outcome "
+                     "is dropped", t->id, t->attempts);
+            return -1;
+        }
+        log_warn("recording task %" PRId64 ": %s (try %d)", t->id, store_errmsg(st), tries + 1);
+        /* the supervisor SIGKILLs us at the end of a drain; until then keep trying */
+        clock_sleep_ms(tries < 10 ? 10 : 200);
+        (void)env;
+    }
+}
+
+static void
+run_one(const struct worker_env *env, store *st, store_task *t)
+{
+    struct slot *slot = &env->sh->slots[env->slot];
+    atomic_store(&slot->task_id, t->id);
+    atomic_store(&slot->attempt, t->attempts);
+    atomic_store(&slot->deadline_ms, clock_mono_ms() + t->timeout_ms);
+    atomic_store(&slot->state, SLOT_BUSY);
+
+    struct wp_task_error err = {.retryable = 1};
+    json_t *result = NULL;
+    struct kind_entry *k = kinds_find(t->kind);
+    if (k == NULL) {
+        wp_task_error_set(&err, "unknown_kind", 0, "no kind '%s' is loaded in this service",
+                          t->kind);
+    } else {
+        json_error_t je;
+        json_t *input = json_loads(t->input ? t->input : "null", JSON_DECODE_ANY, &je);
+        if (input == NULL)
+            wp_task_error_set(&err, "invalid_input", 0, "stored input does not parse: %s",
+                              je.text);
+        else
+            result = k->kind->run(k->ctx, k->worker_state, input, &err);
+        json_decref(input);
+    }
+
+    store_outcome o = {.now_ms = clock_now_ms()};
+    char *text = NULL;
+    if (result != NULL) {
+        text = json_dumps(result, JSON_COMPACT | JSON_ENCODE_ANY);
+        json_decref(result);
+        if (text == NULL)
+            wp_task_error_set(&err, "invalid_result", 0, "the result cannot be encoded");
+    }
+    if (text != NULL) {
+        o.state = TASK_SUCCEEDED;
+        o.result = text;
+    } else {
+        if (err.code[0] == '\0')
+            wp_task_error_set(&err, "task_failed", 1, "the kind reported no reason");
+        o.error_code = err.code;
+        o.error_message = err.message;
+        if (err.retryable && t->attempts < t->max_attempts) {
+            o.state = TASK_PENDING;
+            o.run_after_ms = o.now_ms + retry_delay_ms(env->cfg->retry_base_ms, t->attempts);
+        } else {
+            o.state = TASK_FAILED;
+        }
+    }
+    int recorded = record(env, st, t, &o) == 0;
+    free(text);
+
+    atomic_fetch_add(&slot->tasks_done, 1);
+    atomic_store(&slot->task_id, 0);
+    atomic_store(&slot->state, SLOT_IDLE);
+    if (recorded && task_state_terminal(o.state)) {
+        /* tell the HTTP process, for ?wait; if the pipe is full, the waiter's deadline
+         * answers instead */
+        if (write(env->notify_fd, &t->id, sizeof t->id) != (ssize_t)sizeof t->id)
+            log_debug("notify pipe full; task %" PRId64 " waiters answer at their deadline",
+                      t->id);
+    }
+}
+
+void
+worker_main(const struct worker_env *env)
+{
+    log_set_role("worker");
+    struct sigaction sa = {.sa_handler = on_term};     /* no SA_RESTART: poll must return */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGPIPE, SIG_IGN);
+    srandom((unsigned)getpid() ^ (unsigned)clock_now_ms());
+
+    struct slot *slot = &env->sh->slots[env->slot];
+    atomic_store(&slot->pid, (int)getpid());
+    char err[512];
+    store *st = store_open(env->cfg->db_path, STORE_SYNC_NORMAL, 5000, err, sizeof err);
+    if (st == NULL) {
+        log_error("opening the database: %s", err);
+        _exit(1);
+    }
+    if (kinds_worker_init(err, sizeof err) != 0) {
+        log_error("%s", err);
+        store_close(st);
+        _exit(1);
+    }
+    atomic_store(&slot->state, SLOT_IDLE);
+    long self = (long)getpid();
+    log_debug("worker ready in slot %d", env->slot);
+
+    while (!stopping(env)) {
+        int ready = store_has_ready(st, clock_now_ms());
+        if (ready != 0) {               /* yes, or unknown: try to claim */
+            store_task t;
+            int rc = store_claim_next(st, clock_now_ms(), self, &t);
+            if (rc == STORE_OK) {
+                run_one(env, st, &t);
+                store_task_clear(&t);
+                continue;
+            }
+            if (rc == STORE_BUSY)
+                continue;               /* another process holds the lock: normal */
+            if (rc != STORE_EMPTY) {
+                log_error("claiming a task: %s", store_errmsg(st));
+                clock_sleep_ms(100);
+                continue;
+            }
+        }
+        struct pollfd p = {.fd = env->wake_fd, .events = POLLIN};
+        if (poll(&p, 1, SAFETY_NET_MS) > 0 && (p.revents & POLLIN)) {
+            uint64_t token;
+            if (read(env->wake_fd, &token, sizeof token) < 0 && errno != EAGAIN)
+                log_warn("reading the wake-up channel: %s", strerror(errno));
+        }
+    }
+    kinds_worker_fini();
+    store_close(st);
+    log_debug("worker exits");
+    _exit(0);
+}

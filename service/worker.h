@@ -1,0 +1,20 @@
+/* worker.h -- the worker process's entry point. */
+#ifndef WP_WORKER_H
+#define WP_WORKER_H
+
+#include "service/config.h"
+#include "service/slots.h"
+
+struct worker_env {
+    const struct config *cfg;
+    struct shared *sh;
+    int slot;                   /* index of this worker's slot in sh */
+    int wake_fd;                /* eventfd, semaphore mode: one token wakes one worker */
+    int notify_fd;              /* pipe to the HTTP process: ids of tasks now terminal */
+};
+
+/* Runs the worker loop in a freshly forked child; never returns (exit 0 after a
+ * SIGTERM, 1 if it could not start). */
+void worker_main(const struct worker_env *env) __attribute__((noreturn));
+
+#endif

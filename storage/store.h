@@ -1,0 +1,161 @@
+/* store.h -- the SQLite task store: every SQL statement of warmpool lives behind it.
+ *
+ * One `store` is one SQLite connection; it belongs to one thread of one process and
+ * is never carried across fork() (open it in the child). Functions return STORE_OK
+ * (0) or another STORE_* code; store_errmsg() has the detail of the last failure.
+ *
+ * Task states and who moves them (see docs/architecture.md):
+ *   pending  -> running    store_claim_next()   (a worker)
+ *   running  -> succeeded  store_finish()       (the worker)
+ *   running  -> failed     store_finish() / store_release_lost() (supervisor) /
+ *                          store_recover_running() (supervisor, at start-up)
+ *   running  -> pending    the same three, when attempts remain
+ *   pending  -> canceled   store_cancel()       (the HTTP process)
+ * Every move out of `running` is a compare-and-set on (id, attempts, state), so a
+ * worker whose task was already handed to someone else cannot overwrite it. */
+#ifndef WP_STORE_H
+#define WP_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum store_status {
+    STORE_OK = 0,
+    STORE_EMPTY,        /* nothing to claim */
+    STORE_NOTFOUND,     /* no such task */
+    STORE_CONFLICT,     /* the task is not in the state the change needs */
+    STORE_EXISTS,       /* idempotency key already used: *out is the first task */
+    STORE_BUSY,         /* the lock was not had within the busy budget: retry later */
+    STORE_FULL,         /* disk or database full */
+    STORE_IOERR,        /* I/O error from the disk */
+    STORE_LOCKED,       /* another warmpool holds the database */
+    STORE_ERR,          /* anything else: see store_errmsg() */
+};
+
+enum task_state {
+    TASK_PENDING = 0,
+    TASK_RUNNING,
+    TASK_SUCCEEDED,
+    TASK_FAILED,
+    TASK_CANCELED,
+    TASK_STATE_COUNT
+};
+
+/* "pending"... for a state; NULL for an out-of-range value */
+const char *task_state_name(enum task_state st);
+/* 0 and *out on a known name, -1 otherwise */
+int task_state_parse(const char *name, enum task_state *out);
+static inline int task_state_terminal(enum task_state st) { return st >= TASK_SUCCEEDED; }
+
+/* A task as stored. Strings are heap copies owned by the struct: release them with
+ * store_task_clear(). JSON fields (input, result) hold JSON text; NULL = SQL NULL.
+ * Times are milliseconds since the epoch; 0 means "not yet" (null in the API). */
+typedef struct store_task {
+    int64_t id;
+    char *kind;
+    enum task_state state;
+    int priority;
+    char *input;            /* NULL in list results */
+    char *result;           /* NULL unless succeeded (and in list results) */
+    char *error_code;
+    char *error_message;
+    int attempts;
+    int max_attempts;
+    int64_t timeout_ms;
+    int64_t created_at_ms;
+    int64_t started_at_ms;
+    int64_t finished_at_ms;
+    int64_t run_after_ms;   /* a pending retry waits until then; 0 = now */
+} store_task;
+
+void store_task_clear(store_task *t);
+
+/* A submission, as validated by the API. Strings are borrowed. */
+typedef struct store_new_task {
+    const char *kind;
+    const char *input;      /* JSON text */
+    int priority;
+    int max_attempts;
+    int64_t timeout_ms;
+    const char *idem_key;   /* NULL = none */
+} store_new_task;
+
+/* How an attempt ended, for store_finish(). Strings are borrowed. */
+typedef struct store_outcome {
+    enum task_state state;  /* SUCCEEDED, FAILED, or PENDING (a retry) */
+    const char *result;     /* JSON text when SUCCEEDED */
+    const char *error_code;
+    const char *error_message;
+    int64_t now_ms;
+    int64_t run_after_ms;   /* for PENDING: when the retry may start */
+} store_outcome;
+
+typedef struct store_filter {
+    int has_state;
+    enum task_state state;
+    const char *kind;       /* NULL = any */
+    int64_t before_id;      /* 0 = from the newest; else ids strictly below */
+    int limit;              /* 1..1000 */
+} store_filter;
+
+typedef struct store store;
+
+enum store_sync {
+    STORE_SYNC_FULL = 0,    /* fsync the WAL at every commit: a 202 survives power loss */
+    STORE_SYNC_NORMAL,      /* fsync at checkpoints only: survives a crash of warmpool */
+};
+
+/* Opens (creating if missing) and migrates the database at path. NULL on failure,
+ * with the reason in err. busy_ms is the lock budget of every call. */
+store *store_open(const char *path, enum store_sync sync, int busy_ms, char *err, size_t errlen);
+void store_close(store *s);                     /* NULL-safe */
+const char *store_errmsg(const store *s);
+int store_schema_version(store *s);
+
+/* Write transactions spanning several calls (BEGIN IMMEDIATE / COMMIT / ROLLBACK). */
+int store_begin(store *s);
+int store_commit(store *s);
+void store_rollback(store *s);
+
+/* Inserts a pending task and fills *out. With an idempotency key already used,
+ * returns STORE_EXISTS and fills *out with the first task. */
+int store_insert(store *s, const store_new_task *nt, int64_t now_ms, store_task *out);
+int store_get(store *s, int64_t id, store_task *out);
+/* Fills *items (free each with store_task_clear, then free(*items)); *more = 1 when
+ * further items exist past the last one returned. */
+int store_list(store *s, const store_filter *f, store_task **items, size_t *n, int *more);
+/* pending -> canceled. STORE_NOTFOUND, or STORE_CONFLICT with *out the current task. */
+int store_cancel(store *s, int64_t id, int64_t now_ms, store_task *out);
+/* Claims the next pending task (priority desc, then id) whose run_after has come,
+ * for the worker whose pid is owner. */
+int store_claim_next(store *s, int64_t now_ms, long owner, store_task *out);
+/* Records the end of attempt `attempt` of task id. STORE_CONFLICT if the task is no
+ * longer running that attempt (it was released, canceled or finished elsewhere). */
+int store_finish(store *s, int64_t id, int attempt, const store_outcome *o);
+/* The worker with pid owner is gone: each task it was running goes back to pending
+ * if attempts remain, else to failed, with error code (default "worker_lost") and
+ * message. Up to cap of them are reported in released[], their count in *n. */
+typedef struct store_task_ref {
+    int64_t id;
+    enum task_state state;
+} store_task_ref;
+int store_release_lost(store *s, long owner, int64_t now_ms, const char *code,
+                       const char *message, store_task_ref *released, size_t cap, size_t *n);
+/* Start-up: every task left running by a previous run is handled as lost. */
+int store_recover_running(store *s, int64_t now_ms, int *requeued, int *failed);
+/* Number of tasks in each state. */
+int store_count_states(store *s, int64_t counts[TASK_STATE_COUNT]);
+/* Is there a pending task ready at now_ms? A read, no write lock: 1 yes, 0 no, <0 error */
+int store_has_ready(store *s, int64_t now_ms);
+/* A cheap query that proves the database answers. */
+int store_ping(store *s);
+/* A random secret kept in the database, for signing list cursors. */
+uint64_t store_secret(store *s);
+
+/* Takes an exclusive lock on "<db_path>.lock" (flock), which the caller holds for
+ * its life (the fd is inherited by its children on purpose). Creates the database's
+ * directory if missing. STORE_OK and *fd; STORE_LOCKED when another process holds
+ * it (err names the lock file and the holder's pid); STORE_ERR otherwise. */
+int store_lock(const char *db_path, int *fd, char *err, size_t errlen);
+
+#endif
