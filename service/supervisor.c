@@ -191,6 +191,7 @@ spawn_worker(int i)
 {
     struct slot *slot = &S.sh->slots[i];
     atomic_store(&slot->task_id, 0);
+    atomic_store(&slot->tasks_done, 0);     /* per worker process, not per slot */
     atomic_store(&slot->state, SLOT_STARTING);
     pid_t pid = fork();
     if (pid < 0) {

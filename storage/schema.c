@@ -30,8 +30,10 @@ static const char *const MIGRATIONS[] = {
     "  idem_key      TEXT UNIQUE,"
     "  owner         INTEGER"                               /* pid of the worker running it */
     ");"
-    /* the claim walks this partial index in order: no sort, no scan of old tasks */
-    "CREATE INDEX tasks_pending ON tasks (priority DESC, id) WHERE state = 'pending';"
+    /* the claim walks this partial index in order: no sort, no scan of old tasks;
+     * run_after rides along so a delayed retry is skipped without reading its row */
+    "CREATE INDEX tasks_pending ON tasks (priority DESC, id, run_after)"
+    " WHERE state = 'pending';"
     "CREATE INDEX tasks_state ON tasks (state, id);"
     "CREATE INDEX tasks_kind ON tasks (kind, id);"
     "INSERT INTO meta (key, value) VALUES ('cursor_secret', lower(hex(randomblob(8))));",

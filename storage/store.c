@@ -42,15 +42,19 @@ static const char SQL_GET_BY_KEY[] = "SELECT " TASK_COLS " FROM tasks WHERE idem
 static const char SQL_CANCEL[] =
     "UPDATE tasks SET state = 'canceled', finished_at = ?2"
     " WHERE id = ?1 AND state = 'pending' RETURNING " TASK_COLS;
+/* INDEXED BY: without ANALYZE statistics the planner prefers tasks_state and sorts
+ * every pending task for each claim (seen: 30 claims/s with 20,000 pending) */
 static const char SQL_HAS_READY[] =
-    "SELECT 1 FROM tasks WHERE state = 'pending' AND run_after <= ?1 LIMIT 1";
+    "SELECT 1 FROM tasks INDEXED BY tasks_pending"
+    " WHERE state = 'pending' AND run_after <= ?1 LIMIT 1";
 /* A subquery, not UPDATE ... ORDER BY ... LIMIT: that needs a compile option that
  * not every SQLite build has. It walks tasks_pending in order (EXPLAIN QUERY PLAN:
- * SCAN tasks USING INDEX tasks_pending). */
+ * SCAN tasks USING COVERING INDEX tasks_pending, no temp B-tree). */
 static const char SQL_CLAIM[] =
     "UPDATE tasks SET state = 'running', attempts = attempts + 1, started_at = ?1,"
     " finished_at = NULL, owner = ?2"
-    " WHERE id = (SELECT id FROM tasks WHERE state = 'pending' AND run_after <= ?1"
+    " WHERE id = (SELECT id FROM tasks INDEXED BY tasks_pending"
+    "             WHERE state = 'pending' AND run_after <= ?1"
     "             ORDER BY priority DESC, id LIMIT 1)"
     " RETURNING " TASK_COLS;
 static const char SQL_FINISH[] =

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# deps.sh -- install the Debian/Ubuntu packages warmpool builds and tests with.
+# Installs only what is missing; needs root (or sudo). Usage: scripts/deps.sh [build|test]
+set -euo pipefail
+
+BUILD_PKGS=(build-essential cmake pkg-config libmicrohttpd-dev libjansson-dev
+            libsqlite3-dev libvectorscan-dev)
+TEST_PKGS=(libcmocka-dev libcurl4-openssl-dev curl clang libclang-rt-14-dev valgrind
+           python3)
+
+want=("${BUILD_PKGS[@]}")
+[ "${1:-build}" = test ] && want+=("${TEST_PKGS[@]}")
+
+missing=()
+for p in "${want[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO=sudo
+echo "deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get -o DPkg::Lock::Timeout=300 update -q >/dev/null
+$SUDO apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "${missing[@]}" >/dev/null

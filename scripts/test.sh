@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# test.sh -- install what is missing, then build and run every test: unit (cmocka)
+# and integration (the real binary over HTTP), first in a normal build, then again
+# with AddressSanitizer + UndefinedBehaviorSanitizer. Ends with ctest's summary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh test
+jobs=$(nproc)
+
+echo "== release build: unit + integration tests"
+cmake --preset release >/dev/null
+cmake --build --preset release -j"$jobs"
+ctest --preset release -j"$jobs"
+
+echo "== asan build (AddressSanitizer + UBSan): unit + integration tests"
+cmake --preset asan >/dev/null
+cmake --build --preset asan -j"$jobs"
+ctest --preset asan -j"$jobs"
