@@ -9,7 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
-enum opt_type { OPT_INT, OPT_BOOL, OPT_PATH, OPT_LISTEN, OPT_LOG_LEVEL };
+enum opt_type { OPT_INT, OPT_BOOL, OPT_PATH, OPT_LISTEN, OPT_LOG_LEVEL, OPT_PLUGIN,
+                OPT_KIND_CONFIG, OPT_SCAN_RULES };
 
 struct opt {
     const char *name;           /* without the leading "--" */
@@ -43,6 +44,12 @@ static const struct opt OPTS[] = {
      "error, warn, info or debug (default info)"},
     {"http-threads", OPT_INT, OFF(http_threads), 1, 64, "N",
      "HTTP threads in the HTTP process (default 2)"},
+    {"plugin", OPT_PLUGIN, 0, 0, 0, "PATH.so",
+     "load kinds from a shared library; repeatable (variable: comma-separated)"},
+    {"kind-config", OPT_KIND_CONFIG, 0, 0, 0, "NAME=VALUE",
+     "configuration string for kind NAME; repeatable (variable: ';'-separated)"},
+    {"scan-rules", OPT_SCAN_RULES, 0, 0, 0, "PATH",
+     "rules file of the scan kind (default: the built-in rules)"},
 };
 #define N_OPTS (sizeof OPTS / sizeof OPTS[0])
 
@@ -94,6 +101,36 @@ parse_listen(const char *text, struct config *cfg)
     return 0;
 }
 
+static int
+add_kind_config(struct config *cfg, const char *name, size_t nlen, const char *value,
+                const char *source, char *err, size_t errlen)
+{
+    if (cfg->nkind_configs == CONFIG_MAX_KIND_CONFIGS || nlen > 64) {
+        snprintf(err, errlen, "%s: more than %d kind configurations, or a name too long",
+                 source, CONFIG_MAX_KIND_CONFIGS);
+        return -1;
+    }
+    char *n = strndup(name, nlen);      /* lives as long as the configuration */
+    if (n == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    cfg->kind_configs[cfg->nkind_configs].name = n;
+    cfg->kind_configs[cfg->nkind_configs].value = value;
+    cfg->nkind_configs++;
+    return 0;
+}
+
+const char *
+config_kind_config(const struct config *cfg, const char *name)
+{
+    const char *v = NULL;
+    for (int i = 0; i < cfg->nkind_configs; i++)
+        if (strcmp(cfg->kind_configs[i].name, name) == 0)
+            v = cfg->kind_configs[i].value;
+    return v;
+}
+
 /* Sets option o from text; `source` names where the text came from, for messages. */
 static int
 set_opt(const struct opt *o, const char *text, struct config *cfg, const char *source,
@@ -138,6 +175,28 @@ set_opt(const struct opt *o, const char *text, struct config *cfg, const char *s
             return -1;
         }
         return 0;
+    case OPT_PLUGIN:
+        if (text[0] == '\0' || cfg->nplugins == CONFIG_MAX_PLUGINS) {
+            snprintf(err, errlen, "%s: empty path, or more than %d plugins", source,
+                     CONFIG_MAX_PLUGINS);
+            return -1;
+        }
+        cfg->plugins[cfg->nplugins++] = text;
+        return 0;
+    case OPT_SCAN_RULES:
+        if (text[0] == '\0') {
+            snprintf(err, errlen, "%s: empty path", source);
+            return -1;
+        }
+        return add_kind_config(cfg, "scan", 4, text, source, err, errlen);
+    case OPT_KIND_CONFIG: {
+        const char *eq = strchr(text, '=');
+        if (eq == NULL || eq == text) {
+            snprintf(err, errlen, "%s: '%.100s' is not NAME=VALUE", source, text);
+            return -1;
+        }
+        return add_kind_config(cfg, text, (size_t)(eq - text), eq + 1, source, err, errlen);
+    }
     case OPT_LOG_LEVEL:
         if (log_level_parse(text, &cfg->log_level) != 0) {
             snprintf(err, errlen, "%s: '%.100s' is not one of error, warn, info, debug", source,
@@ -192,10 +251,23 @@ config_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen
         char env[64];
         env_name(&OPTS[i], env, sizeof env);
         const char *v = getenv(env);
-        if (v != NULL && set_opt(&OPTS[i], v, cfg, env, err, errlen) != 0)
+        if (v == NULL)
+            continue;
+        if (OPTS[i].type == OPT_PLUGIN || OPTS[i].type == OPT_KIND_CONFIG) {
+            /* a list: plugins comma-separated, kind configurations ';'-separated */
+            char *copy = strdup(v);     /* lives as long as the configuration */
+            const char *sep = OPTS[i].type == OPT_PLUGIN ? "," : ";";
+            char *save = NULL;
+            for (char *tok = copy ? strtok_r(copy, sep, &save) : NULL; tok != NULL;
+                 tok = strtok_r(NULL, sep, &save))
+                if (set_opt(&OPTS[i], tok, cfg, env, err, errlen) != 0)
+                    return CONFIG_ERROR;
+            continue;
+        }
+        if (set_opt(&OPTS[i], v, cfg, env, err, errlen) != 0)
             return CONFIG_ERROR;
     }
-    int i = 1;
+    int i = 1, argv_plugins = 0;
     if (argc > 1 && strcmp(argv[1], "healthcheck") == 0) {
         cfg->healthcheck = 1;
         i = 2;
@@ -233,6 +305,8 @@ config_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen
         }
         char source[80];
         snprintf(source, sizeof source, "--%s", o->name);
+        if (o->type == OPT_PLUGIN && !argv_plugins++)
+            cfg->nplugins = 0;          /* --plugin replaces WARMPOOL_PLUGIN's list */
         if (set_opt(o, value, cfg, source, err, errlen) != 0)
             return CONFIG_ERROR;
     }

@@ -11,6 +11,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#define CONFIG_MAX_PLUGINS 16
+#define CONFIG_MAX_KIND_CONFIGS 32
+
 struct config {
     char listen_host[256];
     int listen_port;
@@ -24,7 +27,18 @@ struct config {
     enum log_level log_level;
     int http_threads;
     int healthcheck;            /* "warmpool healthcheck": probe /healthz and exit */
+    const char *plugins[CONFIG_MAX_PLUGINS];    /* --plugin, in order given */
+    int nplugins;
+    struct {
+        const char *name;       /* kind name */
+        const char *value;      /* its configuration string */
+    } kind_configs[CONFIG_MAX_KIND_CONFIGS];    /* --kind-config NAME=VALUE */
+    int nkind_configs;
 };
+
+/* The configuration string of kind `name` (--kind-config, or --scan-rules for
+ * `scan`), or NULL. The last one given wins. */
+const char *config_kind_config(const struct config *cfg, const char *name);
 
 enum { CONFIG_OK = 0, CONFIG_HELP = 1, CONFIG_ERROR = 2 };
 

@@ -4,6 +4,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 
+#include <dlfcn.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -66,14 +67,96 @@ register_kind(const struct wp_kind *k, const char *config, char *err, size_t err
     return 0;
 }
 
+/* dlopen()s a plugin and registers every kind in its wp_kinds array. */
+static int
+load_plugin(const struct config *cfg, const char *path, char *err, size_t errlen)
+{
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (h == NULL) {
+        snprintf(err, errlen, "plugin %s: cannot load: %s", path, dlerror());
+        return -1;
+    }
+    const struct wp_kind *const *list = dlsym(h, WP_KINDS_SYMBOL);
+    if (list == NULL || list[0] == NULL) {
+        snprintf(err, errlen, "plugin %s: exports no kinds (a NULL-terminated `%s` array)",
+                 path, WP_KINDS_SYMBOL);
+        dlclose(h);
+        return -1;
+    }
+    /* the library stays loaded for the life of the process: its code is the kinds' */
+    for (size_t i = 0; list[i] != NULL; i++) {
+        const char *name = list[i]->name ? list[i]->name : "?";
+        if (register_kind(list[i], config_kind_config(cfg, name), err, errlen) != 0) {
+            char why[1024];
+            snprintf(why, sizeof why, "%s", err);
+            snprintf(err, errlen, "plugin %s: %s", path, why);
+            return -1;
+        }
+    }
+    log_info("plugin %s loaded", path);
+    return 0;
+}
+
 int
 kinds_load(const struct config *cfg, char *err, size_t errlen)
 {
-    if (register_kind(&KIND_ECHO, NULL, err, errlen) != 0 ||
-        register_kind(&KIND_SLEEP, NULL, err, errlen) != 0)
-        return -1;
+    static const struct wp_kind *const builtin[] = {&KIND_ECHO, &KIND_SLEEP};
+    for (size_t i = 0; i < sizeof builtin / sizeof builtin[0]; i++)
+        if (register_kind(builtin[i], config_kind_config(cfg, builtin[i]->name), err,
+                          errlen) != 0)
+            return -1;
     if (cfg->enable_test_kinds && register_kind(&KIND_FAIL, NULL, err, errlen) != 0)
         return -1;
+    for (int i = 0; i < cfg->nplugins; i++)
+        if (load_plugin(cfg, cfg->plugins[i], err, errlen) != 0)
+            return -1;
+    for (int i = 0; i < cfg->nkind_configs; i++) {
+        if (kinds_find(cfg->kind_configs[i].name) == NULL) {
+            snprintf(err, errlen, "--kind-config %s: no such kind", cfg->kind_configs[i].name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int
+kinds_reload(const struct config *cfg, char *err, size_t errlen)
+{
+    void *fresh[MAX_KINDS] = {0};
+    size_t bytes[MAX_KINDS] = {0};
+    int64_t took[MAX_KINDS] = {0};
+    /* 1. build every new context; the old ones stay in use until all succeeded */
+    for (size_t i = 0; i < g_nkinds; i++) {
+        const struct wp_kind *k = g_kinds[i].kind;
+        if (k->load == NULL)
+            continue;
+        char why[512] = "";
+        int64_t t0 = clock_mono_ms();
+        if (k->load(config_kind_config(cfg, k->name), &fresh[i], &bytes[i], why,
+                    sizeof why) != 0) {
+            snprintf(err, errlen, "kind '%s': loading its new context failed: %s", k->name,
+                     why[0] ? why : "no reason given");
+            for (size_t j = 0; j < i; j++)
+                if (g_kinds[j].kind->load != NULL && g_kinds[j].kind->unload != NULL)
+                    g_kinds[j].kind->unload(fresh[j]);
+            return -1;
+        }
+        took[i] = clock_mono_ms() - t0;
+    }
+    /* 2. swap: the supervisor's copies of the old contexts go; children keep theirs */
+    for (size_t i = 0; i < g_nkinds; i++) {
+        struct kind_entry *e = &g_kinds[i];
+        if (e->kind->load == NULL)
+            continue;
+        if (e->kind->unload != NULL)
+            e->kind->unload(e->ctx);
+        e->ctx = fresh[i];
+        e->ctx_bytes = bytes[i];
+        e->load_ms = took[i];
+        e->generation++;
+        log_info("kind %s reloaded in %lld ms (context %zu bytes, generation %d)",
+                 e->kind->name, (long long)e->load_ms, e->ctx_bytes, e->generation);
+    }
     return 0;
 }
 
@@ -122,17 +205,3 @@ kinds_validate(void *arg, const char *kind, const json_t *input, char *err, size
     return e->kind->validate(e->ctx, input, err, errlen) == 0 ? 0 : 1;
 }
 
-json_t *
-kinds_stats(void *arg)
-{
-    (void)arg;
-    json_t *arr = json_array();
-    for (size_t i = 0; arr != NULL && i < g_nkinds; i++) {
-        const struct kind_entry *e = &g_kinds[i];
-        json_array_append_new(arr, json_pack("{s:s, s:I, s:i, s:I}", "name", e->kind->name,
-                                             "context_bytes", (json_int_t)e->ctx_bytes,
-                                             "generation", e->generation, "load_ms",
-                                             (json_int_t)e->load_ms));
-    }
-    return arr;
-}

@@ -23,10 +23,16 @@ struct kind_entry {
 
 /* The built-in kinds (kinds_builtin.c). */
 extern const struct wp_kind KIND_ECHO, KIND_SLEEP, KIND_FAIL;
+extern const struct wp_kind KIND_SCAN;     /* kind_scan.c */
 
-/* Registers the built-in kinds (and `fail` with --enable-test-kinds) and loads each
- * context. 0, or -1 with the reason in err. */
+/* Registers the built-in kinds (and `fail` with --enable-test-kinds), then the kinds
+ * of each --plugin, and loads each context with its --kind-config string. 0, or -1
+ * with the reason in err (a plugin that does not load, exports nothing, or whose
+ * load() fails; a --kind-config for no kind). */
 int kinds_load(const struct config *cfg, char *err, size_t errlen);
+/* Builds a new context for every kind that has one; only if all succeed, replaces
+ * the old ones (generation + 1). On failure nothing changes: -1 with err. */
+int kinds_reload(const struct config *cfg, char *err, size_t errlen);
 void kinds_unload(void);
 size_t kinds_count(void);
 struct kind_entry *kinds_at(size_t i);
@@ -38,7 +44,5 @@ void kinds_worker_fini(void);
 
 /* api_hooks.validate: -1 unknown kind, 0 ok, 1 refused (reason in err). */
 int kinds_validate(void *arg, const char *kind, const json_t *input, char *err, size_t errlen);
-/* The stats "kinds" array. New reference. */
-json_t *kinds_stats(void *arg);
 
 #endif

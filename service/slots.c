@@ -67,3 +67,19 @@ slots_alive(void *arg)
     }
     return n;
 }
+
+json_t *
+slots_kinds_stats(void *arg)
+{
+    struct shared *sh = arg;
+    json_t *arr = json_array();
+    for (int i = 0; arr != NULL && i < sh->nkinds; i++) {
+        struct kind_info *k = &sh->kinds[i];
+        json_array_append_new(arr, json_pack("{s:s, s:I, s:i, s:I}", "name", k->name,
+                                             "context_bytes",
+                                             (json_int_t)atomic_load(&k->ctx_bytes),
+                                             "generation", atomic_load(&k->generation),
+                                             "load_ms", (json_int_t)atomic_load(&k->load_ms)));
+    }
+    return arr;
+}

@@ -21,10 +21,23 @@ struct slot {
     atomic_int attempt;             /* its attempt number */
     atomic_llong deadline_ms;       /* monotonic deadline of the running attempt */
     atomic_ullong tasks_done;       /* attempts finished, whatever their outcome */
+    atomic_int retire;              /* set by the supervisor: exit after this task */
+};
+
+#define SHARED_MAX_KINDS 64
+
+/* What /v1/stats shows of a kind; written by the supervisor at start and reload. */
+struct kind_info {
+    char name[65];
+    atomic_llong ctx_bytes;
+    atomic_int generation;
+    atomic_llong load_ms;
 };
 
 struct shared {
     atomic_int draining;            /* set by the supervisor on SIGTERM */
+    int nkinds;
+    struct kind_info kinds[SHARED_MAX_KINDS];
     int nslots;
     struct slot slots[];
 };
@@ -32,8 +45,9 @@ struct shared {
 /* Maps a zeroed table of n slots (MAP_SHARED | MAP_ANONYMOUS). NULL on failure. */
 struct shared *slots_create(int n);
 void slots_destroy(struct shared *sh);
-/* api_hooks: the stats "workers" array, and the number of live workers. */
+/* api_hooks: the stats "workers" and "kinds" arrays, and the number of live workers. */
 json_t *slots_stats(void *sh);
+json_t *slots_kinds_stats(void *sh);
 int slots_alive(void *sh);
 
 #endif

@@ -47,6 +47,7 @@ struct child {
     int64_t restart_at_ms;          /* monotonic; 0: no restart pending */
     int backoff_ms;                 /* grows while the child keeps dying young */
     int timed_out;                  /* killed by us because its task ran too long */
+    int generation;                 /* of the contexts it was forked with */
 };
 
 static struct {
@@ -60,6 +61,8 @@ static struct {
     int64_t drain_deadline_ms;
     int killed_stragglers;
     int64_t started_at_ms;
+    int generation;                 /* of the contexts in this process; +1 per reload */
+    int retiring;                   /* slot of the worker being replaced, or -1 */
 } S;
 
 /* ---------------------------------------------------------------- start-up */
@@ -173,7 +176,7 @@ spawn_http(void)
             .notify_fd = S.notify_rd,
             .nworkers = S.cfg->workers,
             .started_at_ms = S.started_at_ms,
-            .hooks = {.arg = NULL, .validate = kinds_validate, .kinds = kinds_stats},
+            .hooks = {.arg = NULL, .validate = kinds_validate, .kinds = slots_kinds_stats},
         };
         acfg.hooks.workers = slots_stats;
         acfg.hooks.workers_alive = slots_alive;
@@ -191,6 +194,7 @@ spawn_worker(int i)
 {
     struct slot *slot = &S.sh->slots[i];
     atomic_store(&slot->task_id, 0);
+    atomic_store(&slot->retire, 0);
     atomic_store(&slot->tasks_done, 0);     /* per worker process, not per slot */
     atomic_store(&slot->state, SLOT_STARTING);
     pid_t pid = fork();
@@ -204,14 +208,15 @@ spawn_worker(int i)
         child_common();
         close(S.listen_fd);
         close(S.notify_rd);
-        sigprocmask(SIG_UNBLOCK, &S.sigs, NULL);
+        /* signals stay blocked until worker_main() has its handlers in place */
         struct worker_env env = {.cfg = S.cfg, .sh = S.sh, .slot = i, .wake_fd = S.wake_fd,
                                  .notify_fd = S.notify_wr};
         worker_main(&env);
     }
     atomic_store(&slot->pid, (int)pid);
     S.workers[i] = (struct child){.pid = pid, .started_ms = clock_mono_ms(),
-                                  .backoff_ms = S.workers[i].backoff_ms};
+                                  .backoff_ms = S.workers[i].backoff_ms,
+                                  .generation = S.generation};
     log_debug("worker %ld started in slot %d", (long)pid, i);
 }
 
@@ -298,8 +303,12 @@ reap(void)
                 continue;
             struct slot *slot = &S.sh->slots[i];
             c->pid = 0;
+            int retired = atomic_load(&slot->retire) && WIFEXITED(status) &&
+                          WEXITSTATUS(status) == 0;
             int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0 && S.draining;
-            if (clean)
+            if (retired)
+                log_info("worker %ld retired for the new contexts", (long)pid);
+            else if (clean)
                 log_debug("worker %ld %s", (long)pid, why);
             else
                 log_warn("worker %ld %s%s", (long)pid, why,
@@ -309,8 +318,12 @@ reap(void)
             atomic_store(&slot->pid, 0);
             atomic_store(&slot->task_id, 0);
             atomic_store(&slot->state, SLOT_EMPTY);
-            if (!S.draining)
+            if (retired && !S.draining) {
+                c->restart_at_ms = clock_mono_ms();     /* at once: it did not crash */
+                c->backoff_ms = 0;
+            } else if (!S.draining) {
                 schedule_restart(c);
+            }
             break;
         }
     }
@@ -333,6 +346,68 @@ enforce_timeouts(void)
             kill(c->pid, SIGKILL);
         }
     }
+}
+
+/* Copies the registry's figures where the HTTP process reads them (/v1/stats). */
+static void
+publish_kinds(void)
+{
+    size_t n = kinds_count();
+    S.sh->nkinds = n < SHARED_MAX_KINDS ? (int)n : SHARED_MAX_KINDS;
+    for (int i = 0; i < S.sh->nkinds; i++) {
+        const struct kind_entry *e = kinds_at((size_t)i);
+        struct kind_info *k = &S.sh->kinds[i];
+        snprintf(k->name, sizeof k->name, "%s", e->kind->name);
+        atomic_store(&k->ctx_bytes, (long long)e->ctx_bytes);
+        atomic_store(&k->generation, e->generation);
+        atomic_store(&k->load_ms, (long long)e->load_ms);
+    }
+}
+
+/* SIGHUP: build new contexts; if all load, replace the workers one at a time, each
+ * when it has finished its current task (rolling()). On failure keep everything. */
+static void
+reload(void)
+{
+    char err[1024];
+    int64_t t0 = clock_mono_ms();
+    if (kinds_reload(S.cfg, err, sizeof err) != 0) {
+        log_error("reload failed, keeping the current contexts and workers: %s", err);
+        return;
+    }
+    S.generation++;
+    publish_kinds();
+    log_info("reload: new contexts loaded in %lld ms; replacing workers one by one",
+             (long long)(clock_mono_ms() - t0));
+}
+
+/* Advances the rolling replacement: one worker of an older generation at a time is
+ * asked to exit after its current task (an idle one first); its replacement is
+ * forked from the new contexts, and once it is ready the next one goes. */
+static void
+rolling(void)
+{
+    if (S.retiring >= 0) {
+        struct child *c = &S.workers[S.retiring];
+        int state = atomic_load(&S.sh->slots[S.retiring].state);
+        if (c->pid == 0 || c->generation != S.generation || state == SLOT_STARTING)
+            return;                     /* still going, or its replacement starting */
+        S.retiring = -1;
+    }
+    int pick = -1;
+    for (int i = 0; i < S.cfg->workers; i++) {
+        if (S.workers[i].pid == 0 || S.workers[i].generation == S.generation)
+            continue;
+        if (pick < 0 || atomic_load(&S.sh->slots[i].state) == SLOT_IDLE)
+            pick = i;
+        if (atomic_load(&S.sh->slots[i].state) == SLOT_IDLE)
+            break;
+    }
+    if (pick < 0)
+        return;
+    S.retiring = pick;
+    atomic_store(&S.sh->slots[pick].retire, 1);
+    kill(S.workers[pick].pid, SIGUSR1);     /* wakes it if it is idle in poll() */
 }
 
 static void
@@ -377,7 +452,8 @@ handle_signals(void)
             start_drain((int)si.ssi_signo);
             break;
         case SIGHUP:
-            log_info("SIGHUP: nothing to reload in this version");
+            if (!S.draining)
+                reload();
             break;
         default:
             break;
@@ -400,6 +476,7 @@ supervise(void)
                     now >= S.workers[i].restart_at_ms)
                     spawn_worker(i);
             enforce_timeouts();
+            rolling();
         } else {
             if (children_alive() == 0)
                 return 0;
@@ -428,6 +505,8 @@ supervisor_run(const struct config *cfg)
 {
     memset(&S, 0, sizeof S);
     S.cfg = cfg;
+    S.generation = 1;
+    S.retiring = -1;
     S.lock_fd = S.listen_fd = S.sig_fd = -1;
     S.started_at_ms = clock_now_ms();
     log_set_role("supervisor");
@@ -438,6 +517,7 @@ supervisor_run(const struct config *cfg)
     sigaddset(&S.sigs, SIGTERM);
     sigaddset(&S.sigs, SIGINT);
     sigaddset(&S.sigs, SIGHUP);
+    sigaddset(&S.sigs, SIGUSR1);        /* the workers' retire nudge; ignored here */
     sigprocmask(SIG_BLOCK, &S.sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
     S.sig_fd = signalfd(-1, &S.sigs, SFD_NONBLOCK | SFD_CLOEXEC);
@@ -461,6 +541,7 @@ supervisor_run(const struct config *cfg)
         log_error("creating the shared table, eventfd or pipe: %s", strerror(errno));
         return 1;
     }
+    publish_kinds();
     S.notify_rd = pipefd[0];
     S.notify_wr = pipefd[1];
     fcntl(S.notify_wr, F_SETPIPE_SZ, 1 << 20);     /* room for 131072 ids; best effort */

@@ -8,7 +8,8 @@
  *   3. a readable eventfd gives this worker one token (EFD_SEMAPHORE), so n tokens
  *      wake up to n idle workers, and go back to 1.
  * A worker claims only when idle (no prefetch), so a short task never waits behind
- * a long one. On SIGTERM it finishes the task in hand and exits 0. */
+ * a long one. On SIGTERM, or when the supervisor retires it after a reload, it
+ * finishes the task in hand and exits 0. */
 #include "service/worker.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -36,10 +37,17 @@ on_term(int sig)
     g_stop = 1;
 }
 
+static void
+on_usr1(int sig)
+{
+    (void)sig;                  /* only interrupts poll(): the retire flag is the message */
+}
+
 static int
 stopping(const struct worker_env *env)
 {
-    return g_stop || atomic_load(&env->sh->draining);
+    return g_stop || atomic_load(&env->sh->draining) ||
+           atomic_load(&env->sh->slots[env->slot].retire);
 }
 
 /* Delay before retry number `attempt` (1-based): base * 2^(attempt-1), capped, with
@@ -149,8 +157,13 @@ worker_main(const struct worker_env *env)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = on_usr1;
+    sigaction(SIGUSR1, &sa, NULL);
     signal(SIGHUP, SIG_IGN);
     signal(SIGPIPE, SIG_IGN);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);     /* inherited blocked from the supervisor */
     srandom((unsigned)getpid() ^ (unsigned)clock_now_ms());
 
     struct slot *slot = &env->sh->slots[env->slot];
