@@ -29,6 +29,10 @@ struct api_config {
     int notify_fd;              /* pipe, read end: int64 ids of tasks now terminal */
     int nworkers;               /* how many workers a wake-up can usefully reach */
     int64_t started_at_ms;      /* when the service started, for uptime_s */
+    const char *api_token;      /* NULL or "": no authentication */
+    int64_t max_pending;        /* 0: no cap */
+    int64_t retention_ms;       /* 0: keep finished tasks */
+    int (*request_reload)(void);    /* POST /v1/admin/reload; NULL: no such route */
     struct api_hooks hooks;
 };
 

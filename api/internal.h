@@ -31,6 +31,8 @@ struct api_ctx {
 
 /* ---------------------------------------------------------------- writer.c */
 /* A group of tasks to insert atomically, and what became of it. */
+#define WRITER_QUEUE_FULL 1000     /* a writer_job status beside the STORE_* codes */
+
 struct writer_job {
     struct MHD_Connection *conn;    /* suspended until the job is done */
     size_t n;
@@ -135,6 +137,7 @@ enum MHD_Result api_tasks_cancel(struct api_ctx *, struct MHD_Connection *, stru
 enum MHD_Result api_stats(struct api_ctx *, struct MHD_Connection *, struct req *);
 enum MHD_Result api_healthz(struct api_ctx *, struct MHD_Connection *, struct req *);
 enum MHD_Result api_readyz(struct api_ctx *, struct MHD_Connection *, struct req *);
+enum MHD_Result api_admin_reload(struct api_ctx *, struct MHD_Connection *, struct req *);
 
 /* ---------------------------------------------------------------- server.c */
 /* This thread's store connection (opened on first use); NULL on failure. */

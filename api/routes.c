@@ -23,6 +23,7 @@ static const struct route ROUTES[] = {
     {"GET",    "/v1/stats",       api_stats},
     {"GET",    "/healthz",        api_healthz},
     {"GET",    "/readyz",         api_readyz},
+    {"POST",   "/v1/admin/reload", api_admin_reload},
 };
 #define N_ROUTES (sizeof ROUTES / sizeof ROUTES[0])
 

@@ -103,6 +103,29 @@ reply_too_large(struct api_ctx *ctx, struct MHD_Connection *conn)
                             "body is larger than %zu bytes", ctx->cfg->max_body_bytes);
 }
 
+/* Compares in time independent of where the strings first differ. */
+static int
+token_equal(const char *given, const char *want)
+{
+    size_t n = strlen(want), m = strlen(given);
+    unsigned char diff = (unsigned char)(n != m);
+    for (size_t i = 0; i < n; i++)
+        diff |= (unsigned char)(want[i] ^ (i < m ? given[i] : 0));
+    return diff == 0;
+}
+
+/* Does this request carry the API token, when one is configured? */
+static int
+authorized(struct api_ctx *ctx, struct MHD_Connection *conn, const char *url)
+{
+    const char *token = ctx->cfg->api_token;
+    if (token == NULL || token[0] == '\0' || strncmp(url, "/v1/", 4) != 0)
+        return 1;                       /* /healthz and /readyz stay open */
+    const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                MHD_HTTP_HEADER_AUTHORIZATION);
+    return h != NULL && strncmp(h, "Bearer ", 7) == 0 && token_equal(h + 7, token);
+}
+
 static enum MHD_Result
 on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
            const char *version, const char *data, size_t *data_size, void **con_cls)
@@ -116,6 +139,13 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
         if (r == NULL)
             return MHD_NO;
         *con_cls = r;
+        if (!authorized(ctx, conn, url))
+            return api_reply_json(conn, MHD_HTTP_UNAUTHORIZED,
+                                  json_pack("{s:{s:s, s:s}}", "error", "code", "unauthorized",
+                                            "message", "this request needs "
+                                            "`Authorization: Bearer <token>`"),
+                                  MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                                  "Bearer realm=\"warmpool\"");
         int m = routes_match(method, url, r);
         if (m == 500)
             return MHD_NO;

@@ -57,6 +57,9 @@ taskjson_from_store(const store_task *t, int brief)
     json_object_set_new(o, "created_at", time_or_null(t->created_at_ms));
     json_object_set_new(o, "started_at", time_or_null(t->started_at_ms));
     json_object_set_new(o, "finished_at", time_or_null(t->finished_at_ms));
+    /* when a retry waiting for its backoff may start; null otherwise */
+    json_object_set_new(o, "run_after",
+                        time_or_null(t->state == TASK_PENDING ? t->run_after_ms : 0));
     return o;
 }
 

@@ -22,6 +22,14 @@ reply_draining(struct MHD_Connection *conn)
 }
 
 static enum MHD_Result
+reply_queue_full(struct MHD_Connection *conn)
+{
+    return api_reply_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "queue_full",
+                           "too many tasks are pending (--max-pending); nothing was stored, "
+                           "retry later");
+}
+
+static enum MHD_Result
 reply_no_store(struct MHD_Connection *conn)
 {
     return api_reply_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
@@ -93,6 +101,8 @@ create_done(struct MHD_Connection *conn, struct req *r)
     switch (r->job.status) {
     case STORE_OK:
         return reply_task(conn, MHD_HTTP_ACCEPTED, t, 1);
+    case WRITER_QUEUE_FULL:
+        return reply_queue_full(conn);
     case STORE_EXISTS:
         if (taskjson_same_submission(t, &r->tasks[0]))
             return reply_task(conn, MHD_HTTP_OK, t, 1);
@@ -141,6 +151,8 @@ api_tasks_create(struct api_ctx *ctx, struct MHD_Connection *conn, struct req *r
 static enum MHD_Result
 batch_done(struct MHD_Connection *conn, struct req *r)
 {
+    if (r->job.status == WRITER_QUEUE_FULL)
+        return reply_queue_full(conn);
     if (r->job.status != STORE_OK)
         return api_reply_store_error(conn, r->job.status, "batch submit", r->job.errmsg);
     json_t *arr = json_array();
@@ -408,4 +420,24 @@ api_readyz(struct api_ctx *ctx, struct MHD_Connection *conn, struct req *r)
     return api_reply_json(conn, MHD_HTTP_OK,
                           json_pack("{s:s, s:i}", "status", "ready", "workers", alive), NULL,
                           NULL);
+}
+
+/* ---------------------------------------------------------------- POST /v1/admin/reload */
+
+enum MHD_Result
+api_admin_reload(struct api_ctx *ctx, struct MHD_Connection *conn, struct req *r)
+{
+    (void)r;
+    /* only with a token: an open reload would let anyone make the service rebuild */
+    if (ctx->cfg->request_reload == NULL || ctx->cfg->api_token == NULL ||
+        ctx->cfg->api_token[0] == '\0')
+        return api_reply_error(conn, MHD_HTTP_NOT_FOUND, "not_found",
+                               "reload over HTTP needs --api-token; send SIGHUP instead");
+    if (ctx->cfg->request_reload() != 0)
+        return api_reply_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal",
+                               "could not signal the supervisor");
+    return api_reply_json(conn, MHD_HTTP_ACCEPTED,
+                          json_pack("{s:s}", "status", "reload requested; see /v1/stats "
+                                                       "for each kind's generation"),
+                          NULL, NULL);
 }

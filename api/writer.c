@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 struct writer {
@@ -56,10 +58,39 @@ clear_outputs(struct writer_job *jobs)
             store_task_clear(&j->out[i]);
 }
 
+/* --max-pending: refuses (WRITER_QUEUE_FULL) each job that would take the number of
+ * pending tasks past the cap; those jobs are unlinked from the group. */
+static struct writer_job *
+admit(struct writer *w, struct writer_job *jobs)
+{
+    int64_t cap = w->ctx->cfg->max_pending;
+    if (cap <= 0)
+        return jobs;
+    int64_t pending = store_count_pending(w->st);   /* a read: no lock held after */
+    struct writer_job *keep = NULL, **tail = &keep, *next;
+    for (struct writer_job *j = jobs; j != NULL; j = next) {
+        next = j->next;
+        if (pending >= 0 && pending + (int64_t)j->n > cap) {
+            j->status = WRITER_QUEUE_FULL;
+            j->next = NULL;
+            MHD_resume_connection(j->conn);
+            continue;
+        }
+        pending += (int64_t)j->n;
+        *tail = j;
+        tail = &j->next;
+    }
+    *tail = NULL;
+    return keep;
+}
+
 static void
 run_group(struct writer *w, struct writer_job *jobs)
 {
     size_t inserted = 0;
+    jobs = admit(w, jobs);
+    if (jobs == NULL)
+        return;
     int rc = store_begin(w->st);
     if (rc == STORE_OK) {
         rc = insert_group(w, jobs, clock_now_ms(), &inserted);
@@ -89,14 +120,71 @@ run_group(struct writer *w, struct writer_job *jobs)
     }
 }
 
+/* Housekeeping between groups, never while submissions wait: delete expired tasks
+ * in batches of PURGE_BATCH (--retention), and keep the WAL from growing without
+ * bound under constant load (a TRUNCATE checkpoint once it passes WAL_CHECK_BYTES). */
+#define PURGE_BATCH 500
+#define MAINTAIN_EVERY_MS 1000
+#define WAL_CHECK_BYTES (64LL * 1024 * 1024)
+
+static int
+queue_empty(struct writer *w)
+{
+    pthread_mutex_lock(&w->mu);
+    int empty = w->head == NULL;
+    pthread_mutex_unlock(&w->mu);
+    return empty;
+}
+
+static void
+maintain(struct writer *w)
+{
+    int64_t keep = w->ctx->cfg->retention_ms;
+    if (keep > 0) {
+        int deleted, total = 0;
+        do {
+            if (store_purge(w->st, clock_now_ms() - keep, PURGE_BATCH, &deleted) != STORE_OK) {
+                log_warn("retention: %s", store_errmsg(w->st));
+                break;
+            }
+            total += deleted;
+        } while (deleted == PURGE_BATCH && queue_empty(w));
+        if (total > 0)
+            log_debug("retention: deleted %d finished tasks", total);
+    }
+    char wal[4200];
+    struct stat st;
+    snprintf(wal, sizeof wal, "%s-wal", w->ctx->cfg->db_path);
+    if (stat(wal, &st) == 0 && st.st_size > WAL_CHECK_BYTES) {
+        int64_t frames = 0;
+        if (store_checkpoint(w->st, &frames) == STORE_OK)
+            log_info("checkpoint: WAL of %lld MB copied back and truncated",
+                     (long long)(st.st_size >> 20));
+        else
+            log_debug("checkpoint postponed: %s", store_errmsg(w->st));
+    }
+}
+
 static void *
 writer_main(void *arg)
 {
     struct writer *w = arg;
+    int64_t next_maintenance = clock_mono_ms() + MAINTAIN_EVERY_MS;
     pthread_mutex_lock(&w->mu);
     for (;;) {
-        while (w->head == NULL && !w->stopping)
-            pthread_cond_wait(&w->cv, &w->mu);
+        while (w->head == NULL && !w->stopping) {
+            if (clock_mono_ms() >= next_maintenance) {
+                pthread_mutex_unlock(&w->mu);
+                maintain(w);
+                pthread_mutex_lock(&w->mu);
+                next_maintenance = clock_mono_ms() + MAINTAIN_EVERY_MS;
+                continue;
+            }
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += 1;
+            pthread_cond_timedwait(&w->cv, &w->mu, &until);
+        }
         if (w->head == NULL)
             break;                      /* stopping, and the queue is empty */
         struct writer_job *jobs = w->head;
@@ -104,6 +192,13 @@ writer_main(void *arg)
         pthread_mutex_unlock(&w->mu);
         run_group(w, jobs);
         pthread_mutex_lock(&w->mu);
+        if (clock_mono_ms() >= next_maintenance + 10 * MAINTAIN_EVERY_MS) {
+            /* under constant load the queue is never empty: still check now and then */
+            pthread_mutex_unlock(&w->mu);
+            maintain(w);
+            pthread_mutex_lock(&w->mu);
+            next_maintenance = clock_mono_ms() + MAINTAIN_EVERY_MS;
+        }
     }
     pthread_mutex_unlock(&w->mu);
     return NULL;

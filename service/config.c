@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 enum opt_type { OPT_INT, OPT_BOOL, OPT_PATH, OPT_LISTEN, OPT_LOG_LEVEL, OPT_PLUGIN,
-                OPT_KIND_CONFIG, OPT_SCAN_RULES };
+                OPT_KIND_CONFIG, OPT_SCAN_RULES, OPT_DURATION, OPT_TOKEN, OPT_TOKEN_FILE };
 
 struct opt {
     const char *name;           /* without the leading "--" */
@@ -44,6 +44,18 @@ static const struct opt OPTS[] = {
      "error, warn, info or debug (default info)"},
     {"http-threads", OPT_INT, OFF(http_threads), 1, 64, "N",
      "HTTP threads in the HTTP process (default 2)"},
+    {"max-pending", OPT_INT, OFF(max_pending), 0, INT64_MAX / 2, "N",
+     "refuse submissions (503 queue_full) while N tasks are pending (default 0: no cap)"},
+    {"max-tasks-per-worker", OPT_INT, OFF(max_tasks_per_worker), 0, INT64_MAX / 2, "N",
+     "a worker is replaced after N attempts (default 0: never)"},
+    {"max-worker-rss", OPT_INT, OFF(max_worker_rss_mb), 0, 1 << 20, "MB",
+     "a worker is replaced after a task leaves it above MB resident (default 0: never)"},
+    {"retention", OPT_DURATION, OFF(retention_ms), 0, 0, "AGE",
+     "delete finished tasks older than AGE, e.g. 90s, 30m, 12h, 7d (default 0: keep)"},
+    {"api-token", OPT_TOKEN, 0, 0, 0, "TOKEN",
+     "require `Authorization: Bearer TOKEN` on every /v1 request"},
+    {"api-token-file", OPT_TOKEN_FILE, 0, 0, 0, "PATH",
+     "read the API token from a file (first line)"},
     {"plugin", OPT_PLUGIN, 0, 0, 0, "PATH.so",
      "load kinds from a shared library; repeatable (variable: comma-separated)"},
     {"kind-config", OPT_KIND_CONFIG, 0, 0, 0, "NAME=VALUE",
@@ -196,6 +208,53 @@ set_opt(const struct opt *o, const char *text, struct config *cfg, const char *s
             return -1;
         }
         return add_kind_config(cfg, text, (size_t)(eq - text), eq + 1, source, err, errlen);
+    }
+    case OPT_DURATION: {
+        char *end;
+        errno = 0;
+        long long n = strtoll(text, &end, 10);
+        long long unit = strcmp(end, "d") == 0 ? 86400000LL : strcmp(end, "h") == 0 ? 3600000LL
+                         : strcmp(end, "m") == 0 ? 60000LL
+                         : strcmp(end, "s") == 0 || (*end == '\0' && n == 0) ? 1000LL : 0;
+        if (errno != 0 || end == text || n < 0 || unit == 0 || n > 36500LL * 86400) {
+            snprintf(err, errlen, "%s: '%.100s' is not an age like 90s, 30m, 12h or 7d", source,
+                     text);
+            return -1;
+        }
+        *(int64_t *)(base + o->offset) = n * unit;
+        return 0;
+    }
+    case OPT_TOKEN:
+        if (strlen(text) >= sizeof cfg->api_token) {
+            snprintf(err, errlen, "%s: the token is longer than %zu bytes", source,
+                     sizeof cfg->api_token - 1);
+            return -1;
+        }
+        snprintf(cfg->api_token, sizeof cfg->api_token, "%s", text);
+        return 0;
+    case OPT_TOKEN_FILE: {
+        FILE *f = fopen(text, "r");
+        char line[sizeof cfg->api_token + 2] = "";
+        if (f == NULL || fgets(line, sizeof line, f) == NULL) {
+            snprintf(err, errlen, "%s: cannot read '%.200s': %s", source, text,
+                     f == NULL ? strerror(errno) : "empty file");
+            if (f != NULL)
+                fclose(f);
+            return -1;
+        }
+        fclose(f);
+        line[strcspn(line, "\r\n")] = '\0';
+        if (line[0] == '\0') {
+            snprintf(err, errlen, "%s: '%.200s' holds an empty token", source, text);
+            return -1;
+        }
+        if (strlen(line) >= sizeof cfg->api_token) {
+            snprintf(err, errlen, "%s: the token is longer than %zu bytes", source,
+                     sizeof cfg->api_token - 1);
+            return -1;
+        }
+        memcpy(cfg->api_token, line, strlen(line) + 1);
+        return 0;
     }
     case OPT_LOG_LEVEL:
         if (log_level_parse(text, &cfg->log_level) != 0) {

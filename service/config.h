@@ -26,6 +26,11 @@ struct config {
     int enable_test_kinds;
     enum log_level log_level;
     int http_threads;
+    int64_t max_pending;        /* submissions past this many pending tasks get 503; 0 = no cap */
+    int64_t max_tasks_per_worker;   /* a worker exits after this many attempts; 0 = never */
+    int64_t max_worker_rss_mb;  /* ... or once its RSS passes this; 0 = never */
+    int64_t retention_ms;       /* terminal tasks older than this are deleted; 0 = keep */
+    char api_token[512];        /* "" = no authentication */
     int healthcheck;            /* "warmpool healthcheck": probe /healthz and exit */
     const char *plugins[CONFIG_MAX_PLUGINS];    /* --plugin, in order given */
     int nplugins;

@@ -146,6 +146,7 @@ kinds_reload(const struct config *cfg, char *err, size_t errlen)
     /* 2. swap: the supervisor's copies of the old contexts go; children keep theirs */
     for (size_t i = 0; i < g_nkinds; i++) {
         struct kind_entry *e = &g_kinds[i];
+        e->generation++;                /* = successful reloads + 1, context or not */
         if (e->kind->load == NULL)
             continue;
         if (e->kind->unload != NULL)
@@ -153,7 +154,6 @@ kinds_reload(const struct config *cfg, char *err, size_t errlen)
         e->ctx = fresh[i];
         e->ctx_bytes = bytes[i];
         e->load_ms = took[i];
-        e->generation++;
         log_info("kind %s reloaded in %lld ms (context %zu bytes, generation %d)",
                  e->kind->name, (long long)e->load_ms, e->ctx_bytes, e->generation);
     }

@@ -145,6 +145,20 @@ child_common(void)
     close(S.sig_fd);
 }
 
+/* In the HTTP process: POST /v1/admin/reload asks its parent for a SIGHUP reload. */
+static int
+request_reload(void)
+{
+    return kill(getppid(), SIGHUP);
+}
+
+static int
+is_loopback(const char *host)
+{
+    return strcmp(host, "localhost") == 0 || strncmp(host, "127.", 4) == 0 ||
+           strcmp(host, "::1") == 0;
+}
+
 static void
 spawn_http(void)
 {
@@ -178,6 +192,10 @@ spawn_http(void)
             .started_at_ms = S.started_at_ms,
             .hooks = {.arg = NULL, .validate = kinds_validate, .kinds = slots_kinds_stats},
         };
+        acfg.api_token = S.cfg->api_token;
+        acfg.max_pending = S.cfg->max_pending;
+        acfg.retention_ms = S.cfg->retention_ms;
+        acfg.request_reload = request_reload;
         acfg.hooks.workers = slots_stats;
         acfg.hooks.workers_alive = slots_alive;
         acfg.hooks.arg = S.sh;
@@ -307,7 +325,8 @@ reap(void)
                           WEXITSTATUS(status) == 0;
             int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0 && S.draining;
             if (retired)
-                log_info("worker %ld retired for the new contexts", (long)pid);
+                log_info("worker %ld retired (reload or recycling); forking a fresh one",
+                         (long)pid);
             else if (clean)
                 log_debug("worker %ld %s", (long)pid, why);
             else
@@ -527,6 +546,9 @@ supervisor_run(const struct config *cfg)
     S.listen_fd = open_listener(cfg);
     if (S.listen_fd < 0)
         return 1;
+    if (!is_loopback(cfg->listen_host) && cfg->api_token[0] == '\0')
+        log_warn("listening on %s without --api-token: anyone who can reach this port can "
+                 "read and submit tasks", cfg->listen_host);
     char err[1024];
     if (kinds_load(cfg, err, sizeof err) != 0) {
         log_error("%s", err);

@@ -17,6 +17,7 @@
 #include "storage/store.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
@@ -149,6 +150,39 @@ run_one(const struct worker_env *env, store *st, store_task *t)
     }
 }
 
+/* Resident set size of this process in MiB, from /proc/self/statm; -1 if unknown. */
+static long
+rss_mb(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages_total, pages_resident = -1;
+    if (f == NULL)
+        return -1;
+    if (fscanf(f, "%ld %ld", &pages_total, &pages_resident) != 2)
+        pages_resident = -1;
+    fclose(f);
+    return pages_resident < 0 ? -1 : pages_resident * (sysconf(_SC_PAGESIZE) / 1024) / 1024;
+}
+
+/* --max-tasks-per-worker / --max-worker-rss: retire after this task? */
+static int
+worn_out(const struct worker_env *env)
+{
+    const struct slot *slot = &env->sh->slots[env->slot];
+    int64_t max_tasks = env->cfg->max_tasks_per_worker, max_rss = env->cfg->max_worker_rss_mb;
+    if (max_tasks > 0 && (int64_t)atomic_load(&slot->tasks_done) >= max_tasks) {
+        log_debug("retiring after %lld tasks", (long long)max_tasks);
+        return 1;
+    }
+    long rss;
+    if (max_rss > 0 && (rss = rss_mb()) > max_rss) {
+        log_info("retiring: resident %ld MB is over --max-worker-rss %lld", rss,
+                 (long long)max_rss);
+        return 1;
+    }
+    return 0;
+}
+
 void
 worker_main(const struct worker_env *env)
 {
@@ -191,6 +225,8 @@ worker_main(const struct worker_env *env)
             if (rc == STORE_OK) {
                 run_one(env, st, &t);
                 store_task_clear(&t);
+                if (worn_out(env))
+                    atomic_store(&slot->retire, 1);  /* the supervisor forks a fresh one */
                 continue;
             }
             if (rc == STORE_BUSY)

@@ -76,6 +76,12 @@ static const char SQL_RECOVER[] =
     " error_code = 'worker_lost',"
     " error_message = 'the service stopped while this task was running'"
     " WHERE state = 'running' RETURNING state";
+static const char SQL_COUNT_PENDING[] =
+    "SELECT count(*) FROM tasks INDEXED BY tasks_pending WHERE state = 'pending'";
+/* retention: a small batch at a time, so submissions never wait long behind it */
+static const char SQL_PURGE[] =
+    "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks"
+    " WHERE state IN ('succeeded', 'failed', 'canceled') AND finished_at < ?1 LIMIT ?2)";
 static const char SQL_COUNT[] = "SELECT state, count(*) FROM tasks GROUP BY state";
 static const char SQL_PING[] = "SELECT 1";
 static const char SQL_SECRET[] = "SELECT value FROM meta WHERE key = 'cursor_secret'";
@@ -97,7 +103,8 @@ struct store {
     int busy_ms;                /* lock budget of one call */
     int64_t busy_since_ms;      /* monotonic time the current wait for the lock began */
     sqlite3_stmt *insert, *get, *get_by_key, *cancel, *has_ready, *claim, *finish,
-        *release, *recover, *count, *ping, *secret, *begin, *commit, *rollback;
+        *release, *recover, *count, *ping, *secret, *begin, *commit, *rollback,
+        *count_pending, *purge;
     sqlite3_stmt *list[4];
     char errmsg[512];
 };
@@ -286,7 +293,9 @@ store_open(const char *path, enum store_sync sync, int busy_ms, char *err, size_
     char *msg = NULL;
     const char *pragmas = sync == STORE_SYNC_FULL
         ? "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY;"
-        : "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY;";
+          "PRAGMA journal_size_limit = 67108864;"
+        : "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY;"
+          "PRAGMA journal_size_limit = 67108864;";
     rc = sqlite3_exec(s->db, pragmas, NULL, NULL, &msg);
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "setting up %s: %s", path, msg ? msg : sqlite3_errstr(rc));
@@ -302,6 +311,7 @@ store_open(const char *path, enum store_sync sync, int busy_ms, char *err, size_
         {SQL_FINISH, &s->finish}, {SQL_RELEASE, &s->release}, {SQL_RECOVER, &s->recover},
         {SQL_COUNT, &s->count}, {SQL_PING, &s->ping}, {SQL_SECRET, &s->secret},
         {"BEGIN IMMEDIATE", &s->begin}, {"COMMIT", &s->commit}, {"ROLLBACK", &s->rollback},
+        {SQL_COUNT_PENDING, &s->count_pending}, {SQL_PURGE, &s->purge},
         {SQL_LIST[0], &s->list[0]}, {SQL_LIST[1], &s->list[1]},
         {SQL_LIST[2], &s->list[2]}, {SQL_LIST[3], &s->list[3]},
     };
@@ -324,7 +334,8 @@ store_close(store *s)
         return;
     sqlite3_stmt *all[] = {s->insert, s->get, s->get_by_key, s->cancel, s->has_ready,
                            s->claim, s->finish, s->release, s->recover, s->count, s->ping,
-                           s->secret, s->begin, s->commit, s->rollback, s->list[0],
+                           s->secret, s->begin, s->commit, s->rollback, s->count_pending,
+                           s->purge, s->list[0],
                            s->list[1], s->list[2], s->list[3]};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         sqlite3_finalize(all[i]);          /* NULL-safe */
@@ -577,6 +588,44 @@ store_count_states(store *s, int64_t counts[TASK_STATE_COUNT])
     int ret = rc == SQLITE_DONE ? STORE_OK : fail(s, "count", rc);
     stmt_done(st);
     return ret;
+}
+
+int64_t
+store_count_pending(store *s)
+{
+    int64_t n = -1;
+    int rc = sqlite3_step(s->count_pending);
+    if (rc == SQLITE_ROW)
+        n = sqlite3_column_int64(s->count_pending, 0);
+    else
+        fail(s, "count pending", rc);
+    stmt_done(s->count_pending);
+    return n;
+}
+
+int
+store_purge(store *s, int64_t before_ms, int limit, int *deleted)
+{
+    *deleted = 0;
+    sqlite3_bind_int64(s->purge, 1, before_ms);
+    sqlite3_bind_int(s->purge, 2, limit);
+    int rc = sqlite3_step(s->purge);
+    stmt_done(s->purge);
+    if (rc != SQLITE_DONE)
+        return fail(s, "purge", rc);
+    *deleted = sqlite3_changes(s->db);
+    return STORE_OK;
+}
+
+int
+store_checkpoint(store *s, int64_t *wal_frames)
+{
+    int log = 0, done = 0;
+    /* TRUNCATE: wait for readers to move on, copy everything back, empty the WAL */
+    int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, &log, &done);
+    if (wal_frames != NULL)
+        *wal_frames = log;
+    return rc == SQLITE_OK ? STORE_OK : fail(s, "checkpoint", rc);
 }
 
 int

@@ -147,6 +147,14 @@ int store_recover_running(store *s, int64_t now_ms, int *requeued, int *failed);
 int store_count_states(store *s, int64_t counts[TASK_STATE_COUNT]);
 /* Is there a pending task ready at now_ms? A read, no write lock: 1 yes, 0 no, <0 error */
 int store_has_ready(store *s, int64_t now_ms);
+/* Number of pending tasks (counts the pending index), or -1 on error. */
+int64_t store_count_pending(store *s);
+/* Deletes up to limit terminal tasks that finished before before_ms (their
+ * idempotency keys go with them). *deleted says how many. */
+int store_purge(store *s, int64_t before_ms, int limit, int *deleted);
+/* Copies the WAL back into the database and truncates it (waits for readers within
+ * the busy budget). *wal_frames: frames the WAL held. */
+int store_checkpoint(store *s, int64_t *wal_frames);
 /* A cheap query that proves the database answers. */
 int store_ping(store *s);
 /* A random secret kept in the database, for signing list cursors. */
