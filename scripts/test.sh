@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test.sh -- install what is missing, then build and run every test: unit (cmocka)
 # and integration (the real binary over HTTP), first in a normal build, then again
-# with AddressSanitizer + UndefinedBehaviorSanitizer. Ends with ctest's summary.
+# with AddressSanitizer + UndefinedBehaviorSanitizer; the libFuzzer targets run a fixed
+# number of iterations in between. Ends with ctest's summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh test
@@ -11,6 +12,11 @@ echo "== release build: unit + integration tests"
 cmake --preset release >/dev/null
 cmake --build --preset release -j"$jobs"
 ctest --preset release -j"$jobs"
+
+echo "== fuzz build (clang, libFuzzer + ASan/UBSan): a fixed number of runs per target"
+cmake --preset fuzz >/dev/null
+cmake --build --preset fuzz -j"$jobs"
+ctest --preset fuzz
 
 echo "== asan build (AddressSanitizer + UBSan): unit + integration tests"
 cmake --preset asan >/dev/null
