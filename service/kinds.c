@@ -100,7 +100,7 @@ load_plugin(const struct config *cfg, const char *path, char *err, size_t errlen
 int
 kinds_load(const struct config *cfg, char *err, size_t errlen)
 {
-    static const struct wp_kind *const builtin[] = {&KIND_ECHO, &KIND_SLEEP};
+    static const struct wp_kind *const builtin[] = {&KIND_ECHO, &KIND_SLEEP, &KIND_SCAN};
     for (size_t i = 0; i < sizeof builtin / sizeof builtin[0]; i++)
         if (register_kind(builtin[i], config_kind_config(cfg, builtin[i]->name), err,
                           errlen) != 0)

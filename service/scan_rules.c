@@ -127,7 +127,7 @@ scan_rules_parse(const char *text, size_t len, struct scan_rules *out, char *err
         if (eol > p && eol[-1] == '\r')             /* CRLF */
             eol--;
         *eol = '\0';
-        if (memchr(p, '\0', (size_t)(eol - p)) != NULL) {
+        if (strlen(p) != (size_t)(eol - p)) {       /* a NUL before the line end */
             snprintf(err, errlen, "line %zu: contains a NUL byte", line);
             goto fail;
         }
