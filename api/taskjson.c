@@ -171,7 +171,8 @@ int
 taskjson_parse_id(const char *text, int64_t *id)
 {
     size_t n = strlen(text);
-    if (n == 0 || n > 19 || strspn(text, "0123456789") != n)
+    /* canonical form only: no sign, no leading zero, so one id has one spelling */
+    if (n == 0 || n > 19 || strspn(text, "0123456789") != n || text[0] == '0')
         return -1;
     errno = 0;
     unsigned long long v = strtoull(text, NULL, 10);

@@ -302,6 +302,18 @@ config_print_help(const char *prog)
     printf("  %-28s %s\n", "--help", "print this and exit");
 }
 
+/* Is flag `name` on the command line? Its variable is then not read at all. */
+static int
+on_command_line(int argc, char **argv, const char *name)
+{
+    size_t n = strlen(name);
+    for (int i = 1; i < argc; i++)
+        if (strncmp(argv[i], "--", 2) == 0 && strncmp(argv[i] + 2, name, n) == 0 &&
+            (argv[i][2 + n] == '\0' || argv[i][2 + n] == '='))
+            return 1;
+    return 0;
+}
+
 int
 config_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen)
 {
@@ -310,8 +322,8 @@ config_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen
         char env[64];
         env_name(&OPTS[i], env, sizeof env);
         const char *v = getenv(env);
-        if (v == NULL)
-            continue;
+        if (v == NULL || on_command_line(argc, argv, OPTS[i].name))
+            continue;           /* a flag beats its variable, even a bad one */
         if (OPTS[i].type == OPT_PLUGIN || OPTS[i].type == OPT_KIND_CONFIG) {
             /* a list: plugins comma-separated, kind configurations ';'-separated */
             char *copy = strdup(v);     /* lives as long as the configuration */

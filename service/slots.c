@@ -38,8 +38,8 @@ slots_stats(void *arg)
         struct slot *s = &sh->slots[i];
         int pid = atomic_load(&s->pid);
         int state = atomic_load(&s->state);
-        if (pid == 0 || state == SLOT_EMPTY)
-            continue;
+        if (pid == 0 || (state != SLOT_IDLE && state != SLOT_BUSY))
+            continue;               /* empty, or forked and not ready yet */
         long long task = atomic_load(&s->task_id);
         json_t *task_id = json_null();
         if (state == SLOT_BUSY && task > 0) {

@@ -1,0 +1,319 @@
+/* test_config.c -- flags, their WARMPOOL_* twins and defaults (service/config.c). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "service/config.h"
+
+static const char *const ENV_VARS[] = {
+    "WARMPOOL_LISTEN", "WARMPOOL_DB", "WARMPOOL_WORKERS", "WARMPOOL_MAX_BODY",
+    "WARMPOOL_TASK_TIMEOUT_MS", "WARMPOOL_GRACE_MS", "WARMPOOL_RETRY_BASE_MS",
+    "WARMPOOL_ENABLE_TEST_KINDS", "WARMPOOL_LOG_LEVEL", "WARMPOOL_HTTP_THREADS",
+};
+
+static int
+clear_env(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof ENV_VARS / sizeof ENV_VARS[0]; i++)
+        unsetenv(ENV_VARS[i]);
+    return 0;
+}
+
+static char g_err[512];
+static struct config g_cfg;
+
+/* config_parse over a NULL-terminated list of arguments after the program name */
+static int
+parse_v(const char *first, va_list ap)
+{
+    char *argv[32];
+    int argc = 0;
+    argv[argc++] = (char *)"warmpool";
+    for (const char *a = first; a != NULL; a = va_arg(ap, const char *)) {
+        assert_true(argc < 31);
+        argv[argc++] = (char *)a;
+    }
+    argv[argc] = NULL;
+    g_err[0] = '\0';
+    memset(&g_cfg, 0xa5, sizeof g_cfg);
+    return config_parse(argc, argv, &g_cfg, g_err, sizeof g_err);
+}
+
+static int
+parse(const char *first, ...)
+{
+    va_list ap;
+    va_start(ap, first);
+    int rc = parse_v(first, ap);
+    va_end(ap);
+    return rc;
+}
+
+/* Expects CONFIG_ERROR with a message that contains `needle`. */
+static void
+expect_error(const char *needle, const char *first, ...)
+{
+    va_list ap;
+    va_start(ap, first);
+    int rc = parse_v(first, ap);
+    va_end(ap);
+    if (rc != CONFIG_ERROR || strstr(g_err, needle) == NULL)
+        print_error("want CONFIG_ERROR naming '%s'; got %d, '%s'\n", needle, rc, g_err);
+    assert_int_equal(rc, CONFIG_ERROR);
+    assert_non_null(strstr(g_err, needle));
+}
+
+static void
+test_defaults(void **state)
+{
+    (void)state;
+    assert_int_equal(parse(NULL), CONFIG_OK);
+    assert_string_equal(g_cfg.listen_host, "127.0.0.1");
+    assert_int_equal(g_cfg.listen_port, 8080);
+    assert_string_equal(g_cfg.db_path, "./data/warmpool.db");
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    assert_true(ncpu >= 1);
+    assert_int_equal(g_cfg.workers, ncpu > 1024 ? 1024 : ncpu);
+    assert_int_equal(g_cfg.max_body_bytes, 1048576);
+    assert_int_equal(g_cfg.task_timeout_ms, 300000);
+    assert_int_equal(g_cfg.grace_ms, 30000);
+    assert_int_equal(g_cfg.retry_base_ms, 1000);
+    assert_int_equal(g_cfg.enable_test_kinds, 0);
+    assert_int_equal(g_cfg.log_level, LOG_INFO);
+    assert_int_equal(g_cfg.http_threads, 2);
+    assert_int_equal(g_cfg.healthcheck, 0);
+}
+
+/* Checks every field set by test_each_flag's argument lists. */
+static void
+check_all_set(void)
+{
+    assert_string_equal(g_cfg.listen_host, "0.0.0.0");
+    assert_int_equal(g_cfg.listen_port, 9090);
+    assert_string_equal(g_cfg.db_path, "/var/tmp/x y/w.db");
+    assert_int_equal(g_cfg.workers, 7);
+    assert_int_equal(g_cfg.max_body_bytes, 2048);
+    assert_int_equal(g_cfg.task_timeout_ms, 5000);
+    assert_int_equal(g_cfg.grace_ms, 0);
+    assert_int_equal(g_cfg.retry_base_ms, 250);
+    assert_int_equal(g_cfg.enable_test_kinds, 1);
+    assert_int_equal(g_cfg.log_level, LOG_DEBUG);
+    assert_int_equal(g_cfg.http_threads, 4);
+    assert_int_equal(g_cfg.healthcheck, 0);
+}
+
+static void
+test_each_flag_separate_value(void **state)
+{
+    (void)state;
+    assert_int_equal(parse("--listen", "0.0.0.0:9090", "--db", "/var/tmp/x y/w.db",
+                           "--workers", "7", "--max-body", "2048", "--task-timeout-ms", "5000",
+                           "--grace-ms", "0", "--retry-base-ms", "250", "--enable-test-kinds",
+                           "--log-level", "debug", "--http-threads", "4", NULL),
+                     CONFIG_OK);
+    check_all_set();
+}
+
+static void
+test_each_flag_equals_value(void **state)
+{
+    (void)state;
+    assert_int_equal(parse("--listen=0.0.0.0:9090", "--db=/var/tmp/x y/w.db", "--workers=7",
+                           "--max-body=2048", "--task-timeout-ms=5000", "--grace-ms=0",
+                           "--retry-base-ms=250", "--enable-test-kinds=1", "--log-level=debug",
+                           "--http-threads=4", NULL),
+                     CONFIG_OK);
+    check_all_set();
+}
+
+static void
+test_env_twins(void **state)
+{
+    (void)state;
+    setenv("WARMPOOL_LISTEN", "0.0.0.0:9090", 1);
+    setenv("WARMPOOL_DB", "/var/tmp/x y/w.db", 1);
+    setenv("WARMPOOL_WORKERS", "7", 1);
+    setenv("WARMPOOL_MAX_BODY", "2048", 1);
+    setenv("WARMPOOL_TASK_TIMEOUT_MS", "5000", 1);
+    setenv("WARMPOOL_GRACE_MS", "0", 1);
+    setenv("WARMPOOL_RETRY_BASE_MS", "250", 1);
+    setenv("WARMPOOL_ENABLE_TEST_KINDS", "true", 1);
+    setenv("WARMPOOL_LOG_LEVEL", "debug", 1);
+    setenv("WARMPOOL_HTTP_THREADS", "4", 1);
+    assert_int_equal(parse(NULL), CONFIG_OK);
+    check_all_set();
+}
+
+static void
+test_flag_beats_variable(void **state)
+{
+    (void)state;
+    setenv("WARMPOOL_WORKERS", "3", 1);
+    setenv("WARMPOOL_LOG_LEVEL", "error", 1);
+    setenv("WARMPOOL_LISTEN", "10.0.0.1:1", 1);
+    setenv("WARMPOOL_ENABLE_TEST_KINDS", "1", 1);
+    assert_int_equal(parse("--workers", "5", "--log-level=warn", "--enable-test-kinds=false",
+                           NULL),
+                     CONFIG_OK);
+    assert_int_equal(g_cfg.workers, 5);
+    assert_int_equal(g_cfg.log_level, LOG_WARN);
+    assert_int_equal(g_cfg.enable_test_kinds, 0);
+    /* a variable with no flag still counts */
+    assert_string_equal(g_cfg.listen_host, "10.0.0.1");
+    assert_int_equal(g_cfg.listen_port, 1);
+
+    /* the last of two flags wins */
+    assert_int_equal(parse("--workers", "2", "--workers=9", NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.workers, 9);
+}
+
+static void
+test_booleans(void **state)
+{
+    (void)state;
+    struct { const char *arg; int want; } cases[] = {
+        {"--enable-test-kinds", 1},       {"--enable-test-kinds=1", 1},
+        {"--enable-test-kinds=true", 1},  {"--enable-test-kinds=0", 0},
+        {"--enable-test-kinds=false", 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        assert_int_equal(parse(cases[i].arg, NULL), CONFIG_OK);
+        assert_int_equal(g_cfg.enable_test_kinds, cases[i].want);
+    }
+    const char *env[] = {"1", "true", "0", "false"};
+    int want[] = {1, 1, 0, 0};
+    for (size_t i = 0; i < 4; i++) {
+        setenv("WARMPOOL_ENABLE_TEST_KINDS", env[i], 1);
+        assert_int_equal(parse(NULL), CONFIG_OK);
+        assert_int_equal(g_cfg.enable_test_kinds, want[i]);
+    }
+    unsetenv("WARMPOOL_ENABLE_TEST_KINDS");
+    expect_error("--enable-test-kinds", "--enable-test-kinds=yes", NULL);
+    expect_error("--enable-test-kinds", "--enable-test-kinds=", NULL);
+    setenv("WARMPOOL_ENABLE_TEST_KINDS", "2", 1);
+    expect_error("WARMPOOL_ENABLE_TEST_KINDS", NULL);
+}
+
+static void
+test_bad_workers(void **state)
+{
+    (void)state;
+    expect_error("--workers", "--workers", "0", NULL);
+    expect_error("--workers", "--workers", "1025", NULL);
+    expect_error("--workers", "--workers", "abc", NULL);
+    expect_error("--workers", "--workers=", NULL);
+    expect_error("--workers", "--workers", "5x", NULL);
+    expect_error("--workers", "--workers", "-1", NULL);
+    expect_error("--workers", "--workers", "99999999999999999999", NULL);
+    assert_int_equal(parse("--workers", "1", NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.workers, 1);
+    assert_int_equal(parse("--workers", "1024", NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.workers, 1024);
+
+    setenv("WARMPOOL_WORKERS", "0", 1);
+    expect_error("WARMPOOL_WORKERS", NULL);
+    setenv("WARMPOOL_WORKERS", "abc", 1);
+    expect_error("WARMPOOL_WORKERS", NULL);
+}
+
+static void
+test_bad_other_values(void **state)
+{
+    (void)state;
+    expect_error("--log-level", "--log-level", "loud", NULL);
+    expect_error("--log-level", "--log-level=INFO", NULL);
+    expect_error("--listen", "--listen", "nohost", NULL);
+    expect_error("--listen", "--listen", "1.2.3.4:70000", NULL);
+    expect_error("--listen", "--listen", "1.2.3.4:65536", NULL);
+    expect_error("--listen", "--listen", "1.2.3.4:", NULL);
+    expect_error("--listen", "--listen", ":8080", NULL);
+    expect_error("--listen", "--listen", "1.2.3.4:80a", NULL);
+    expect_error("--listen", "--listen", "[::1]", NULL);
+    expect_error("--max-body", "--max-body", "0", NULL);
+    expect_error("--task-timeout-ms", "--task-timeout-ms", "0", NULL);
+    expect_error("--task-timeout-ms", "--task-timeout-ms", "86400001", NULL);
+    expect_error("--grace-ms", "--grace-ms", "-1", NULL);
+    expect_error("--db", "--db=", NULL);
+    setenv("WARMPOOL_LOG_LEVEL", "loud", 1);
+    expect_error("WARMPOOL_LOG_LEVEL", NULL);
+    unsetenv("WARMPOOL_LOG_LEVEL");
+    setenv("WARMPOOL_LISTEN", "nohost", 1);
+    expect_error("WARMPOOL_LISTEN", NULL);
+}
+
+static void
+test_unknown_flag_and_missing_value(void **state)
+{
+    (void)state;
+    expect_error("--bogus", "--bogus", NULL);
+    expect_error("--bogus", "--bogus=1", NULL);
+    expect_error("--work", "--work", "3", NULL);          /* no prefix matching */
+    expect_error("--workers", "--workers", NULL);          /* missing value */
+    expect_error("--listen", "--db", "x.db", "--listen", NULL);
+    expect_error("extra", "extra", NULL);                  /* a stray argument */
+    expect_error("healthcheck", "--workers", "2", "healthcheck", NULL);
+}
+
+static void
+test_help(void **state)
+{
+    (void)state;
+    assert_int_equal(parse("--help", NULL), CONFIG_HELP);
+    assert_int_equal(parse("--workers", "2", "--help", NULL), CONFIG_HELP);
+    assert_int_equal(parse("-h", NULL), CONFIG_HELP);
+}
+
+static void
+test_healthcheck(void **state)
+{
+    (void)state;
+    assert_int_equal(parse("healthcheck", NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.healthcheck, 1);
+    assert_int_equal(parse("healthcheck", "--listen", "127.0.0.1:9999", NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.healthcheck, 1);
+    assert_int_equal(g_cfg.listen_port, 9999);
+    assert_int_equal(parse("--workers", "2", NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.healthcheck, 0);
+}
+
+static void
+test_listen_forms(void **state)
+{
+    (void)state;
+    assert_int_equal(parse("--listen", "[::1]:9000", NULL), CONFIG_OK);
+    assert_string_equal(g_cfg.listen_host, "::1");
+    assert_int_equal(g_cfg.listen_port, 9000);
+    assert_int_equal(parse("--listen=localhost:0", NULL), CONFIG_OK);
+    assert_string_equal(g_cfg.listen_host, "localhost");
+    assert_int_equal(g_cfg.listen_port, 0);
+    assert_int_equal(parse("--listen=127.0.0.1:65535", NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.listen_port, 65535);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_defaults, clear_env),
+        cmocka_unit_test_setup(test_each_flag_separate_value, clear_env),
+        cmocka_unit_test_setup(test_each_flag_equals_value, clear_env),
+        cmocka_unit_test_setup_teardown(test_env_twins, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_flag_beats_variable, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_booleans, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_bad_workers, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_bad_other_values, clear_env, clear_env),
+        cmocka_unit_test_setup(test_unknown_flag_and_missing_value, clear_env),
+        cmocka_unit_test_setup(test_help, clear_env),
+        cmocka_unit_test_setup(test_healthcheck, clear_env),
+        cmocka_unit_test_setup(test_listen_forms, clear_env),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
