@@ -79,7 +79,9 @@ record(const struct worker_env *env, store *st, const store_task *t, const store
                      "is dropped", t->id, t->attempts);
             return -1;
         }
-        log_warn("recording task %" PRId64 ": %s (try %d)", t->id, store_errmsg(st), tries + 1);
+        if (tries % 50 == 0)
+            log_warn("recording task %" PRId64 ": %s (try %d; retrying)", t->id,
+                     store_errmsg(st), tries + 1);
         /* the supervisor SIGKILLs us at the end of a drain; until then keep trying */
         clock_sleep_ms(tries < 10 ? 10 : 200);
         (void)env;
@@ -215,6 +217,7 @@ worker_main(const struct worker_env *env)
     }
     atomic_store(&slot->state, SLOT_IDLE);
     long self = (long)getpid();
+    long claim_errors = 0;
     log_debug("worker ready in slot %d", env->slot);
 
     while (!stopping(env)) {
@@ -232,9 +235,16 @@ worker_main(const struct worker_env *env)
             if (rc == STORE_BUSY)
                 continue;               /* another process holds the lock: normal */
             if (rc != STORE_EMPTY) {
-                log_error("claiming a task: %s", store_errmsg(st));
+                /* a full disk or an I/O error: keep trying, without flooding the log */
+                if (claim_errors++ % 100 == 0)
+                    log_error("claiming a task: %s (retrying every 100 ms; %ld so far)",
+                              store_errmsg(st), claim_errors);
                 clock_sleep_ms(100);
                 continue;
+            }
+            if (claim_errors > 0) {
+                log_info("claiming works again after %ld failed tries", claim_errors);
+                claim_errors = 0;
             }
         }
         struct pollfd p = {.fd = env->wake_fd, .events = POLLIN};
