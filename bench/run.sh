@@ -1,0 +1,254 @@
+#!/usr/bin/env bash
+# bench/run.sh -- warmpool's benchmark suite, one command.
+#
+#   bench/run.sh                  every benchmark
+#   bench/run.sh throughput       one of: throughput | sharing | preload
+#
+# Installs what is missing (Debian packages only: the build dependencies through
+# scripts/deps.sh, then wrk, redis-server, python3-celery, python3-redis), builds the
+# release preset and bench/naive_scan.c, runs the benchmarks on loopback only, writes raw
+# results to bench/results/<UTC timestamp>/ (tool outputs, one JSON per measurement,
+# summary.json) and prints a summary table. Generated data (the 20,000-rule file, the
+# texts) and the databases live in a temporary folder, removed at the end.
+#
+# Knobs (environment): WP_BENCH_REPS (3), WP_BENCH_TP_N (20000 warmpool/PPE tasks),
+# WP_BENCH_CELERY_N (5000), WP_BENCH_SCAN_N (2000), WP_BENCH_NAIVE_N (40),
+# WP_BENCH_KEEP_WORK=1 keeps the temporary folder.
+# Every load loop is bounded in count and in time (wrk -d60s, timeout(1) on each client).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH=$ROOT/bench
+PY=/usr/bin/python3
+export PYTHONDONTWRITEBYTECODE=1 # no __pycache__ in bench/
+WHAT=${1:-all}
+case $WHAT in all | throughput | sharing | preload) ;; *)
+    echo "usage: $0 [all|throughput|sharing|preload]" >&2
+    exit 2
+    ;;
+esac
+REPS=${WP_BENCH_REPS:-3}
+TP_N=${WP_BENCH_TP_N:-20000}
+CELERY_N=${WP_BENCH_CELERY_N:-5000}
+SCAN_N=${WP_BENCH_SCAN_N:-2000}
+NAIVE_N=${WP_BENCH_NAIVE_N:-40}
+
+log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+
+# ---------------------------------------------------------------- dependencies
+install_deps() {
+    "$ROOT/scripts/deps.sh" build
+    local want=(wrk redis-server redis-tools python3-celery python3-redis procps gcc) missing=()
+    for p in "${want[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo=sudo
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get -o DPkg::Lock::Timeout=300 update -q >/dev/null
+    $sudo apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+    # the Debian package starts a redis on 6379; this suite runs its own on another port
+    if command -v systemctl >/dev/null && systemctl is-active -q redis-server 2>/dev/null; then
+        $sudo systemctl stop redis-server || true
+    fi
+}
+
+# ---------------------------------------------------------------- state, clean-up
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=$BENCH/results/$STAMP
+WORK=$(mktemp -d /tmp/warmpool-bench.XXXXXX)
+WP=$ROOT/build/release/warmpool
+LOOKUP_SO=$ROOT/build/release/examples/liblookup.so
+WP_PID="" CELERY_PGID="" REDIS_PID="" REDIS_PORT=""
+
+stop_warmpool() {
+    [ -n "$WP_PID" ] || return 0
+    kill -TERM "$WP_PID" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$WP_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$WP_PID" 2>/dev/null || true
+    wait "$WP_PID" 2>/dev/null || true
+    WP_PID=""
+}
+stop_celery() {
+    if [ -n "$CELERY_PGID" ]; then # its own process group (setsid): the worker and its pool
+        kill -TERM -- "-$CELERY_PGID" 2>/dev/null || true
+        for _ in $(seq 100); do kill -0 -- "-$CELERY_PGID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL -- "-$CELERY_PGID" 2>/dev/null || true
+        wait "$CELERY_PGID" 2>/dev/null || true
+        CELERY_PGID=""
+    fi
+    if [ -n "$REDIS_PID" ]; then
+        kill -TERM "$REDIS_PID" 2>/dev/null || true
+        wait "$REDIS_PID" 2>/dev/null || true
+        REDIS_PID=""
+    fi
+}
+cleanup() {
+    stop_warmpool
+    stop_celery
+    if [ "${WP_BENCH_KEEP_WORK:-0}" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# run CMD...: records the command in commands.txt, then runs it
+run() {
+    printf '%s\n' "$*" >>"$OUT/commands.txt"
+    "$@"
+}
+
+# start_warmpool NAME [flags...]: fresh database, waits for /readyz; sets WP_PID, URL
+start_warmpool() {
+    local name=$1
+    shift
+    local port
+    port=$(free_port)
+    URL=http://127.0.0.1:$port
+    mkdir -p "$WORK/$name"
+    printf '%s\n' "warmpool --listen 127.0.0.1:$port --db $WORK/$name/w.db --log-level warn $*" >>"$OUT/commands.txt"
+    "$WP" --listen "127.0.0.1:$port" --db "$WORK/$name/w.db" --log-level warn "$@" \
+        2>>"$OUT/warmpool-$name.log" &
+    WP_PID=$!
+    if ! $PY "$BENCH/wpbench.py" wait-ready "$URL" --timeout 120 2>>"$OUT/warmpool-$name.log"; then
+        stop_warmpool
+        log "warmpool ($name) did not start; its log:"
+        tail -5 "$OUT/warmpool-$name.log" >&2
+        return 1
+    fi
+}
+die() { log "$*"; exit 1; }
+
+WPB() { run timeout 600 $PY "$BENCH/wpbench.py" "$@"; }
+
+# ---------------------------------------------------------------- throughput
+_bench_throughput() {
+    local d=$OUT/throughput
+    mkdir -p "$d"
+    log "throughput: warmpool (wrk and batch), ProcessPoolExecutor; $REPS repetitions"
+    for r in $(seq "$REPS"); do
+        start_warmpool "tp-wrk-$r" --workers 2 || die "cannot start warmpool"
+        WPB e2e "$URL" "$d/warmpool_wrk_$r.json" --mode wrk --n "$TP_N" \
+            --wrk-script "$BENCH/submit.lua" --wrk-threads 2 --wrk-conns 32 --wrk-seconds 60 >/dev/null
+        stop_warmpool
+        start_warmpool "tp-batch-$r" --workers 2 || die "cannot start warmpool"
+        WPB e2e "$URL" "$d/warmpool_batch_$r.json" --mode batch --n "$TP_N" \
+            --per-batch 100 --threads 4 >/dev/null
+        stop_warmpool
+        run timeout 300 $PY "$BENCH/ppe_bench.py" throughput "$TP_N" "$d/ppe_$r.json" >/dev/null
+    done
+
+    log "throughput: Celery prefork (2) + Redis; $REPS repetitions of $CELERY_N tasks"
+    REDIS_PORT=$(free_port)
+    mkdir -p "$WORK/redis"
+    echo "redis-server --port $REDIS_PORT --bind 127.0.0.1 --save '' --appendonly no --dir DIR" >>"$OUT/commands.txt"
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+        --dir "$WORK/redis" --logfile "$d/redis.log" &
+    REDIS_PID=$!
+    for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    export WP_BENCH_REDIS=redis://127.0.0.1:$REDIS_PORT/0
+    (cd "$BENCH" && exec setsid $PY -m celery -A celery_tasks worker --concurrency 2 -P prefork \
+        -l warning --without-gossip --without-mingle --without-heartbeat >"$d/celery-worker.log" 2>&1) &
+    CELERY_PGID=$!
+    sleep 0.2
+    local pg
+    pg=$(ps -o pgid= -p "$CELERY_PGID" | tr -d ' ')
+    [ "$pg" = "$CELERY_PGID" ] || die "celery worker is not its own process group ($pg)"
+    echo "(cd bench && WP_BENCH_REDIS=$WP_BENCH_REDIS $PY -m celery -A celery_tasks worker --concurrency 2 -P prefork -l warning --without-gossip --without-mingle --without-heartbeat)" >>"$OUT/commands.txt"
+    for r in $(seq "$REPS"); do
+        (cd "$BENCH" && run timeout 300 $PY celery_tasks.py "$CELERY_N" "$d/celery_$r.json" >/dev/null)
+    done
+    stop_celery
+}
+
+# ---------------------------------------------------------------- sharing
+_bench_sharing() {
+    local d=$OUT/sharing
+    mkdir -p "$d"
+    log "sharing: warmpool lookup kind, 256 MiB context, 4 workers"
+    start_warmpool sharing --workers 4 --plugin "$LOOKUP_SO" --kind-config lookup=mb=256 ||
+        die "cannot start warmpool with the lookup plugin"
+    WPB sharing "$URL" "$d/warmpool.json" --supervisor "$WP_PID" --of 64 >/dev/null
+    stop_warmpool
+    log "sharing: ProcessPoolExecutor(4), 256 MiB array('Q') per worker (initializer), then inherited"
+    run timeout 300 $PY "$BENCH/ppe_bench.py" sharing 256 "$d/ppe.json" init >/dev/null
+    run timeout 300 $PY "$BENCH/ppe_bench.py" sharing 256 "$d/ppe_inherit.json" inherit >/dev/null
+}
+
+# ---------------------------------------------------------------- preload
+_bench_preload() {
+    local d=$OUT/preload g=$WORK/scan
+    mkdir -p "$d"
+    log "preload: generating rules (default + 20,000 indicators) and $SCAN_N texts"
+    run $PY "$BENCH/gen_scan_data.py" "$ROOT/rules/default.rules" "$g" --iocs 20000 --texts "$SCAN_N" --bytes 4096
+    run gcc -O2 -Wall -Wextra -o "$WORK/naive_scan" "$BENCH/naive_scan.c" -lhs
+    $PY - "$g/bench.rules" "$d/rules.json" <<'EOF'
+import hashlib, json, sys
+data = open(sys.argv[1], "rb").read()
+rules = [l for l in data.decode().splitlines() if l.strip() and not l.lstrip().startswith("#")]
+json.dump({"rules": len(rules), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()},
+          open(sys.argv[2], "w"), indent=1)
+EOF
+    for r in $(seq "$REPS"); do
+        if ! start_warmpool "preload-$r" --workers 2 --scan-rules "$g/bench.rules" ||
+            ! $PY "$BENCH/wpbench.py" wait-ready "$URL" --kind scan --timeout 5; then
+            log "preload: this warmpool has no working 'scan' kind; preload skipped"
+            printf '{"skipped": "warmpool did not start with --scan-rules, or has no scan kind in /v1/stats (see warmpool-preload-%s.log)"}\n' "$r" >"$d/skipped.json"
+            stop_warmpool
+            return 0
+        fi
+        WPB preload "$URL" "$d/warmpool_$r.json" --texts "$g/texts" --n "$SCAN_N" --keep "$NAIVE_N" \
+            --per-batch 100 --threads 2 >/dev/null
+        stop_warmpool
+        [ "$r" = 1 ] && mv "$d/scan_wp" "$WORK/scan_wp"
+        rm -rf "$d/scan_wp"
+    done
+    log "preload: spawn-per-task baseline, $NAIVE_N tasks, 2 at a time; $REPS repetitions"
+    for r in $(seq "$REPS"); do
+        WPB naive "$d/naive_$r.json" --bin "$WORK/naive_scan" --rules "$g/bench.rules" \
+            --texts "$g/texts" --n "$NAIVE_N" --parallel 2 --max-seconds 180 >/dev/null
+        if [ "$r" = 1 ]; then mv "$d/scan_naive" "$WORK/scan_naive"; else rm -rf "$d/scan_naive"; fi
+    done
+    WPB compare "$WORK/scan_wp" "$WORK/scan_naive" "$d/compare.json" >/dev/null
+    # keep a few of the result pairs (small) next to the numbers
+    mkdir -p "$d/sample"
+    for i in 0000 0001 0002; do
+        cp "$WORK/scan_wp/$i.json" "$d/sample/warmpool-$i.json" 2>/dev/null || true
+        cp "$WORK/scan_naive/$i.json" "$d/sample/naive-$i.json" 2>/dev/null || true
+    done
+}
+
+# ---------------------------------------------------------------- main
+T_START=$(date +%s)
+install_deps
+mkdir -p "$OUT"
+log "results: $OUT"
+log "building the release preset"
+(cd "$ROOT" && cmake --preset release >"$WORK/build.log" 2>&1 &&
+    cmake --build --preset release -j2 --target warmpool lookup >>"$WORK/build.log" 2>&1) || {
+    tail -40 "$WORK/build.log" >&2
+    exit 1
+}
+printf 'cmake --preset release && cmake --build --preset release -j2 --target warmpool lookup\n' >>"$OUT/commands.txt"
+
+# other processes on the machine make every figure noisier: note the load around each part
+loadavg() { echo "$1 $(date -u +%H:%M:%S) $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/loadavg.txt"; }
+bench_throughput() { loadavg throughput-start; _bench_throughput; loadavg throughput-end; }
+bench_sharing() { loadavg sharing-start; _bench_sharing; loadavg sharing-end; }
+bench_preload() { loadavg preload-start; _bench_preload; loadavg preload-end; }
+
+case $WHAT in
+all)
+    bench_throughput
+    bench_sharing
+    bench_preload
+    ;;
+throughput) bench_throughput ;;
+sharing) bench_sharing ;;
+preload) bench_preload ;;
+esac
+
+$PY "$BENCH/summarize.py" "$OUT" --wall-s $(($(date +%s) - T_START)) --root "$ROOT"

@@ -1,0 +1,477 @@
+#!/usr/bin/python3
+"""wpbench.py -- the measuring client of bench/run.sh (Python standard library only).
+
+Subcommands (each writes one JSON file with what it measured):
+  wait-ready URL [--kind K] [--timeout S]     wait for /readyz (and kind K in /v1/stats)
+  e2e URL OUT --mode wrk|batch --n N [--wrk-script F --wrk-threads T --wrk-conns C]
+      submit N echo tasks (with wrk, or with /v1/tasks/batch, 100 per batch, 4 client
+      threads), poll /v1/stats every 20 ms, and time: first submission -> last 202
+      (submissions/s) and first submission -> pending+running == 0 (end to end).
+  sharing URL OUT --supervisor PID --of 64    lookup slices 0..of-1, then PSS of every
+      warmpool process (supervisor + its children) from /proc/PID/smaps_rollup.
+  preload URL OUT --texts DIR --n N --keep K  scan tasks, batch-submitted; tasks/s; the
+      results of the first K tasks go to OUT's folder (scan_wp/NNNN.json) for comparison.
+  naive OUT --bin B --rules F --texts DIR --n N --parallel P --max-seconds S
+      run the spawn-per-task baseline once per text, P at a time; tasks/s.
+  compare WP_DIR NAIVE_DIR OUT                 match lists of warmpool vs the baseline.
+"""
+import argparse
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+
+POLL_S = 0.020
+
+
+def hostport(url):
+    u = urllib.parse.urlsplit(url)
+    return u.hostname, u.port
+
+
+class Client:
+    def __init__(self, url, timeout=60):
+        self.host, self.port = hostport(url)
+        self.timeout = timeout
+        self.conn = None
+
+    def req(self, method, path, body=None):
+        for attempt in range(2):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            try:
+                data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+                hdrs = {"Content-Type": "application/json"} if data is not None else {}
+                self.conn.request(method, path, body=data, headers=hdrs)
+                r = self.conn.getresponse()
+                raw = r.read()
+                return r.status, (json.loads(raw) if raw else None)
+            except (ConnectionError, http.client.HTTPException, OSError):
+                self.conn.close()
+                self.conn = None
+                if attempt == 1:
+                    raise
+
+    def stats(self):
+        st, js = self.req("GET", "/v1/stats")
+        if st != 200:
+            raise RuntimeError("GET /v1/stats -> %d %s" % (st, js))
+        return js
+
+
+class Poller(threading.Thread):
+    """Polls /v1/stats every 20 ms. It becomes armed when .armed is set or the service
+    holds `target` tasks (.reached is set then, with .t_reached); once armed, it stops
+    at the first sample with pending + running == 0 and records that time (.t_done)."""
+
+    def __init__(self, url, target=None):
+        super().__init__(daemon=True)
+        self.c = Client(url)
+        self.target = target
+        self.armed = threading.Event()
+        self.reached = threading.Event()
+        self.t_reached = None
+        self.t_done = None
+        self.last = None
+        self.samples = 0
+        self.max_pending = 0
+
+    def run(self):
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            armed = self.armed.is_set() or self.reached.is_set()
+            s = self.c.stats()
+            now = time.monotonic()
+            self.samples += 1
+            self.last = s
+            t = s["tasks"]
+            self.max_pending = max(self.max_pending, t["pending"])
+            if self.target is not None and not self.reached.is_set() and total(t) >= self.target:
+                self.t_reached = now
+                self.reached.set()
+            if armed and t["pending"] + t["running"] == 0:
+                self.t_done = now
+                return
+            time.sleep(POLL_S)
+
+
+def total(tasks):
+    return sum(tasks[k] for k in ("pending", "running", "succeeded", "failed", "canceled"))
+
+
+def write(out, obj):
+    with open(out, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+        f.write("\n")
+    print(json.dumps(obj, sort_keys=True))
+
+
+def batch_submit(url, bodies, per_batch=100, threads=4):
+    """POST /v1/tasks/batch from `threads` connections; returns (ids in order, t_last_202, errors)."""
+    chunks = [bodies[i:i + per_batch] for i in range(0, len(bodies), per_batch)]
+    ids = [None] * len(chunks)
+    errors = []
+    lock = threading.Lock()
+    nxt = [0]
+    t_last = [0.0]
+
+    def work():
+        c = Client(url)
+        while True:
+            with lock:
+                i = nxt[0]
+                nxt[0] += 1
+            if i >= len(chunks):
+                return
+            payload = json.dumps({"tasks": chunks[i]}).encode()
+            st, js = c.req("POST", "/v1/tasks/batch", payload)
+            now = time.monotonic()
+            with lock:
+                t_last[0] = max(t_last[0], now)
+                if st != 202:
+                    errors.append({"batch": i, "status": st, "body": js})
+                else:
+                    ids[i] = [t["id"] for t in js["tasks"]]
+
+    ts = [threading.Thread(target=work) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    flat = [x for chunk in ids if chunk for x in chunk]
+    return flat, t_last[0], errors
+
+
+def cmd_wait_ready(a):
+    c = Client(a.url, timeout=2)
+    deadline = time.monotonic() + a.timeout
+    while time.monotonic() < deadline:
+        try:
+            st, _ = c.req("GET", "/readyz")
+            if st == 200:
+                if not a.kind:
+                    return 0
+                kinds = [k["name"] for k in c.stats()["kinds"]]
+                if a.kind in kinds:
+                    return 0
+                print("kind %s not in %s" % (a.kind, kinds), file=sys.stderr)
+                return 3
+        except (OSError, http.client.HTTPException, RuntimeError):
+            pass
+        time.sleep(0.05)
+    print("warmpool at %s not ready after %ss" % (a.url, a.timeout), file=sys.stderr)
+    return 1
+
+
+def cmd_e2e(a):
+    c = Client(a.url)
+    before = c.stats()["tasks"]
+    if total(before) != 0:
+        raise SystemExit("e2e wants an empty database, found %s" % before)
+    res = {"mode": a.mode, "requested": a.n}
+    bodies = [{"kind": "echo", "input": {"n": i}} for i in range(a.n)] if a.mode == "batch" else None
+    poller = Poller(a.url, target=a.n)
+    poller.start()
+    if a.mode == "wrk":
+        wrk_out = a.out[:-5] + ".wrk.txt"
+        cmd = ["wrk", "-t%d" % a.wrk_threads, "-c%d" % a.wrk_conns, "-d%ds" % a.wrk_seconds,
+               "--timeout", "10s", "--latency", "-s", a.wrk_script, a.url]
+        env = dict(os.environ, WP_BENCH_N=str(a.n), WP_BENCH_THREADS=str(a.wrk_threads))
+        t0 = time.monotonic()
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # wrk returns only after -d: once the service holds N tasks, let the last 202s
+        # arrive, then SIGINT (wrk then prints its report and runs done()).
+        if poller.reached.wait(a.wrk_seconds + 5):
+            time.sleep(0.3)
+        p.send_signal(signal.SIGINT)
+        out, _ = p.communicate(timeout=60)
+        with open(wrk_out, "w") as f:
+            f.write(" ".join(cmd) + "\n" + out)
+        res["wrk_cmd"] = " ".join(cmd)
+        for line in out.splitlines():
+            if line.startswith("WPBENCH "):
+                res.update(json.loads(line[len("WPBENCH "):]))
+        res["wrk_rc"] = p.returncode
+        if res.get("wrk_t_first", 0) > 0 and res.get("wrk_t_last", 0) > 0:
+            t0, t_sub = res["wrk_t_first"], res["wrk_t_last"]
+        else:
+            t_sub = poller.t_reached or time.monotonic()
+    else:
+        t0 = time.monotonic()
+        ids, t_sub, errors = batch_submit(a.url, bodies, per_batch=a.per_batch, threads=a.threads)
+        res.update({"batch_size": a.per_batch, "client_threads": a.threads,
+                    "batch_errors": len(errors)})
+        if errors:
+            res["first_error"] = errors[0]
+    poller.armed.set()
+    poller.join()
+    after = c.stats()["tasks"]
+    submitted = total(after)
+    res.update({
+        "submitted": submitted,
+        "submit_s": t_sub - t0,
+        "submit_per_s": res.get("wrk_202", submitted) / (t_sub - t0),
+        "e2e_s": poller.t_done - t0 if poller.t_done else None,
+        "e2e_per_s": (after["succeeded"] / (poller.t_done - t0)) if poller.t_done else None,
+        "drain_after_submit_s": (poller.t_done - t_sub) if poller.t_done else None,
+        "max_pending_seen": poller.max_pending,
+        "stats_samples": poller.samples,
+        "final_tasks": after,
+        "workers": c.stats()["workers"],
+    })
+    write(a.out, res)
+    return 0 if after["failed"] == 0 and poller.t_done else 1
+
+
+def pss_kb(pid):
+    try:
+        with open("/proc/%d/smaps_rollup" % pid) as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return None
+
+
+def children(pid):
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+def wait_idle(c, deadline_s=300):
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        s = c.stats()
+        if s["tasks"]["pending"] + s["tasks"]["running"] == 0:
+            return s
+        time.sleep(POLL_S)
+    raise SystemExit("tasks did not finish in %ss" % deadline_s)
+
+
+def cmd_sharing(a):
+    c = Client(a.url)
+    t0 = time.monotonic()
+    rounds, results_ok = 0, True
+    # Every worker must have run tasks: resubmit the full set (at most 3 times) if one did not.
+    while True:
+        rounds += 1
+        bodies = [{"kind": "lookup", "input": {"slice": i, "of": a.of}} for i in range(a.of)]
+        ids, _, errors = batch_submit(a.url, bodies, per_batch=a.of, threads=1)
+        if errors:
+            raise SystemExit("lookup batch refused: %s" % errors[0])
+        s = wait_idle(c)
+        for tid in ids:
+            st, js = c.req("GET", "/v1/tasks/%s" % tid)
+            if st != 200 or js["state"] != "succeeded":
+                results_ok = False
+        if all(w["tasks_done"] > 0 for w in s["workers"]) or rounds == 3:
+            break
+    elapsed = time.monotonic() - t0
+    time.sleep(0.5)  # let everything settle (allocator frees, SQLite caches)
+    s = c.stats()
+    kind = [k for k in s["kinds"] if k["name"] == "lookup"][0]
+    wpids = {w["pid"] for w in s["workers"]}
+    procs = [{"role": "supervisor", "pid": a.supervisor}]
+    for p in children(a.supervisor):
+        procs.append({"role": "worker" if p in wpids else "http", "pid": p})
+    for p in procs:
+        p["pss_kb"] = pss_kb(p["pid"])
+        p["rss_kb"] = rss_kb(p["pid"])
+        w = [w for w in s["workers"] if w["pid"] == p["pid"]]
+        if w:
+            p["tasks_done"] = w[0]["tasks_done"]
+    total_kb = sum(p["pss_kb"] for p in procs)
+    ctx_mib = kind["context_bytes"] / 1048576
+    target_mib = 1.15 * ctx_mib + 10 * len(procs)
+    write(a.out, {
+        "tasks": a.of * rounds, "rounds": rounds, "all_succeeded": results_ok,
+        "run_s": elapsed, "context_bytes": kind["context_bytes"], "load_ms": kind["load_ms"],
+        "processes": procs, "total_pss_mib": total_kb / 1024, "kinds": s["kinds"],
+        "target_mib": target_mib, "target_formula": "1.15 x %.0f MiB + 10 MiB x %d processes" % (ctx_mib, len(procs)),
+        "met": total_kb / 1024 <= target_mib, "ratio_to_context": total_kb / 1024 / ctx_mib,
+    })
+    return 0
+
+
+def cmd_preload(a):
+    c = Client(a.url)
+    before = c.stats()
+    kind = [k for k in before["kinds"] if k["name"] == "scan"][0]
+    names = sorted(os.listdir(a.texts))[:a.n]
+    bodies = []
+    for name in names:
+        with open(os.path.join(a.texts, name)) as f:
+            bodies.append({"kind": "scan", "input": {"text": f.read()}})
+    poller = Poller(a.url)
+    poller.start()
+    t0 = time.monotonic()
+    ids, t_sub, errors = batch_submit(a.url, bodies, per_batch=a.per_batch, threads=a.threads)
+    poller.armed.set()
+    poller.join()
+    after = c.stats()["tasks"]
+    keep_dir = os.path.join(os.path.dirname(a.out), "scan_wp")
+    os.makedirs(keep_dir, exist_ok=True)
+    matches = 0
+    for i, tid in enumerate(ids[:a.keep]):
+        st, js = c.req("GET", "/v1/tasks/%s" % tid)
+        with open(os.path.join(keep_dir, "%04d.json" % i), "w") as f:
+            json.dump(js.get("result") if st == 200 else js, f)
+            f.write("\n")
+    # count matches over all tasks (a sanity figure; reads every result)
+    sample_failed = None
+    for tid in ids:
+        st, js = c.req("GET", "/v1/tasks/%s" % tid)
+        if st == 200 and js["state"] == "succeeded":
+            matches += len(js["result"]["matches"])
+        elif sample_failed is None:
+            sample_failed = js
+    n = len(ids)
+    write(a.out, {
+        "tasks": n, "batch_errors": len(errors), "first_error": errors[0] if errors else None,
+        "submit_s": t_sub - t0, "e2e_s": poller.t_done - t0,
+        "tasks_per_s": after["succeeded"] / (poller.t_done - t0),
+        "final_tasks": after, "total_matches": matches, "sample_failed": sample_failed,
+        "context_bytes": kind["context_bytes"], "load_ms": kind["load_ms"],
+        "input_bytes_total": sum(len(b["input"]["text"]) for b in bodies),
+    })
+    return 0 if after["succeeded"] == n and not errors else 1
+
+
+def cmd_naive(a):
+    names = sorted(os.listdir(a.texts))[:a.n]
+    outdir = os.path.join(os.path.dirname(a.out), "scan_naive")
+    os.makedirs(outdir, exist_ok=True)
+    t0 = time.monotonic()
+    deadline = t0 + a.max_seconds
+    running, done, failed, durations = [], 0, 0, []
+    it = iter(enumerate(names))
+    exhausted = False
+    while True:
+        while not exhausted and len(running) < a.parallel and time.monotonic() < deadline:
+            try:
+                i, name = next(it)
+            except StopIteration:
+                exhausted = True
+                break
+            f = open(os.path.join(outdir, "%04d.json" % i), "w")
+            p = subprocess.Popen([a.bin, a.rules, os.path.join(a.texts, name)], stdout=f)
+            running.append((p, f, time.monotonic()))
+        if not running:
+            break
+        time.sleep(0.002)
+        for item in list(running):
+            p, f, ts = item
+            if p.poll() is not None:
+                f.close()
+                running.remove(item)
+                durations.append(time.monotonic() - ts)
+                if p.returncode == 0:
+                    done += 1
+                else:
+                    failed += 1
+    elapsed = time.monotonic() - t0
+    durations.sort()
+    write(a.out, {
+        "tasks": done, "failed": failed, "parallel": a.parallel, "elapsed_s": elapsed,
+        "tasks_per_s": done / elapsed, "stopped_by_time": done + failed < len(names),
+        "per_task_s_median": durations[len(durations) // 2] if durations else None,
+        "per_task_s_min": durations[0] if durations else None,
+        "per_task_s_max": durations[-1] if durations else None,
+    })
+    return 0 if failed == 0 else 1
+
+
+def norm(result):
+    return sorted((m["rule"], m["start"], m["end"]) for m in result.get("matches", []))
+
+
+def cmd_compare(a):
+    same, diff, examples = 0, 0, []
+    for name in sorted(os.listdir(a.naive_dir)):
+        pn, pw = os.path.join(a.naive_dir, name), os.path.join(a.wp_dir, name)
+        if not os.path.exists(pw):
+            continue
+        try:
+            with open(pn) as f:
+                n = json.load(f)
+            with open(pw) as f:
+                w = json.load(f)
+        except ValueError as e:
+            diff += 1
+            examples.append({"file": name, "error": str(e)})
+            continue
+        if norm(n) == norm(w) and n.get("bytes") == w.get("bytes"):
+            same += 1
+        else:
+            diff += 1
+            if len(examples) < 3:
+                examples.append({"file": name, "naive": n, "warmpool": w})
+    write(a.out, {"compared": same + diff, "identical": same, "different": diff, "examples": examples})
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("wait-ready")
+    p.add_argument("url")
+    p.add_argument("--kind")
+    p.add_argument("--timeout", type=float, default=60)
+    p = sub.add_parser("e2e")
+    p.add_argument("url")
+    p.add_argument("out")
+    p.add_argument("--mode", choices=("wrk", "batch"), required=True)
+    p.add_argument("--n", type=int, default=20000)
+    p.add_argument("--wrk-script")
+    p.add_argument("--wrk-threads", type=int, default=2)
+    p.add_argument("--wrk-conns", type=int, default=32)
+    p.add_argument("--wrk-seconds", type=int, default=60)
+    p.add_argument("--per-batch", type=int, default=100)
+    p.add_argument("--threads", type=int, default=4)
+    p = sub.add_parser("sharing")
+    p.add_argument("url")
+    p.add_argument("out")
+    p.add_argument("--supervisor", type=int, required=True)
+    p.add_argument("--of", type=int, default=64)
+    p = sub.add_parser("preload")
+    p.add_argument("url")
+    p.add_argument("out")
+    p.add_argument("--texts", required=True)
+    p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--keep", type=int, default=40)
+    p.add_argument("--per-batch", type=int, default=100)
+    p.add_argument("--threads", type=int, default=2)
+    p = sub.add_parser("naive")
+    p.add_argument("out")
+    p.add_argument("--bin", required=True)
+    p.add_argument("--rules", required=True)
+    p.add_argument("--texts", required=True)
+    p.add_argument("--n", type=int, default=40)
+    p.add_argument("--parallel", type=int, default=2)
+    p.add_argument("--max-seconds", type=float, default=180)
+    p = sub.add_parser("compare")
+    p.add_argument("wp_dir")
+    p.add_argument("naive_dir")
+    p.add_argument("out")
+    a = ap.parse_args()
+    fn = {"wait-ready": cmd_wait_ready, "e2e": cmd_e2e, "sharing": cmd_sharing,
+          "preload": cmd_preload, "naive": cmd_naive, "compare": cmd_compare}[a.cmd]
+    sys.exit(fn(a))
+
+
+if __name__ == "__main__":
+    main()
