@@ -96,6 +96,13 @@ body_append(struct req *r, const char *data, size_t n, size_t max)
     return 0;
 }
 
+static int
+hexval(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+         : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
 static enum MHD_Result
 reply_too_large(struct api_ctx *ctx, struct MHD_Connection *conn)
 {
@@ -223,6 +230,28 @@ on_mhd_error(void *cls, const char *fmt, va_list ap)
     log_warn("libmicrohttpd: %s", msg);
 }
 
+/* Percent-decoding of the path and query, as MHD's own, except that "%00" stays as
+ * written: decoded, it would cut "/v1/tasks/1%00" down to task 1. */
+static size_t
+unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+    (void)cls;
+    (void)conn;
+    char *out = s;
+    for (const char *in = s; *in != '\0'; in++) {
+        int hi, lo;
+        if (in[0] == '%' && (hi = hexval(in[1])) >= 0 && (lo = hexval(in[2])) >= 0 &&
+            (hi | lo) != 0) {
+            *out++ = (char)(hi * 16 + lo);
+            in += 2;
+        } else {
+            *out++ = *in;
+        }
+    }
+    *out = '\0';
+    return (size_t)(out - s);
+}
+
 /* ---------------------------------------------------------------- run and drain */
 
 int
@@ -260,6 +289,7 @@ api_server_run(const struct api_config *cfg)
         MHD_OPTION_LISTEN_SOCKET, cfg->listen_fd,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)cfg->threads,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, &ctx,
+        MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)120,
         MHD_OPTION_END);

@@ -51,7 +51,9 @@ static const char SQL_HAS_READY[] =
  * not every SQLite build has. It walks tasks_pending in order (EXPLAIN QUERY PLAN:
  * SCAN tasks USING COVERING INDEX tasks_pending, no temp B-tree). */
 static const char SQL_CLAIM[] =
-    "UPDATE tasks SET state = 'running', attempts = attempts + 1, started_at = ?1,"
+    "UPDATE tasks SET state = 'running', attempts = attempts + 1,"
+    /* the clock was read before the lock: never start before the task was created */
+    " started_at = max(?1, created_at),"
     " finished_at = NULL, owner = ?2"
     " WHERE id = (SELECT id FROM tasks INDEXED BY tasks_pending"
     "             WHERE state = 'pending' AND run_after <= ?1"
