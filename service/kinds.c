@@ -105,7 +105,8 @@ kinds_load(const struct config *cfg, char *err, size_t errlen)
         if (register_kind(builtin[i], config_kind_config(cfg, builtin[i]->name), err,
                           errlen) != 0)
             return -1;
-    if (cfg->enable_test_kinds && register_kind(&KIND_FAIL, NULL, err, errlen) != 0)
+    if (cfg->enable_test_kinds && (register_kind(&KIND_FAIL, NULL, err, errlen) != 0 ||
+                                   register_kind(&KIND_SPIN, NULL, err, errlen) != 0))
         return -1;
     for (int i = 0; i < cfg->nplugins; i++)
         if (load_plugin(cfg, cfg->plugins[i], err, errlen) != 0)

@@ -22,7 +22,7 @@ struct kind_entry {
 };
 
 /* The built-in kinds (kinds_builtin.c). */
-extern const struct wp_kind KIND_ECHO, KIND_SLEEP, KIND_FAIL;
+extern const struct wp_kind KIND_ECHO, KIND_SLEEP, KIND_FAIL, KIND_SPIN;
 extern const struct wp_kind KIND_SCAN;     /* kind_scan.c */
 
 /* Registers the built-in kinds (and `fail` with --enable-test-kinds), then the kinds

@@ -1,7 +1,9 @@
-/* kinds_builtin.c -- the kinds every warmpool has: echo, sleep, and (for tests) fail. */
+/* kinds_builtin.c -- the kinds every warmpool has: echo, sleep; and, for tests, fail
+ * and spin. */
 #include "service/kinds.h"
 #include "common/clock.h"
 
+#include <stdint.h>
 #include <stdio.h>
 
 #define SLEEP_MAX_MS 600000
@@ -72,4 +74,27 @@ const struct wp_kind KIND_FAIL = {
     .abi_version = WP_KIND_ABI_VERSION,
     .name = "fail",
     .run = fail_run,
+};
+
+/* spin (test kind): burns CPU for {"ms": N} milliseconds, or forever without "ms" --
+ * a task that never returns, for the timeout and fault tests. */
+static json_t *
+spin_run(const void *ctx, void *ws, const json_t *input, struct wp_task_error *err)
+{
+    (void)ctx;
+    (void)ws;
+    (void)err;
+    const json_t *ms = json_object_get(input, "ms");
+    int64_t until = json_is_integer(ms) ? clock_mono_ms() + json_integer_value(ms) : INT64_MAX;
+    volatile uint64_t x = 0;
+    while (clock_mono_ms() < until)
+        for (int i = 0; i < 100000; i++)
+            x += (uint64_t)i;
+    return json_pack("{s:b}", "spun", 1);
+}
+
+const struct wp_kind KIND_SPIN = {
+    .abi_version = WP_KIND_ABI_VERSION,
+    .name = "spin",
+    .run = spin_run,
 };

@@ -98,8 +98,9 @@ test_load_with_test_kinds(void **state)
     (void)state;
     kinds_unload();
     assert_int_equal(load_kinds(1), 0);
-    assert_int_equal(kinds_count(), g_count_without_test_kinds + 1);
+    assert_int_equal(kinds_count(), g_count_without_test_kinds + 2);    /* fail, spin */
     assert_ptr_equal(kinds_find("fail")->kind, &KIND_FAIL);
+    assert_ptr_equal(kinds_find("spin")->kind, &KIND_SPIN);
     assert_non_null(kinds_find("echo"));
     assert_non_null(kinds_find("sleep"));
 }
