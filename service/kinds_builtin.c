@@ -90,7 +90,7 @@ spin_run(const void *ctx, void *ws, const json_t *input, struct wp_task_error *e
     while (clock_mono_ms() < until)
         for (int i = 0; i < 100000; i++)
             x += (uint64_t)i;
-    return json_pack("{s:b}", "spun", 1);
+    return json_pack("{s:b}", "spun", x != 1);      /* reads x: the loop is not dead code */
 }
 
 const struct wp_kind KIND_SPIN = {
