@@ -291,7 +291,7 @@ api_server_run(const struct api_config *cfg)
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, &ctx,
         MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)120,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)30,     /* idle or slow clients */
         MHD_OPTION_END);
     if (ctx.daemon == NULL) {
         log_error("libmicrohttpd did not start");

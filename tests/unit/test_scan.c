@@ -2,7 +2,7 @@
  * known (fake) credentials at exact offsets, input validation, and a big rule set.
  *
  * `test_scan cycle` runs only the load/worker_init/run/worker_fini/unload cycle; the
- * unit.scan.valgrind test runs that under valgrind.
+ * unit.valgrind.scan test runs that under valgrind.
  *
  * Every credential below is invented for this file and fits its format only; the
  * prefixes are split ("gh" "p_") so that secret scanners reading the source do not
@@ -588,7 +588,7 @@ validate_inputs(void **state)
 
 /* ---- Life cycle and scale ------------------------------------------------------ */
 
-/* What a worker's life does, twice over; run under valgrind by unit.scan.valgrind. */
+/* What a worker's life does, twice over; run under valgrind by unit.valgrind.scan. */
 static void
 cycle(void **state)
 {
