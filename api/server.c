@@ -292,6 +292,7 @@ api_server_run(const struct api_config *cfg)
         MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)30,     /* idle or slow clients */
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)1000,
         MHD_OPTION_END);
     if (ctx.daemon == NULL) {
         log_error("libmicrohttpd did not start");

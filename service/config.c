@@ -39,7 +39,7 @@ static const struct opt OPTS[] = {
     {"retry-base-ms", OPT_INT, OFF(retry_base_ms), 0, 3600000, "MS",
      "delay before the first retry of a failed attempt, doubled each time (default 1000)"},
     {"enable-test-kinds", OPT_BOOL, OFF(enable_test_kinds), 0, 1, NULL,
-     "register the `fail` kind, for tests"},
+     "register the `fail` and `spin` kinds, for tests"},
     {"log-level", OPT_LOG_LEVEL, OFF(log_level), 0, 0, "LEVEL",
      "error, warn, info or debug (default info)"},
     {"http-threads", OPT_INT, OFF(http_threads), 1, 64, "N",
