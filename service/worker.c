@@ -3,8 +3,8 @@
  *
  * The loop, and why it is in this order:
  *   1. look for a ready task with a read (no write lock), claim it if there is one;
- *   2. otherwise block in poll() on the wake eventfd, at most a second (the safety
- *      net for a lost wake-up and for retries whose delay has passed);
+ *   2. otherwise block in poll() on the wake eventfd until the next delayed retry is
+ *      due, and at most a second (the safety net for a lost wake-up);
  *   3. a readable eventfd gives this worker one token (EFD_SEMAPHORE), so n tokens
  *      wake up to n idle workers, and go back to 1.
  * A worker claims only when idle (no prefetch), so a short task never waits behind
@@ -247,8 +247,13 @@ worker_main(const struct worker_env *env)
                 claim_errors = 0;
             }
         }
+        /* sleep until woken, or until the next delayed retry is due, or the safety net */
+        int timeout = SAFETY_NET_MS;
+        int64_t now = clock_now_ms(), next = store_next_run_after(st, now);
+        if (next > now && next - now < timeout)
+            timeout = (int)(next - now) + 1;
         struct pollfd p = {.fd = env->wake_fd, .events = POLLIN};
-        if (poll(&p, 1, SAFETY_NET_MS) > 0 && (p.revents & POLLIN)) {
+        if (poll(&p, 1, timeout) > 0 && (p.revents & POLLIN)) {
             uint64_t token;
             if (read(env->wake_fd, &token, sizeof token) < 0 && errno != EAGAIN)
                 log_warn("reading the wake-up channel: %s", strerror(errno));

@@ -78,6 +78,10 @@ static const char SQL_RECOVER[] =
     " error_code = 'worker_lost',"
     " error_message = 'the service stopped while this task was running'"
     " WHERE state = 'running' RETURNING state";
+/* when the next delayed retry becomes ready: read when a worker is about to sleep */
+static const char SQL_NEXT_RUN_AFTER[] =
+    "SELECT min(run_after) FROM tasks INDEXED BY tasks_pending"
+    " WHERE state = 'pending' AND run_after > ?1";
 static const char SQL_COUNT_PENDING[] =
     "SELECT count(*) FROM tasks INDEXED BY tasks_pending WHERE state = 'pending'";
 /* retention: a small batch at a time, so submissions never wait long behind it */
@@ -106,7 +110,7 @@ struct store {
     int64_t busy_since_ms;      /* monotonic time the current wait for the lock began */
     sqlite3_stmt *insert, *get, *get_by_key, *cancel, *has_ready, *claim, *finish,
         *release, *recover, *count, *ping, *secret, *begin, *commit, *rollback,
-        *count_pending, *purge;
+        *count_pending, *purge, *next_run_after;
     sqlite3_stmt *list[4];
     char errmsg[512];
 };
@@ -314,6 +318,7 @@ store_open(const char *path, enum store_sync sync, int busy_ms, char *err, size_
         {SQL_COUNT, &s->count}, {SQL_PING, &s->ping}, {SQL_SECRET, &s->secret},
         {"BEGIN IMMEDIATE", &s->begin}, {"COMMIT", &s->commit}, {"ROLLBACK", &s->rollback},
         {SQL_COUNT_PENDING, &s->count_pending}, {SQL_PURGE, &s->purge},
+        {SQL_NEXT_RUN_AFTER, &s->next_run_after},
         {SQL_LIST[0], &s->list[0]}, {SQL_LIST[1], &s->list[1]},
         {SQL_LIST[2], &s->list[2]}, {SQL_LIST[3], &s->list[3]},
     };
@@ -337,7 +342,7 @@ store_close(store *s)
     sqlite3_stmt *all[] = {s->insert, s->get, s->get_by_key, s->cancel, s->has_ready,
                            s->claim, s->finish, s->release, s->recover, s->count, s->ping,
                            s->secret, s->begin, s->commit, s->rollback, s->count_pending,
-                           s->purge, s->list[0],
+                           s->purge, s->next_run_after, s->list[0],
                            s->list[1], s->list[2], s->list[3]};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         sqlite3_finalize(all[i]);          /* NULL-safe */
@@ -590,6 +595,20 @@ store_count_states(store *s, int64_t counts[TASK_STATE_COUNT])
     int ret = rc == SQLITE_DONE ? STORE_OK : fail(s, "count", rc);
     stmt_done(st);
     return ret;
+}
+
+int64_t
+store_next_run_after(store *s, int64_t now_ms)
+{
+    int64_t t = 0;
+    sqlite3_bind_int64(s->next_run_after, 1, now_ms);
+    int rc = sqlite3_step(s->next_run_after);
+    if (rc == SQLITE_ROW)
+        t = sqlite3_column_int64(s->next_run_after, 0);     /* NULL reads as 0 */
+    else
+        fail(s, "next run_after", rc);
+    stmt_done(s->next_run_after);
+    return t;
 }
 
 int64_t

@@ -147,6 +147,9 @@ int store_recover_running(store *s, int64_t now_ms, int *requeued, int *failed);
 int store_count_states(store *s, int64_t counts[TASK_STATE_COUNT]);
 /* Is there a pending task ready at now_ms? A read, no write lock: 1 yes, 0 no, <0 error */
 int store_has_ready(store *s, int64_t now_ms);
+/* The earliest run_after after now_ms among pending tasks (a retry waiting for its
+ * backoff), or 0 if there is none (or on error). A read. */
+int64_t store_next_run_after(store *s, int64_t now_ms);
 /* Number of pending tasks (counts the pending index), or -1 on error. */
 int64_t store_count_pending(store *s);
 /* Deletes up to limit terminal tasks that finished before before_ms (their
