@@ -107,6 +107,8 @@ enum MHD_Result api_reply_error(struct MHD_Connection *conn, unsigned int status
 enum MHD_Result api_reply_errorf(struct MHD_Connection *conn, unsigned int status,
                                  const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* From now on every answer carries "Connection: close" (the drain). */
+void api_reply_set_closing(void);
 /* The one place a store failure becomes an HTTP status. */
 enum MHD_Result api_reply_store_error(struct MHD_Connection *conn, int status,
                                       const char *what, const char *detail);

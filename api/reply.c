@@ -7,6 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Set during a drain: every answer asks the client to close its connection, so
+ * kept-alive clients let go and the HTTP process can stop sooner. */
+static atomic_int g_closing;
+
+void api_reply_set_closing(void) { atomic_store(&g_closing, 1); }
+
 enum MHD_Result
 api_reply_json(struct MHD_Connection *conn, unsigned int status, json_t *body,
                const char *extra_header, const char *extra_value)
@@ -23,6 +29,8 @@ api_reply_json(struct MHD_Connection *conn, unsigned int status, json_t *body,
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     if (extra_header != NULL)
         MHD_add_response_header(resp, extra_header, extra_value);
+    if (atomic_load(&g_closing))
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(conn, status, resp);
     MHD_destroy_response(resp);     /* our reference; the queue keeps its own */
     return ret;

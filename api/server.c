@@ -313,6 +313,7 @@ api_server_run(const struct api_config *cfg)
 
     /* 1. refuse new work: stop accepting, answer 503 on kept-alive connections */
     atomic_store(&ctx.draining, 1);
+    api_reply_set_closing();
     MHD_quiesce_daemon(ctx.daemon);     /* the socket stays the supervisor's to close */
     /* 2. held GETs answer now with their task's current state */
     waiters_wake_all(ctx.waiters);

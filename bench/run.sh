@@ -2,7 +2,7 @@
 # bench/run.sh -- warmpool's benchmark suite, one command.
 #
 #   bench/run.sh                  every benchmark
-#   bench/run.sh throughput       one of: throughput | sharing | preload
+#   bench/run.sh throughput       one of: throughput | sharing | preload | wal
 #
 # Installs what is missing (Debian packages only: the build dependencies through
 # scripts/deps.sh, then wrk, redis-server, python3-celery, python3-redis), builds the
@@ -22,8 +22,8 @@ BENCH=$ROOT/bench
 PY=/usr/bin/python3
 export PYTHONDONTWRITEBYTECODE=1 # no __pycache__ in bench/
 WHAT=${1:-all}
-case $WHAT in all | throughput | sharing | preload) ;; *)
-    echo "usage: $0 [all|throughput|sharing|preload]" >&2
+case $WHAT in all | throughput | sharing | preload | wal) ;; *)
+    echo "usage: $0 [all|throughput|sharing|preload|wal]" >&2
     exit 2
     ;;
 esac
@@ -234,18 +234,54 @@ log "building the release preset"
 }
 printf 'cmake --preset release && cmake --build --preset release -j2 --target warmpool lookup\n' >>"$OUT/commands.txt"
 
+# ---------------------------------------------------------------- wal
+# The WAL under constant load: submissions (wrk, one task per POST) and workers writing
+# results for WP_BENCH_WAL_S seconds, the -wal file's size sampled every second.
+_bench_wal() {
+    local d=$OUT/wal secs=${WP_BENCH_WAL_S:-120}
+    mkdir -p "$d"
+    log "wal: ${secs}s of constant submit + run load, WAL size every second"
+    start_warmpool wal --workers 2 || die "cannot start warmpool"
+    local wal=$WORK/wal/w.db-wal
+    (for _ in $(seq $((secs + 5))); do
+        printf '%s %s\n' "$(date +%s)" "$(stat -c %s "$wal" 2>/dev/null || echo 0)"
+        sleep 1
+    done) >"$d/wal_samples.txt" &
+    local sampler=$!
+    run timeout $((secs + 30)) wrk -t2 -c16 -d"${secs}s" -s "$BENCH/submit.lua" "$URL/v1/tasks" \
+        >"$d/wrk.txt" 2>&1 || true
+    kill "$sampler" 2>/dev/null || true
+    wait "$sampler" 2>/dev/null || true
+    curl -s "$URL/v1/stats" >"$d/stats.json" || true
+    stop_warmpool
+    $PY - "$d" <<'PYEOF'
+import json, statistics, sys
+d = sys.argv[1]
+sizes = [int(l.split()[1]) for l in open(d + "/wal_samples.txt") if l.strip()]
+stats = json.load(open(d + "/stats.json")) if open(d + "/stats.json").read().strip() else {}
+out = {"samples": len(sizes), "wal_max_bytes": max(sizes or [0]),
+       "wal_median_bytes": int(statistics.median(sizes or [0])),
+       "wal_last_bytes": sizes[-1] if sizes else 0, "tasks": stats.get("tasks")}
+json.dump(out, open(d + "/wal.json", "w"), indent=1)
+print(json.dumps(out))
+PYEOF
+}
+
 # other processes on the machine make every figure noisier: note the load around each part
 loadavg() { echo "$1 $(date -u +%H:%M:%S) $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/loadavg.txt"; }
 bench_throughput() { loadavg throughput-start; _bench_throughput; loadavg throughput-end; }
 bench_sharing() { loadavg sharing-start; _bench_sharing; loadavg sharing-end; }
 bench_preload() { loadavg preload-start; _bench_preload; loadavg preload-end; }
+bench_wal() { loadavg wal-start; _bench_wal; loadavg wal-end; }
 
 case $WHAT in
 all)
     bench_throughput
     bench_sharing
     bench_preload
+    bench_wal
     ;;
+wal) bench_wal ;;
 throughput) bench_throughput ;;
 sharing) bench_sharing ;;
 preload) bench_preload ;;

@@ -102,6 +102,11 @@ WP_TEST(test_invalid_json) {
     refused("{\"kind\":\"echo\",\"input\":99999999999999999999999}", 400, "invalid_json", NULL);
     refused("{\"kind\":\"echo\",\"priority\":99999999999999999999999}", 400, "invalid_json", NULL);
     refused("{\"kind\":\"echo\",\"input\":1e400}", 400, "invalid_json", NULL);
+    /* raw NUL bytes, inside a string and after the object */
+    static const char nul_in[] = "{\"kind\":\"echo\",\"input\":\"a\0b\"}";
+    refused_on(G, nul_in, sizeof nul_in - 1, 400, "invalid_json", NULL);
+    static const char nul_after[] = "{\"kind\":\"echo\"}\0";
+    refused_on(G, nul_after, sizeof nul_after - 1, 400, "invalid_json", NULL);
 }
 
 WP_TEST(test_empty_body) {
