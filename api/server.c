@@ -35,6 +35,7 @@ api_thread_store(struct api_ctx *ctx)
         log_error("opening the database: %s", err);
         return NULL;
     }
+    store_set_autocheckpoint(s, 0);     /* the writer thread checkpoints, alone */
     pthread_mutex_lock(&g_stores_mu);
     store **grown = realloc(g_stores, (g_nstores + 1) * sizeof *grown);
     if (grown != NULL) {

@@ -248,18 +248,21 @@ _bench_wal() {
         sleep 1
     done) >"$d/wal_samples.txt" &
     local sampler=$!
-    run timeout $((secs + 30)) wrk -t2 -c16 -d"${secs}s" -s "$BENCH/submit.lua" "$URL/v1/tasks" \
-        >"$d/wrk.txt" 2>&1 || true
+    WP_BENCH_N=100000000 run timeout $((secs + 30)) wrk -t2 -c16 -d"${secs}s" \
+        -s "$BENCH/submit.lua" "$URL/v1/tasks" >"$d/wrk.txt" 2>&1 || true
     kill "$sampler" 2>/dev/null || true
     wait "$sampler" 2>/dev/null || true
     curl -s "$URL/v1/stats" >"$d/stats.json" || true
+    ls -l "$WORK/wal/" >"$d/files.txt" 2>&1 || true
     stop_warmpool
     $PY - "$d" <<'PYEOF'
 import json, statistics, sys
 d = sys.argv[1]
 sizes = [int(l.split()[1]) for l in open(d + "/wal_samples.txt") if l.strip()]
 stats = json.load(open(d + "/stats.json")) if open(d + "/stats.json").read().strip() else {}
+half = sizes[len(sizes) // 2:]
 out = {"samples": len(sizes), "wal_max_bytes": max(sizes or [0]),
+       "wal_max_second_half_bytes": max(half or [0]),
        "wal_median_bytes": int(statistics.median(sizes or [0])),
        "wal_last_bytes": sizes[-1] if sizes else 0, "tasks": stats.get("tasks")}
 json.dump(out, open(d + "/wal.json", "w"), indent=1)

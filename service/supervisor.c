@@ -280,6 +280,7 @@ release_tasks_of(pid_t pid, int timed_out, const char *why)
         snprintf(msg, sizeof msg, "the task ran past its timeout_ms and its worker was killed");
     else
         snprintf(msg, sizeof msg, "the worker running this task %s", why);
+    store_set_autocheckpoint(st, 0);    /* leave it to the HTTP writer thread */
     store_task_ref refs[8];
     size_t n = 0;
     int rc = store_release_lost(st, (long)pid, clock_now_ms(),

@@ -210,6 +210,7 @@ worker_main(const struct worker_env *env)
         log_error("opening the database: %s", err);
         _exit(1);
     }
+    store_set_autocheckpoint(st, 0);    /* the HTTP writer thread checkpoints, alone */
     if (kinds_worker_init(err, sizeof err) != 0) {
         log_error("%s", err);
         store_close(st);

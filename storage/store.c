@@ -638,6 +638,12 @@ store_purge(store *s, int64_t before_ms, int limit, int *deleted)
     return STORE_OK;
 }
 
+void
+store_set_autocheckpoint(store *s, int pages)
+{
+    sqlite3_wal_autocheckpoint(s->db, pages);
+}
+
 int
 store_checkpoint(store *s, int64_t *wal_frames)
 {

@@ -155,6 +155,10 @@ int64_t store_count_pending(store *s);
 /* Deletes up to limit terminal tasks that finished before before_ms (their
  * idempotency keys go with them). *deleted says how many. */
 int store_purge(store *s, int64_t before_ms, int limit, int *deleted);
+/* SQLite checkpoints after a commit that leaves the WAL over `pages` pages (1000 by
+ * default); 0 turns that off for this connection. Only one connection can checkpoint
+ * at a time, so warmpool leaves it to one (the HTTP writer thread). */
+void store_set_autocheckpoint(store *s, int pages);
 /* Copies the WAL back into the database and truncates it (waits for readers within
  * the busy budget). *wal_frames: frames the WAL held. */
 int store_checkpoint(store *s, int64_t *wal_frames);
