@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh build
-cmake --preset release >/dev/null
-cmake --build --preset release -j"$(nproc)"
-exec build/release/warmpool "$@"
+cmake --preset serve >/dev/null
+cmake --build --preset serve -j"$(nproc)"
+exec build/serve/warmpool "$@"
