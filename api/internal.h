@@ -31,7 +31,8 @@ struct api_ctx {
 
 /* ---------------------------------------------------------------- writer.c */
 /* A group of tasks to insert atomically, and what became of it. */
-#define WRITER_QUEUE_FULL 1000     /* a writer_job status beside the STORE_* codes */
+#define WRITER_QUEUE_FULL 1000     /* writer_job statuses beside the STORE_* codes */
+#define WRITER_SHUTTING_DOWN 1001
 
 struct writer_job {
     struct MHD_Connection *conn;    /* suspended until the job is done */
@@ -47,8 +48,10 @@ struct writer *writer_start(struct api_ctx *ctx, char *err, size_t errlen);
 /* Queues a job whose connection the caller has already suspended; the writer
  * resumes it once the job's transaction committed or failed. */
 void writer_submit(struct writer *w, struct writer_job *job);
-/* Commits everything queued, then stops the thread. NULL-safe. */
+/* Commits everything queued, then stops the thread; later jobs are answered
+ * WRITER_SHUTTING_DOWN. The struct stays valid until writer_free(). NULL-safe. */
 void writer_stop(struct writer *w);
+void writer_free(struct writer *w);     /* after MHD has stopped; NULL-safe */
 
 /* ---------------------------------------------------------------- waiters.c */
 struct waiter {
@@ -60,14 +63,18 @@ struct waiter {
 };
 
 struct waiters *waiters_start(struct api_ctx *ctx, char *err, size_t errlen);
-/* Suspends w->conn and registers it until its task is terminal or its deadline. */
-void waiters_add(struct waiters *ws, struct waiter *w);
+/* Suspends w->conn and registers it until its task is terminal or its deadline:
+ * 0. After waiters_stop(): -1, and the connection is not suspended. */
+int waiters_add(struct waiters *ws, struct waiter *w);
 /* Resumes every waiter of task_id. */
 void waiters_wake(struct waiters *ws, int64_t task_id);
 void waiters_wake_all(struct waiters *ws);
 /* Removes w if it is still registered (a connection that ends early). */
 void waiters_remove(struct waiters *ws, struct waiter *w);
-void waiters_stop(struct waiters *ws);      /* NULL-safe */
+/* Stops the thread and resumes every waiter; the struct stays valid until
+ * waiters_free() (after MHD has stopped). NULL-safe. */
+void waiters_stop(struct waiters *ws);
+void waiters_free(struct waiters *ws);
 
 /* ---------------------------------------------------------------- request state */
 enum req_phase { PHASE_NEW = 0, PHASE_COMMIT, PHASE_WAIT };

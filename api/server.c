@@ -279,7 +279,7 @@ api_server_run(const struct api_config *cfg)
     ctx.waiters = waiters_start(&ctx, err, sizeof err);
     if (ctx.waiters == NULL) {
         log_error("starting the waiters: %s", err);
-        writer_stop(ctx.writer);
+        writer_free(ctx.writer);
         return 1;
     }
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
@@ -297,8 +297,8 @@ api_server_run(const struct api_config *cfg)
         MHD_OPTION_END);
     if (ctx.daemon == NULL) {
         log_error("libmicrohttpd did not start");
-        waiters_stop(ctx.waiters);
-        writer_stop(ctx.writer);
+        waiters_free(ctx.waiters);
+        writer_free(ctx.writer);
         return 1;
     }
     log_info("serving HTTP with %d threads", cfg->threads);
@@ -318,9 +318,9 @@ api_server_run(const struct api_config *cfg)
     MHD_quiesce_daemon(ctx.daemon);     /* the socket stays the supervisor's to close */
     /* 2. held GETs answer now with their task's current state */
     waiters_wake_all(ctx.waiters);
-    /* 3. everything queued is committed and answered */
+    /* 3. everything queued is committed and answered (a submission that slipped past
+     *    the drain check gets 503 from now on) */
     writer_stop(ctx.writer);
-    ctx.writer = NULL;
     /* 4. give the resumed requests a moment to be written out */
     int64_t until = clock_mono_ms() + 2000;
     while (clock_mono_ms() < until) {
@@ -332,7 +332,11 @@ api_server_run(const struct api_config *cfg)
     }
     waiters_stop(ctx.waiters);
     MHD_stop_daemon(ctx.daemon);
+    /* only now can no handler be holding the writer or the waiters */
+    waiters_free(ctx.waiters);
+    writer_free(ctx.writer);
     ctx.waiters = NULL;
+    ctx.writer = NULL;
     close_thread_stores();
     log_info("HTTP stopped");
     return 0;

@@ -103,6 +103,8 @@ create_done(struct MHD_Connection *conn, struct req *r)
         return reply_task(conn, MHD_HTTP_ACCEPTED, t, 1);
     case WRITER_QUEUE_FULL:
         return reply_queue_full(conn);
+    case WRITER_SHUTTING_DOWN:
+        return reply_draining(conn);
     case STORE_EXISTS:
         if (taskjson_same_submission(t, &r->tasks[0]))
             return reply_task(conn, MHD_HTTP_OK, t, 1);
@@ -153,6 +155,8 @@ batch_done(struct MHD_Connection *conn, struct req *r)
 {
     if (r->job.status == WRITER_QUEUE_FULL)
         return reply_queue_full(conn);
+    if (r->job.status == WRITER_SHUTTING_DOWN)
+        return reply_draining(conn);
     if (r->job.status != STORE_OK)
         return api_reply_store_error(conn, r->job.status, "batch submit", r->job.errmsg);
     json_t *arr = json_array();
@@ -262,7 +266,15 @@ api_tasks_get(struct api_ctx *ctx, struct MHD_Connection *conn, struct req *r)
         r->phase = PHASE_WAIT;
         r->wait = (struct waiter){.conn = conn, .task_id = id,
                                   .deadline_ms = clock_mono_ms() + wait_s * 1000};
-        waiters_add(ctx->waiters, &r->wait);
+        if (waiters_add(ctx->waiters, &r->wait) != 0) {
+            /* the drain began after the check above: answer now */
+            rc = store_get(st, id, &t);
+            if (rc != STORE_OK)
+                return api_reply_store_error(conn, rc, "get", store_errmsg(st));
+            enum MHD_Result ret = reply_task(conn, MHD_HTTP_OK, &t, 0);
+            store_task_clear(&t);
+            return ret;
+        }
         /* it may have finished between the read above and the registration */
         rc = store_get(st, id, &t);
         if (rc != STORE_OK || task_state_terminal(t.state))

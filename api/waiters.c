@@ -29,6 +29,7 @@ struct waiters {
     pthread_mutex_t mu;
     struct waiter *buckets[N_BUCKETS];  /* guarded by mu */
     size_t count;                       /* guarded by mu */
+    int stopped;                        /* guarded by mu: no more registrations */
     int stop_pipe[2];
 };
 
@@ -53,10 +54,14 @@ unlink_locked(struct waiters *ws, struct waiter *w)
     w->active = 0;
 }
 
-void
+int
 waiters_add(struct waiters *ws, struct waiter *w)
 {
     pthread_mutex_lock(&ws->mu);
+    if (ws->stopped) {
+        pthread_mutex_unlock(&ws->mu);
+        return -1;
+    }
     /* suspend before anyone can find w, so a wake never precedes the suspend */
     MHD_suspend_connection(w->conn);
     size_t b = bucket_of(w->task_id);
@@ -65,6 +70,7 @@ waiters_add(struct waiters *ws, struct waiter *w)
     w->active = 1;
     ws->count++;
     pthread_mutex_unlock(&ws->mu);
+    return 0;
 }
 
 void
@@ -187,11 +193,25 @@ waiters_stop(struct waiters *ws)
 {
     if (ws == NULL)
         return;
-    char c = 1;
-    if (write(ws->stop_pipe[1], &c, 1) != 1)
-        log_warn("waiters: cannot signal the thread to stop");
-    pthread_join(ws->thread, NULL);
+    pthread_mutex_lock(&ws->mu);
+    int running = !ws->stopped;
+    ws->stopped = 1;                    /* from now on waiters_add() refuses */
+    pthread_mutex_unlock(&ws->mu);
+    if (running) {
+        char c = 1;
+        if (write(ws->stop_pipe[1], &c, 1) != 1)
+            log_warn("waiters: cannot signal the thread to stop");
+        pthread_join(ws->thread, NULL);
+    }
     waiters_wake_all(ws);
+}
+
+void
+waiters_free(struct waiters *ws)
+{
+    if (ws == NULL)
+        return;
+    waiters_stop(ws);
     close(ws->stop_pipe[0]);
     close(ws->stop_pipe[1]);
     pthread_mutex_destroy(&ws->mu);

@@ -27,6 +27,7 @@ struct writer {
     pthread_cond_t cv;
     struct writer_job *head, *tail;     /* FIFO; guarded by mu */
     int stopping;                       /* guarded by mu */
+    int stopped;                        /* the thread is gone; guarded by mu */
 };
 
 /* Inserts the jobs of one group. Returns STORE_OK, or the error that aborts the group. */
@@ -260,6 +261,13 @@ writer_submit(struct writer *w, struct writer_job *job)
 {
     job->next = NULL;
     pthread_mutex_lock(&w->mu);
+    if (w->stopped) {
+        /* a handler that passed the drain check just before the drain began */
+        pthread_mutex_unlock(&w->mu);
+        job->status = WRITER_SHUTTING_DOWN;
+        MHD_resume_connection(job->conn);
+        return;
+    }
     if (w->tail != NULL)
         w->tail->next = job;
     else
@@ -275,10 +283,23 @@ writer_stop(struct writer *w)
     if (w == NULL)
         return;
     pthread_mutex_lock(&w->mu);
+    int running = !w->stopped;
     w->stopping = 1;
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
-    pthread_join(w->thread, NULL);
+    if (running)
+        pthread_join(w->thread, NULL);
+    pthread_mutex_lock(&w->mu);
+    w->stopped = 1;
+    pthread_mutex_unlock(&w->mu);
+}
+
+void
+writer_free(struct writer *w)
+{
+    if (w == NULL)
+        return;
+    writer_stop(w);
     store_close(w->st);
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
