@@ -1261,3 +1261,21 @@ int wp_wait_workers(const wp_server *s, int n, double timeout_s) {
         wp_sleep_ms(25);
     }
 }
+
+int wp_worker_pids(const wp_server *s, pid_t *out, int max) {
+    json_t *st = wp_stats(s);
+    int n = 0;
+    size_t i;
+    json_t *w;
+    json_array_foreach(json_object_get(st, "workers"), i, w) {
+        if (n < max) out[n++] = (pid_t)wp_int(w, "pid");
+    }
+    json_decref(st);
+    return n;
+}
+
+bool wp_pid_in_list(pid_t p, const pid_t *l, int n) {
+    for (int i = 0; i < n; i++)
+        if (l[i] == p) return true;
+    return false;
+}

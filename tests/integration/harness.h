@@ -184,6 +184,10 @@ long long wp_stats_total(const json_t *stats);
 long long wp_stats_count(const json_t *stats, const char *state);
 /* Worker pid running task `id` according to /v1/stats (bounded poll); 0 if none. */
 pid_t wp_worker_pid_for_task(const wp_server *s, const char *id, double timeout_s);
+/* The worker pids /v1/stats lists (at most max of them into out); returns the count. */
+int wp_worker_pids(const wp_server *s, pid_t *out, int max);
+/* Is p one of the n pids in l? */
+bool wp_pid_in_list(pid_t p, const pid_t *l, int n);
 /* Page through GET /v1/tasks?QUERY&limit=LIMIT; checks paging invariants;
  * returns a new array of all items. `query` may be "" or "state=x&kind=y". */
 json_t *wp_list_all(const wp_server *s, const char *query, int limit);

@@ -75,29 +75,10 @@ static long long kind_generation(const wp_server *s, const char *name) {
     return g;
 }
 
-/* Worker pids from /v1/stats. Returns the count. */
-static int worker_pids(const wp_server *s, pid_t *out, int max) {
-    json_t *st = wp_stats(s);
-    int n = 0;
-    size_t i;
-    json_t *w;
-    json_array_foreach(json_object_get(st, "workers"), i, w) {
-        if (n < max) out[n++] = (pid_t)wp_int(w, "pid");
-    }
-    json_decref(st);
-    return n;
-}
-
-static bool in_list(pid_t p, const pid_t *l, int n) {
-    for (int i = 0; i < n; i++)
-        if (l[i] == p) return true;
-    return false;
-}
-
 static bool same_set(const pid_t *a, int na, const pid_t *b, int nb) {
     if (na != nb) return false;
     for (int i = 0; i < na; i++)
-        if (!in_list(a[i], b, nb)) return false;
+        if (!wp_pid_in_list(a[i], b, nb)) return false;
     return true;
 }
 
@@ -131,7 +112,7 @@ static long long wait_reloaded(const wp_server *s, long long gen, int n, const p
         json_array_foreach(ws, i, w) {
             pid_t p = (pid_t)wp_int(w, "pid");
             if (m < n) out[m++] = p;
-            if (in_list(p, old, nold) || !wp_pid_alive(p) || wp_ppid_of(p) != s->pid) ok = false;
+            if (wp_pid_in_list(p, old, nold) || !wp_pid_alive(p) || wp_ppid_of(p) != s->pid) ok = false;
         }
         if (ok) {
             json_decref(st);
@@ -982,7 +963,7 @@ WP_TEST(test_reload_scan_under_load) {
     wp_server *s = wp_server_start_args("--workers", "2", "--scan-rules", rules, NULL);
     assert_int_equal(wp_wait_workers(s, 2, 15), 2);
     pid_t gen1[2];
-    assert_int_equal(worker_pids(s, gen1, 2), 2);
+    assert_int_equal(wp_worker_pids(s, gen1, 2), 2);
     assert_int_equal(kind_generation(s, "scan"), 1);
     expect_load_text_rules(s, 2, 1, "before any reload: only fake.alpha");
 
@@ -1081,7 +1062,7 @@ WP_TEST(test_reload_scan_under_load) {
     }
     wp_sleep_ms(500); /* a wrong rolling replacement would have started by now */
     pid_t still[4];
-    int ns = worker_pids(s, still, 4);
+    int ns = wp_worker_pids(s, still, 4);
     if (!same_set(still, ns, gen2, 2)) {
         char *a = pids_str(still, ns), *b = pids_str(gen2, 2);
         fail_msg("a failed reload must keep the workers: pids %s, want %s", a, b);
@@ -1108,7 +1089,7 @@ WP_TEST(test_reload_scan_under_load) {
     expect_load_text_rules(s, 6, 2, "after a failed reload: the previous rules (alpha, beta)");
     {
         pid_t again[4];
-        int na = worker_pids(s, again, 4);
+        int na = wp_worker_pids(s, again, 4);
         if (!same_set(again, na, gen2, 2)) fail_msg("workers changed after a failed reload");
     }
 
@@ -1135,7 +1116,7 @@ WP_TEST(test_reload_lookup) {
                                         NULL);
     assert_int_equal(wp_wait_workers(s, 2, 15), 2);
     pid_t gen1[2];
-    assert_int_equal(worker_pids(s, gen1, 2), 2);
+    assert_int_equal(wp_worker_pids(s, gen1, 2), 2);
     ref_table t = ref_table_make(7, 8);
     expect_lookup_round(s, &t, 16, "before the reload");
 
@@ -1162,7 +1143,7 @@ WP_TEST(test_reload_does_not_interrupt_a_long_task) {
     wp_server *s = wp_server_start_args("--workers", "2", "--scan-rules", rules, NULL);
     assert_int_equal(wp_wait_workers(s, 2, 15), 2);
     pid_t gen1[2];
-    assert_int_equal(worker_pids(s, gen1, 2), 2);
+    assert_int_equal(wp_worker_pids(s, gen1, 2), 2);
 
     json_t *t = wp_submit(s, "{\"kind\":\"sleep\",\"input\":{\"ms\":1500}}");
     char id[64];
@@ -1171,7 +1152,7 @@ WP_TEST(test_reload_does_not_interrupt_a_long_task) {
     json_decref(wp_wait_state(s, id, "running", 10));
     pid_t runner = wp_worker_pid_for_task(s, id, 5);
     if (!runner) fail_msg("no worker shows task %s", id);
-    assert_true(in_list(runner, gen1, 2));
+    assert_true(wp_pid_in_list(runner, gen1, 2));
 
     assert_int_equal(kill(s->pid, SIGHUP), 0);
     long long t_hup = wp_now_ms();

@@ -26,25 +26,6 @@ static void expect_clean_exit(int st, const char *what) {
     }
 }
 
-/* Worker pids from stats. Returns count. */
-static int worker_pids(const wp_server *s, pid_t *out, int max) {
-    json_t *st = wp_stats(s);
-    int n = 0;
-    size_t i;
-    json_t *w;
-    json_array_foreach(json_object_get(st, "workers"), i, w) {
-        if (n < max) out[n++] = (pid_t)wp_int(w, "pid");
-    }
-    json_decref(st);
-    return n;
-}
-
-static bool in_list(pid_t p, const pid_t *l, int n) {
-    for (int i = 0; i < n; i++)
-        if (l[i] == p) return true;
-    return false;
-}
-
 /* Kill the worker that runs task `id` (checked to be our server's child). */
 static pid_t kill_worker_of(const wp_server *s, const char *id) {
     pid_t pid = wp_worker_pid_for_task(s, id, 10);
@@ -59,10 +40,10 @@ static void expect_workers_replaced(const wp_server *s, int n, const pid_t *dead
     long long deadline = wp_now_ms() + 15000;
     for (;;) {
         pid_t p[64];
-        int k = worker_pids(s, p, 64);
+        int k = wp_worker_pids(s, p, 64);
         bool ok = k == n;
         for (int i = 0; ok && i < k; i++)
-            if (in_list(p[i], dead, ndead) || !wp_pid_alive(p[i]) || wp_ppid_of(p[i]) != s->pid) ok = false;
+            if (wp_pid_in_list(p[i], dead, ndead) || !wp_pid_alive(p[i]) || wp_ppid_of(p[i]) != s->pid) ok = false;
         if (ok) return;
         if (wp_now_ms() > deadline) {
             json_t *st = wp_stats(s);
@@ -345,11 +326,11 @@ WP_TEST(test_sigkill_service_then_restart) {
 
     /* Everything: the supervisor first (so nobody requeues), then its children. */
     pid_t pids[128];
-    int np = worker_pids(s, pids, 64);
+    int np = wp_worker_pids(s, pids, 64);
     pid_t kids[64];
     int nk = wp_children_of(s->pid, kids, 64);
     for (int i = 0; i < nk; i++)
-        if (!in_list(kids[i], pids, np)) pids[np++] = kids[i];
+        if (!wp_pid_in_list(kids[i], pids, np)) pids[np++] = kids[i];
     assert_int_equal(kill(s->pid, SIGKILL), 0);
     for (int i = 0; i < np; i++) kill(pids[i], SIGKILL);
     int st = 0;
@@ -441,7 +422,7 @@ WP_TEST(test_idle_service_uses_no_cpu) {
     wp_sleep_ms(500);
     assert_int_equal(wp_wait_workers(s, 2, 15), 2);
     pid_t w[2];
-    assert_int_equal(worker_pids(s, w, 2), 2);
+    assert_int_equal(wp_worker_pids(s, w, 2), 2);
     long long a = service_ticks(s);
     long long wa[2] = {ctx_switches(w[0]), ctx_switches(w[1])};
     wp_sleep_ms(3000);
@@ -558,7 +539,7 @@ static int stats_workers(const wp_server *s, int expect) {
     int n = wp_wait_workers(s, expect, 15);
     wp_sleep_ms(300);
     pid_t p[64];
-    int m = worker_pids(s, p, 64);
+    int m = wp_worker_pids(s, p, 64);
     return m > n ? m : n;
 }
 
