@@ -14,6 +14,8 @@
 #include "common/clock.h"
 
 #include <errno.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -717,17 +719,39 @@ store_lock(const char *db_path, int *fd_out, char *err, size_t errlen)
         snprintf(err, errlen, "opening lock file %s: %s", lock_path, strerror(errno));
         return STORE_ERR;
     }
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    /* A warmpool whose supervisor was SIGKILLed leaves its children holding the
+     * inherited lock for the moment they take to die (PR_SET_PDEATHSIG; a
+     * multi-threaded child keeps its descriptors until its last thread exits).
+     * So when the pid written in the lock file is dead, wait for them a while;
+     * when it is alive (another instance), give up at once. */
+    long waited_ms = 0;
+    while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
         int e = errno;
         char holder[32] = "";
         ssize_t n = pread(fd, holder, sizeof holder - 1, 0);
         holder[n > 0 ? n : 0] = '\0';
         holder[strcspn(holder, "\n")] = '\0';
+        if (e == EINTR)
+            continue;
+        long hp = strtol(holder, NULL, 10);
+        bool holder_dead = hp > 0 && hp != (long)getpid() && kill((pid_t)hp, 0) != 0 && errno == ESRCH;
+        if (e == EWOULDBLOCK && holder_dead && waited_ms < STORE_LOCK_ORPHAN_WAIT_MS) {
+            struct timespec ts = {0, 10 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+            waited_ms += 10;
+            continue;
+        }
         close(fd);
         if (e == EWOULDBLOCK) {
-            snprintf(err, errlen,
-                     "database %s is locked by another warmpool (pid %s): lock file %s",
-                     db_path, holder[0] ? holder : "?", lock_path);
+            if (holder_dead)
+                snprintf(err, errlen,
+                         "database %s is locked by processes left by a warmpool that died (pid %s), "
+                         "still there after %ld ms: lock file %s",
+                         db_path, holder, waited_ms, lock_path);
+            else
+                snprintf(err, errlen,
+                         "database %s is locked by another warmpool (pid %s): lock file %s",
+                         db_path, holder[0] ? holder : "?", lock_path);
             return STORE_LOCKED;
         }
         snprintf(err, errlen, "locking %s: %s", lock_path, strerror(e));

@@ -195,13 +195,33 @@ int wp_children_of(pid_t parent, pid_t *out, int max) {
     return n;
 }
 
+/* Whether every thread of pid has exited. A killed multi-threaded process shows
+ * its leader as a zombie while its other threads still run and hold its
+ * descriptors (and so any lock): count it gone only when the leader is all that
+ * is left of it. */
+static bool pid_fully_gone(pid_t pid) {
+    char st = 0;
+    if (!proc_stat(pid, &st, NULL)) return true;
+    if (st != 'Z' && st != 'X' && st != 'x') return false;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    if (!d) return true;
+    int tasks = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (isdigit((unsigned char)e->d_name[0])) tasks++;
+    closedir(d);
+    return tasks <= 1;
+}
+
 bool wp_wait_pids_gone(const pid_t *pids, int n, int timeout_ms) {
     long long deadline = wp_now_ms() + timeout_ms;
     for (;;) {
         wp_reap_orphans();
         bool any = false;
         for (int i = 0; i < n; i++)
-            if (wp_pid_alive(pids[i])) any = true;
+            if (!pid_fully_gone(pids[i])) any = true;
         if (!any) return true;
         if (wp_now_ms() > deadline) return false;
         wp_sleep_ms(20);
@@ -271,6 +291,9 @@ void wp_harness_init(void) {
     /* Orphans of a killed server become our children so that we can reap and
      * kill them: nothing is left behind. */
     prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    /* WARMPOOL_IT_FILTER=test_name (wildcards * and ?) runs only the matching tests */
+    const char *filter = getenv("WARMPOOL_IT_FILTER");
+    if (filter && *filter) cmocka_set_test_filter(filter);
 }
 
 void wp_test_begin(const char *name) {

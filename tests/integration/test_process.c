@@ -356,6 +356,33 @@ WP_TEST(test_sigkill_service_then_restart) {
     json_decref(db);
 }
 
+/* Only the supervisor is SIGKILLed and a new instance is started at once, as a
+ * process manager restarting it would: the old children still hold the
+ * database lock for the moment they take to die, and the new instance waits for
+ * them instead of refusing to start. */
+WP_TEST(test_sigkill_supervisor_restart_at_once) {
+    const char *const args[] = {"--workers", "2", NULL};
+    wp_opts o = {.args = args};
+    wp_server *s = wp_server_start(&o);
+    json_t *t = wp_submit(s, "{\"kind\":\"sleep\",\"input\":{\"ms\":2000},\"max_attempts\":2}");
+    char id[64];
+    snprintf(id, sizeof id, "%s", wp_str(t, "id"));
+    json_decref(t);
+    json_decref(wp_wait_state(s, id, "running", 10));
+    assert_int_equal(kill(s->pid, SIGKILL), 0);
+    int st = 0;
+    assert_true(wp_server_wait_exit(s, 5000, &st));
+
+    wp_opts o2 = {.dir = s->dir, .args = args};
+    wp_server *s2 = wp_server_start(&o2);
+    json_t *d = wp_wait_terminal(s2, id, 30);
+    if (strcmp(wp_str(d, "state"), "succeeded") != 0 || wp_int(d, "attempts") != 2) {
+        char *dump = wp_dump(d);
+        fail_msg("task of a SIGKILLed supervisor: want requeued and succeeded with attempts 2, got %s", dump);
+    }
+    json_decref(d);
+}
+
 /* ------------------------------------------------------------- idle CPU */
 
 /* utime+stime (clock ticks) of pid from /proc, or -1. */
@@ -710,6 +737,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_grace_cutoff, wp_test_teardown),
         cmocka_unit_test_teardown(test_restart_keeps_every_task, wp_test_teardown),
         cmocka_unit_test_teardown(test_sigkill_service_then_restart, wp_test_teardown),
+        cmocka_unit_test_teardown(test_sigkill_supervisor_restart_at_once, wp_test_teardown),
         cmocka_unit_test_teardown(test_idle_service_uses_no_cpu, wp_test_teardown),
         cmocka_unit_test_teardown(test_help, wp_test_teardown),
         cmocka_unit_test_teardown(test_bad_flags_exit_2, wp_test_teardown),

@@ -19,6 +19,7 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
+#include "common/clock.h"
 #include "storage/store.h"
 
 #define BUSY_MS 5000
@@ -964,7 +965,8 @@ test_lock_conflicts(void **state)
     snprintf(pid, sizeof pid, "pid %ld", (long)getpid());
     assert_non_null(strstr(err, pid));
 
-    /* another process */
+    /* another process, promptly: the holder (this process) is alive */
+    int64_t t0 = clock_mono_ms();
     pid_t child = fork();
     assert_true(child >= 0);
     if (child == 0) {
@@ -976,11 +978,85 @@ test_lock_conflicts(void **state)
     assert_int_equal(waitpid(child, &status, 0), child);
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
+    assert_true(clock_mono_ms() - t0 < 1000);
 
     /* released with its fd */
     close(fd1);
     assert_int_equal(store_lock(f->path, &fd2, err, sizeof err), STORE_OK);
     close(fd2);
+}
+
+/* A holder of the lock that outlives the process whose pid is in the lock file,
+ * as the children of a SIGKILLed supervisor do for a moment. Writes the
+ * orphan's pid to *orphan and returns after the pid in the file is dead. */
+static void
+leave_orphan_holding_lock(const char *db_path, int hold_ms, pid_t *orphan)
+{
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    pid_t a = fork();
+    assert_true(a >= 0);
+    if (a == 0) {
+        char e[512];
+        int fd = -1;
+        if (store_lock(db_path, &fd, e, sizeof e) != STORE_OK)
+            _exit(1);
+        pid_t b = fork();
+        if (b < 0)
+            _exit(1);
+        if (b == 0) {
+            struct timespec ts = {hold_ms / 1000, (long)(hold_ms % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+            _exit(0);
+        }
+        if (write(p[1], &b, sizeof b) != (ssize_t)sizeof b)
+            _exit(1);
+        _exit(0);
+    }
+    close(p[1]);
+    int status;
+    assert_int_equal(waitpid(a, &status, 0), a);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(read(p[0], orphan, sizeof *orphan), (ssize_t)sizeof *orphan);
+    close(p[0]);
+}
+
+static void
+test_lock_waits_for_orphans_of_dead_holder(void **state)
+{
+    struct fixture *f = *state;
+    pid_t orphan = -1;
+    leave_orphan_holding_lock(f->path, 600, &orphan);
+    int64_t t0 = clock_mono_ms();
+    char err[512] = "";
+    int fd = -1;
+    int rc = store_lock(f->path, &fd, err, sizeof err);
+    int64_t waited = clock_mono_ms() - t0;
+    if (rc != STORE_OK)
+        fail_msg("the lock held only by a dead instance's orphan was not taken: %s", err);
+    /* it was held when we asked, and we waited for it rather than failing */
+    assert_true(waited >= 300);
+    assert_true(waited < STORE_LOCK_ORPHAN_WAIT_MS);
+    close(fd);
+}
+
+static void
+test_lock_gives_up_on_orphans_after_limit(void **state)
+{
+    struct fixture *f = *state;
+    pid_t orphan = -1;
+    leave_orphan_holding_lock(f->path, STORE_LOCK_ORPHAN_WAIT_MS + 3000, &orphan);
+    int64_t t0 = clock_mono_ms();
+    char err[512] = "";
+    int fd = -1;
+    int rc = store_lock(f->path, &fd, err, sizeof err);
+    int64_t waited = clock_mono_ms() - t0;
+    kill(orphan, SIGKILL);
+    assert_int_equal(rc, STORE_LOCKED);
+    assert_int_equal(fd, -1);
+    assert_true(waited >= STORE_LOCK_ORPHAN_WAIT_MS - 100);
+    assert_non_null(strstr(err, "died"));
 }
 
 static void
@@ -1191,6 +1267,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_idempotency_key, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_begin_insert_rollback, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_lock_conflicts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lock_waits_for_orphans_of_dead_holder, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lock_gives_up_on_orphans_after_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock_creates_parent_dirs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock_relative_path, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_claims_never_duplicate, setup, teardown),
