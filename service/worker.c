@@ -7,6 +7,8 @@
  *      due, and at most a second (the safety net for a lost wake-up);
  *   3. a readable eventfd gives this worker one token (EFD_SEMAPHORE), so n tokens
  *      wake up to n idle workers, and go back to 1.
+ * A busy worker records a task's outcome and claims the next in one transaction
+ * (store_finish_claim), so back-to-back tasks cost one commit each, not two.
  * A worker claims only when idle (no prefetch), so a short task never waits behind
  * a long one. On SIGTERM, or when the supervisor retires it after a reload, it
  * finishes the task in hand and exits 0. */
@@ -66,12 +68,84 @@ retry_delay_ms(int64_t base, int attempt)
     return d + (int64_t)(random() % (d / 4 + 1));
 }
 
-/* Records the outcome; the database being busy is retried, never a lost result. */
-static int
-record(const struct worker_env *env, store *st, const store_task *t, const store_outcome *o)
+/* What one attempt produced. o's strings point into text and err. */
+struct attempt {
+    store_outcome o;
+    char *text;
+    struct wp_task_error err;
+};
+
+/* Runs task t against its kind's preloaded context; fills *a. */
+static void
+run_task(const struct worker_env *env, const store_task *t, struct attempt *a)
 {
+    struct slot *slot = &env->sh->slots[env->slot];
+    atomic_store(&slot->task_id, t->id);
+    atomic_store(&slot->attempt, t->attempts);
+    atomic_store(&slot->deadline_ms, clock_mono_ms() + t->timeout_ms);
+    atomic_store(&slot->state, SLOT_BUSY);
+
+    *a = (struct attempt){.err = {.retryable = 1}};
+    struct wp_task_error *err = &a->err;
+    json_t *result = NULL;
+    struct kind_entry *k = kinds_find(t->kind);
+    if (k == NULL) {
+        wp_task_error_set(err, "unknown_kind", 0, "no kind '%s' is loaded in this service",
+                          t->kind);
+    } else {
+        json_error_t je;
+        json_t *input = json_loads(t->input ? t->input : "null", JSON_DECODE_ANY, &je);
+        if (input == NULL)
+            wp_task_error_set(err, "invalid_input", 0, "stored input does not parse: %s",
+                              je.text);
+        else
+            result = k->kind->run(k->ctx, k->worker_state, input, err);
+        json_decref(input);
+    }
+
+    store_outcome *o = &a->o;
+    o->now_ms = clock_now_ms();
+    if (result != NULL) {
+        a->text = json_dumps(result, JSON_COMPACT | JSON_ENCODE_ANY);
+        json_decref(result);
+        if (a->text == NULL)
+            wp_task_error_set(err, "invalid_result", 0, "the result cannot be encoded");
+    }
+    if (a->text != NULL) {
+        o->state = TASK_SUCCEEDED;
+        o->result = a->text;
+    } else {
+        if (err->code[0] == '\0')
+            wp_task_error_set(err, "task_failed", 1, "the kind reported no reason");
+        o->error_code = err->code;
+        o->error_message = err->message;
+        if (err->retryable && t->attempts < t->max_attempts) {
+            o->state = TASK_PENDING;
+            o->run_after_ms = o->now_ms + retry_delay_ms(env->cfg->retry_base_ms, t->attempts);
+        } else {
+            o->state = TASK_FAILED;
+        }
+    }
+}
+
+static int worn_out(const struct worker_env *env, int64_t extra_tasks, int quiet);
+
+/* Records the outcome of t and, when this worker goes on working, claims the next
+ * task in the same transaction (*claimed, *next). The database being busy, full or
+ * failing is retried, never a lost result. 0 recorded, -1 dropped (the task was
+ * taken from this worker). */
+static int
+record(const struct worker_env *env, store *st, const store_task *t, const store_outcome *o,
+       store_task *next, int *claimed)
+{
+    *claimed = 0;
+    int fresh = next != NULL && !worn_out(env, 1, 1);
     for (int tries = 0;; tries++) {
-        int rc = store_finish(st, t->id, t->attempts, o);
+        /* stopping is asked again on every try: a drain may begin meanwhile */
+        int go_on = fresh && !stopping(env);
+        int rc = go_on ? store_finish_claim(st, t->id, t->attempts, o, clock_now_ms(),
+                                            (long)getpid(), next, claimed)
+                       : store_finish(st, t->id, t->attempts, o);
         if (rc == STORE_OK)
             return 0;
         if (rc == STORE_CONFLICT) {
@@ -84,72 +158,32 @@ record(const struct worker_env *env, store *st, const store_task *t, const store
                      store_errmsg(st), tries + 1);
         /* the supervisor SIGKILLs us at the end of a drain; until then keep trying */
         clock_sleep_ms(tries < 10 ? 10 : 200);
-        (void)env;
     }
 }
 
-static void
-run_one(const struct worker_env *env, store *st, store_task *t)
+/* Runs t and records it; when the same transaction claimed another task, it is in
+ * *next and the function returns 1 (the caller runs it next), else 0. */
+static int
+run_one(const struct worker_env *env, store *st, const store_task *t, store_task *next)
 {
     struct slot *slot = &env->sh->slots[env->slot];
-    atomic_store(&slot->task_id, t->id);
-    atomic_store(&slot->attempt, t->attempts);
-    atomic_store(&slot->deadline_ms, clock_mono_ms() + t->timeout_ms);
-    atomic_store(&slot->state, SLOT_BUSY);
-
-    struct wp_task_error err = {.retryable = 1};
-    json_t *result = NULL;
-    struct kind_entry *k = kinds_find(t->kind);
-    if (k == NULL) {
-        wp_task_error_set(&err, "unknown_kind", 0, "no kind '%s' is loaded in this service",
-                          t->kind);
-    } else {
-        json_error_t je;
-        json_t *input = json_loads(t->input ? t->input : "null", JSON_DECODE_ANY, &je);
-        if (input == NULL)
-            wp_task_error_set(&err, "invalid_input", 0, "stored input does not parse: %s",
-                              je.text);
-        else
-            result = k->kind->run(k->ctx, k->worker_state, input, &err);
-        json_decref(input);
-    }
-
-    store_outcome o = {.now_ms = clock_now_ms()};
-    char *text = NULL;
-    if (result != NULL) {
-        text = json_dumps(result, JSON_COMPACT | JSON_ENCODE_ANY);
-        json_decref(result);
-        if (text == NULL)
-            wp_task_error_set(&err, "invalid_result", 0, "the result cannot be encoded");
-    }
-    if (text != NULL) {
-        o.state = TASK_SUCCEEDED;
-        o.result = text;
-    } else {
-        if (err.code[0] == '\0')
-            wp_task_error_set(&err, "task_failed", 1, "the kind reported no reason");
-        o.error_code = err.code;
-        o.error_message = err.message;
-        if (err.retryable && t->attempts < t->max_attempts) {
-            o.state = TASK_PENDING;
-            o.run_after_ms = o.now_ms + retry_delay_ms(env->cfg->retry_base_ms, t->attempts);
-        } else {
-            o.state = TASK_FAILED;
-        }
-    }
-    int recorded = record(env, st, t, &o) == 0;
-    free(text);
+    struct attempt a;
+    run_task(env, t, &a);
+    int claimed = 0;
+    int recorded = record(env, st, t, &a.o, next, &claimed) == 0;
+    free(a.text);
 
     atomic_fetch_add(&slot->tasks_done, 1);
     atomic_store(&slot->task_id, 0);
     atomic_store(&slot->state, SLOT_IDLE);
-    if (recorded && task_state_terminal(o.state)) {
+    if (recorded && task_state_terminal(a.o.state)) {
         /* tell the HTTP process, for ?wait; if the pipe is full, the waiter's deadline
          * answers instead */
         if (write(env->notify_fd, &t->id, sizeof t->id) != (ssize_t)sizeof t->id)
             log_debug("notify pipe full; task %" PRId64 " waiters answer at their deadline",
                       t->id);
     }
+    return claimed;
 }
 
 /* Resident set size of this process in MiB, from /proc/self/statm; -1 if unknown. */
@@ -166,20 +200,23 @@ rss_mb(void)
     return pages_resident < 0 ? -1 : pages_resident * (sysconf(_SC_PAGESIZE) / 1024) / 1024;
 }
 
-/* --max-tasks-per-worker / --max-worker-rss: retire after this task? */
+/* --max-tasks-per-worker / --max-worker-rss: retire after this task? extra_tasks
+ * counts a task done but not yet in tasks_done; quiet: do not log why. */
 static int
-worn_out(const struct worker_env *env)
+worn_out(const struct worker_env *env, int64_t extra_tasks, int quiet)
 {
     const struct slot *slot = &env->sh->slots[env->slot];
     int64_t max_tasks = env->cfg->max_tasks_per_worker, max_rss = env->cfg->max_worker_rss_mb;
-    if (max_tasks > 0 && (int64_t)atomic_load(&slot->tasks_done) >= max_tasks) {
-        log_debug("retiring after %lld tasks", (long long)max_tasks);
+    if (max_tasks > 0 && (int64_t)atomic_load(&slot->tasks_done) + extra_tasks >= max_tasks) {
+        if (!quiet)
+            log_debug("retiring after %lld tasks", (long long)max_tasks);
         return 1;
     }
     long rss;
     if (max_rss > 0 && (rss = rss_mb()) > max_rss) {
-        log_info("retiring: resident %ld MB is over --max-worker-rss %lld", rss,
-                 (long long)max_rss);
+        if (!quiet)
+            log_info("retiring: resident %ld MB is over --max-worker-rss %lld", rss,
+                     (long long)max_rss);
         return 1;
     }
     return 0;
@@ -227,9 +264,14 @@ worker_main(const struct worker_env *env)
             store_task t;
             int rc = store_claim_next(st, clock_now_ms(), self, &t);
             if (rc == STORE_OK) {
-                run_one(env, st, &t);
+                /* while finishing one task claims the next, run them back to back */
+                store_task next;
+                while (run_one(env, st, &t, &next)) {
+                    store_task_clear(&t);
+                    t = next;
+                }
                 store_task_clear(&t);
-                if (worn_out(env))
+                if (worn_out(env, 0, 0))
                     atomic_store(&slot->retire, 1);  /* the supervisor forks a fresh one */
                 continue;
             }

@@ -538,6 +538,40 @@ store_finish(store *s, int64_t id, int attempt, const store_outcome *o)
 }
 
 int
+store_finish_claim(store *s, int64_t id, int attempt, const store_outcome *o, int64_t now_ms,
+                   long owner, store_task *next, int *claimed)
+{
+    *claimed = 0;
+    *next = (store_task){0};
+    int rc = store_begin(s);
+    if (rc != STORE_OK)
+        return rc;
+    int finished = store_finish(s, id, attempt, o);
+    if (finished != STORE_OK && finished != STORE_CONFLICT) {
+        store_rollback(s);
+        return finished;
+    }
+    char why[sizeof s->errmsg];
+    if (finished == STORE_CONFLICT)
+        snprintf(why, sizeof why, "%s", s->errmsg);
+    rc = store_claim_next(s, now_ms, owner, next);
+    if (rc != STORE_OK && rc != STORE_EMPTY) {
+        store_rollback(s);
+        return rc;
+    }
+    int got = rc == STORE_OK;
+    rc = store_commit(s);
+    if (rc != STORE_OK) {
+        store_task_clear(next);
+        return rc;
+    }
+    *claimed = got;
+    if (finished == STORE_CONFLICT)
+        snprintf(s->errmsg, sizeof s->errmsg, "%s", why);
+    return finished;
+}
+
+int
 store_release_lost(store *s, long owner, int64_t now_ms, const char *code,
                    const char *message, store_task_ref *released, size_t cap, size_t *n)
 {

@@ -7,6 +7,7 @@
  * Task states and who moves them (see docs/architecture.md):
  *   pending  -> running    store_claim_next()   (a worker)
  *   running  -> succeeded  store_finish()       (the worker)
+ *   (a busy worker does both in one transaction: store_finish_claim())
  *   running  -> failed     store_finish() / store_release_lost() (supervisor) /
  *                          store_recover_running() (supervisor, at start-up)
  *   running  -> pending    the same three, when attempts remain
@@ -132,6 +133,12 @@ int store_claim_next(store *s, int64_t now_ms, long owner, store_task *out);
 /* Records the end of attempt `attempt` of task id. STORE_CONFLICT if the task is no
  * longer running that attempt (it was released, canceled or finished elsewhere). */
 int store_finish(store *s, int64_t id, int attempt, const store_outcome *o);
+/* store_finish() and then store_claim_next() in one write transaction: a busy worker
+ * pays one commit per task instead of two. Returns what store_finish() would
+ * (STORE_OK, or STORE_CONFLICT with the claim still made); *claimed is 1 when *next
+ * holds the next task. Any other code: nothing was written, nothing claimed. */
+int store_finish_claim(store *s, int64_t id, int attempt, const store_outcome *o,
+                       int64_t now_ms, long owner, store_task *next, int *claimed);
 /* The worker with pid owner is gone: each task it was running goes back to pending
  * if attempts remain, else to failed, with error code (default "worker_lost") and
  * message. Up to cap of them are reported in released[], their count in *n. */

@@ -481,6 +481,97 @@ test_finish_after_release_conflicts(void **state)
 /* ---------------------------------------------------------------- cancel */
 
 static void
+test_finish_claim_runs_back_to_back(void **state)
+{
+    store *s = ((struct fixture *)*state)->s;
+    int64_t a = add(s, "echo", 0, 1, NULL, 1);
+    int64_t b = add(s, "echo", 0, 1, NULL, 1);
+    assert_int_equal(claim(s, 2, 7), a);
+    store_outcome o = {.state = TASK_SUCCEEDED, .result = "\"a\"", .now_ms = 3};
+    store_task next;
+    int claimed = -1;
+    assert_int_equal(store_finish_claim(s, a, 1, &o, 3, 7, &next, &claimed), STORE_OK);
+    assert_int_equal(claimed, 1);
+    assert_int_equal(next.id, b);
+    assert_int_equal(next.state, TASK_RUNNING);
+    assert_int_equal(next.attempts, 1);
+    assert_int_equal(next.started_at_ms, 3);
+    store_task_clear(&next);
+    store_task t;
+    assert_int_equal(store_get(s, a, &t), STORE_OK);
+    assert_int_equal(t.state, TASK_SUCCEEDED);
+    assert_string_equal(t.result, "\"a\"");
+    assert_int_equal(t.finished_at_ms, 3);
+    store_task_clear(&t);
+    assert_int_equal(state_of(s, b), TASK_RUNNING);
+
+    /* b fails retryably: it is not claimed again before its run_after */
+    store_outcome r = {.state = TASK_PENDING, .error_code = "task_failed", .error_message = "x",
+                       .now_ms = 4, .run_after_ms = 1004};
+    assert_int_equal(store_finish_claim(s, b, 1, &r, 4, 7, &next, &claimed), STORE_OK);
+    assert_int_equal(claimed, 0);
+    assert_int_equal(next.id, 0);
+    assert_int_equal(state_of(s, b), TASK_PENDING);
+    /* and is, after it */
+    assert_int_equal(claim(s, 1004, 7), b);
+}
+
+static void
+test_finish_claim_conflict_still_claims(void **state)
+{
+    store *s = ((struct fixture *)*state)->s;
+    int64_t a = add(s, "echo", 0, 2, NULL, 1);
+    int64_t b = add(s, "echo", 0, 1, NULL, 1);
+    assert_int_equal(claim(s, 2, 7), a);
+    store_task_ref refs[4];
+    size_t n = 0;
+    assert_int_equal(store_release_lost(s, 7, 3, NULL, NULL, refs, 4, &n), STORE_OK);
+    assert_int_equal(n, 1);
+    /* the fenced-off worker's outcome is dropped, but its claim stands */
+    store_outcome o = {.state = TASK_SUCCEEDED, .result = "1", .now_ms = 4};
+    store_task next;
+    int claimed = 0;
+    assert_int_equal(store_finish_claim(s, a, 1, &o, 4, 8, &next, &claimed), STORE_CONFLICT);
+    assert_non_null(strstr(store_errmsg(s), "no longer running"));
+    assert_int_equal(claimed, 1);
+    assert_int_equal(next.id, a);           /* requeued, lower id than b */
+    assert_int_equal(next.attempts, 2);
+    assert_null(next.result);
+    store_task_clear(&next);
+    assert_int_equal(state_of(s, b), TASK_PENDING);
+}
+
+static void
+test_finish_claim_busy_writes_nothing(void **state)
+{
+    struct fixture *f = *state;
+    store *s = f->s;
+    int64_t a = add(s, "echo", 0, 1, NULL, 1);
+    int64_t b = add(s, "echo", 0, 1, NULL, 1);
+    char err[256] = "";
+    store *w = store_open(f->path, STORE_SYNC_NORMAL, 100, err, sizeof err);
+    assert_non_null(w);
+    assert_int_equal(claim(w, 2, 7), a);
+    assert_int_equal(store_begin(s), STORE_OK);        /* another holds the write lock */
+    store_outcome o = {.state = TASK_SUCCEEDED, .result = "1", .now_ms = 3};
+    store_task next;
+    int claimed = -1;
+    assert_int_equal(store_finish_claim(w, a, 1, &o, 3, 7, &next, &claimed), STORE_BUSY);
+    assert_int_equal(claimed, 0);
+    store_rollback(s);
+    assert_int_equal(state_of(s, a), TASK_RUNNING);
+    assert_int_equal(state_of(s, b), TASK_PENDING);
+    /* and once the lock is free, both happen */
+    assert_int_equal(store_finish_claim(w, a, 1, &o, 3, 7, &next, &claimed), STORE_OK);
+    assert_int_equal(claimed, 1);
+    assert_int_equal(next.id, b);
+    store_task_clear(&next);
+    store_close(w);
+    assert_int_equal(state_of(s, a), TASK_SUCCEEDED);
+    assert_int_equal(state_of(s, b), TASK_RUNNING);
+}
+
+static void
 test_cancel_pending(void **state)
 {
     store *s = ((struct fixture *)*state)->s;
@@ -1253,6 +1344,9 @@ main(void)
         cmocka_unit_test_setup_teardown(test_finish_canceled_conflicts, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_finish_after_release_conflicts, setup_open,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_finish_claim_runs_back_to_back, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_finish_claim_conflict_still_claims, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_finish_claim_busy_writes_nothing, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_pending, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_running_or_terminal_conflicts, setup_open,
                                         teardown),
