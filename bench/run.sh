@@ -3,6 +3,8 @@
 #
 #   bench/run.sh                  every benchmark
 #   bench/run.sh throughput       one of: throughput | sharing | preload | wal
+#   bench/run.sh ab REV           the working tree against git revision REV: no-op tasks
+#                                 end to end (wrk and batch), the two alternating
 #
 # Installs what is missing (Debian packages only: the build dependencies through
 # scripts/deps.sh, then wrk, redis-server, python3-celery, python3-redis), builds the
@@ -22,8 +24,19 @@ BENCH=$ROOT/bench
 PY=/usr/bin/python3
 export PYTHONDONTWRITEBYTECODE=1 # no __pycache__ in bench/
 WHAT=${1:-all}
-case $WHAT in all | throughput | sharing | preload | wal) ;; *)
-    echo "usage: $0 [all|throughput|sharing|preload|wal]" >&2
+case $WHAT in all | throughput | sharing | preload | wal) ;;
+ab)
+    [ $# -eq 2 ] || {
+        echo "usage: $0 ab REV   (the working tree against git revision REV)" >&2
+        exit 2
+    }
+    AB_REV=$(git -C "$(dirname "${BASH_SOURCE[0]}")" rev-parse --verify -q "$2^{commit}") || {
+        echo "$0: not a git revision: $2" >&2
+        exit 2
+    }
+    ;;
+*)
+    echo "usage: $0 [all|throughput|sharing|preload|wal] | $0 ab REV" >&2
     exit 2
     ;;
 esac
@@ -270,12 +283,65 @@ print(json.dumps(out))
 PYEOF
 }
 
+# ---------------------------------------------------------------- A/B
+# The working tree's build against revision AB_REV's, built in a temporary worktree
+# with the same flags; the two alternate in every repetition, so that the machine's
+# noise falls on both alike.
+_bench_ab() {
+    local d=$OUT/ab short
+    short=$(git -C "$ROOT" rev-parse --short "$AB_REV")
+    mkdir -p "$d"
+    log "ab: building $short in a worktree"
+    git -C "$ROOT" worktree add -q --detach "$WORK/ab-src" "$AB_REV"
+    (cd "$WORK/ab-src" && cmake --preset serve -B "$WORK/ab-build" >"$WORK/ab-build.log" 2>&1 &&
+        cmake --build "$WORK/ab-build" -j2 --target warmpool >>"$WORK/ab-build.log" 2>&1) || {
+        git -C "$ROOT" worktree remove --force "$WORK/ab-src"
+        die "building $short failed: see $WORK/ab-build.log"
+    }
+    git -C "$ROOT" worktree remove --force "$WORK/ab-src"
+    printf 'git worktree add %s; cmake --preset serve; cmake --build ... --target warmpool\n' "$AB_REV" >>"$OUT/commands.txt"
+    local tree_wp=$WP
+    log "ab: $short vs the working tree, $REPS repetitions of wrk and batch"
+    for r in $(seq "$REPS"); do
+        for side in rev tree; do
+            if [ $side = rev ]; then WP=$WORK/ab-build/warmpool; else WP=$tree_wp; fi
+            start_warmpool "ab-$side-wrk-$r" --workers 2 || die "cannot start warmpool ($side)"
+            WPB e2e "$URL" "$d/${side}_wrk_$r.json" --mode wrk --n "$TP_N" \
+                --wrk-script "$BENCH/submit.lua" --wrk-threads 2 --wrk-conns 32 --wrk-seconds 60 >/dev/null
+            stop_warmpool
+            start_warmpool "ab-$side-batch-$r" --workers 2 || die "cannot start warmpool ($side)"
+            WPB e2e "$URL" "$d/${side}_batch_$r.json" --mode batch --n "$TP_N" \
+                --per-batch 100 --threads 4 >/dev/null
+            stop_warmpool
+        done
+    done
+    WP=$tree_wp
+    $PY - "$d" "$AB_REV" "$(git -C "$ROOT" rev-parse HEAD)" "$(git -C "$ROOT" status --porcelain | wc -l)" <<'PYEOF'
+import glob, json, statistics, sys
+d, rev, head, dirty = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+out = {"rev": rev, "tree_head": head, "tree_dirty_files": dirty}
+for mode in ("wrk", "batch"):
+    for side in ("rev", "tree"):
+        rates = [json.load(open(f))["e2e_per_s"] for f in sorted(glob.glob(f"{d}/{side}_{mode}_*.json"))]
+        out[f"{side}_{mode}_e2e_per_s"] = rates
+        out[f"{side}_{mode}_e2e_median"] = statistics.median(rates)
+    out[f"{mode}_ratio_tree_over_rev"] = out[f"tree_{mode}_e2e_median"] / out[f"rev_{mode}_e2e_median"]
+json.dump(out, open(d + "/ab.json", "w"), indent=1)
+print(f"\nA/B, no-op tasks end to end, 2 workers, median of {len(out['rev_wrk_e2e_per_s'])} (results {d})")
+for mode in ("wrk", "batch"):
+    print(f"  {mode:5}  {rev[:9]} {out[f'rev_{mode}_e2e_median']:>9,.0f} tasks/s   "
+          f"tree {out[f'tree_{mode}_e2e_median']:>9,.0f} tasks/s   "
+          f"ratio {out[f'{mode}_ratio_tree_over_rev']:.2f} x")
+PYEOF
+}
+
 # other processes on the machine make every figure noisier: note the load around each part
 loadavg() { echo "$1 $(date -u +%H:%M:%S) $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/loadavg.txt"; }
 bench_throughput() { loadavg throughput-start; _bench_throughput; loadavg throughput-end; }
 bench_sharing() { loadavg sharing-start; _bench_sharing; loadavg sharing-end; }
 bench_preload() { loadavg preload-start; _bench_preload; loadavg preload-end; }
 bench_wal() { loadavg wal-start; _bench_wal; loadavg wal-end; }
+bench_ab() { loadavg ab-start; _bench_ab; loadavg ab-end; }
 
 case $WHAT in
 all)
@@ -288,6 +354,10 @@ wal) bench_wal ;;
 throughput) bench_throughput ;;
 sharing) bench_sharing ;;
 preload) bench_preload ;;
+ab)
+    bench_ab
+    exit 0
+    ;;
 esac
 
 $PY "$BENCH/summarize.py" "$OUT" --wall-s $(($(date +%s) - T_START)) --root "$ROOT"
