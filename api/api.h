@@ -25,6 +25,8 @@ struct api_config {
     size_t max_body_bytes;      /* larger bodies get 413; exactly this size is accepted */
     int64_t default_timeout_ms; /* a task's timeout_ms when the submission has none */
     int threads;                /* libmicrohttpd thread-pool size */
+    unsigned max_connections;   /* open connections at once (>= threads) */
+    unsigned max_connections_per_ip;    /* 0: no cap */
     int wake_fd;                /* eventfd (semaphore mode): +n when n tasks committed */
     int notify_fd;              /* pipe, read end: int64 ids of tasks now terminal */
     int nworkers;               /* how many workers a wake-up can usefully reach */

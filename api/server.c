@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -221,14 +222,33 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 static void on_mhd_error(void *cls, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));
 
+/* libmicrohttpd's messages, at most MHD_LOG_PER_S a second: a flood of refused
+ * connections (the connection caps) must not become a flood of log lines. The
+ * count of those left out is logged with the next message that gets through. */
+#define MHD_LOG_PER_S 10
+static atomic_llong mhd_log_second;
+static atomic_int mhd_log_count, mhd_log_dropped;
+
 static void
 on_mhd_error(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
+    long long now_s = (long long)(clock_mono_ms() / 1000);
+    long long seen = atomic_load(&mhd_log_second);
+    if (seen != now_s && atomic_compare_exchange_strong(&mhd_log_second, &seen, now_s))
+        atomic_store(&mhd_log_count, 0);
+    if (atomic_fetch_add(&mhd_log_count, 1) >= MHD_LOG_PER_S) {
+        atomic_fetch_add(&mhd_log_dropped, 1);
+        return;
+    }
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
     msg[strcspn(msg, "\n")] = '\0';
-    log_warn("libmicrohttpd: %s", msg);
+    int dropped = atomic_exchange(&mhd_log_dropped, 0);
+    if (dropped > 0)
+        log_warn("libmicrohttpd: %s (%d earlier messages were not logged)", msg, dropped);
+    else
+        log_warn("libmicrohttpd: %s", msg);
 }
 
 /* Percent-decoding of the path and query, as MHD's own, except that "%00" stays as
@@ -293,7 +313,9 @@ api_server_run(const struct api_config *cfg)
         MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)30,     /* idle or slow clients */
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)1000,
+        MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections,
+        /* 0 is libmicrohttpd's "no cap" too */
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->max_connections_per_ip,
         MHD_OPTION_END);
     if (ctx.daemon == NULL) {
         log_error("libmicrohttpd did not start");

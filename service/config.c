@@ -44,6 +44,11 @@ static const struct opt OPTS[] = {
      "error, warn, info or debug (default info)"},
     {"http-threads", OPT_INT, OFF(http_threads), 1, 64, "N",
      "HTTP threads in the HTTP process (default 2)"},
+    {"max-connections", OPT_INT, OFF(max_connections), 1, 1000000, "N",
+     "open HTTP connections at once; more wait in the listen queue (default 1000)"},
+    {"max-connections-per-ip", OPT_INT, OFF(max_connections_per_ip), 0, 1000000, "N",
+     "open HTTP connections from one client address; more are closed at once "
+     "(default 0: no cap)"},
     {"max-pending", OPT_INT, OFF(max_pending), 0, INT64_MAX / 2, "N",
      "refuse submissions (503 queue_full) while N tasks are pending (default 0: no cap)"},
     {"max-tasks-per-worker", OPT_INT, OFF(max_tasks_per_worker), 0, INT64_MAX / 2, "N",
@@ -282,6 +287,7 @@ set_defaults(struct config *cfg)
     cfg->retry_base_ms = 1000;
     cfg->log_level = LOG_INFO;
     cfg->http_threads = 2;
+    cfg->max_connections = 1000;
 }
 
 void

@@ -26,6 +26,8 @@ struct config {
     int enable_test_kinds;
     enum log_level log_level;
     int http_threads;
+    int64_t max_connections;    /* open HTTP connections at once */
+    int64_t max_connections_per_ip; /* ... from one client address; 0 = no cap */
     int64_t max_pending;        /* submissions past this many pending tasks get 503; 0 = no cap */
     int64_t max_tasks_per_worker;   /* a worker exits after this many attempts; 0 = never */
     int64_t max_worker_rss_mb;  /* ... or once its RSS passes this; 0 = never */

@@ -33,6 +33,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -61,6 +62,7 @@ static struct {
     int64_t drain_deadline_ms;
     int killed_stragglers;
     int64_t started_at_ms;
+    unsigned max_connections;       /* --max-connections, as the open-file limit allows */
     int generation;                 /* of the contexts in this process; +1 per reload */
     int retiring;                   /* slot of the worker being replaced, or -1 */
 } S;
@@ -135,6 +137,37 @@ prepare_database(const struct config *cfg)
     return rc == STORE_OK ? 0 : -1;
 }
 
+/* Each HTTP connection is a descriptor of the HTTP process: raise the soft
+ * RLIMIT_NOFILE (inherited by the children) to fit --max-connections, up to the hard
+ * limit, and lower the connection limit, with a warning, if it still does not fit. */
+static unsigned
+connection_budget(const struct config *cfg)
+{
+    const rlim_t reserve = 64;  /* database, WAL, pipes, eventfds, epoll, log */
+    rlim_t want = (rlim_t)cfg->max_connections + reserve;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return (unsigned)cfg->max_connections;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+        rlim_t soft = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want ? want : rl.rlim_max;
+        struct rlimit raised = {soft, rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &raised) == 0)
+            rl.rlim_cur = soft;
+    }
+    unsigned n = (unsigned)cfg->max_connections;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+        rlim_t fit = rl.rlim_cur > reserve + (rlim_t)cfg->http_threads
+                         ? rl.rlim_cur - reserve : (rlim_t)cfg->http_threads;
+        n = (unsigned)fit;
+        log_warn("--max-connections %lld does not fit in the open-file limit (%llu, hard "
+                 "%llu): serving at most %u connections", (long long)cfg->max_connections,
+                 (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max, n);
+    }
+    if (n < (unsigned)cfg->http_threads)
+        n = (unsigned)cfg->http_threads;    /* libmicrohttpd gives each thread a share */
+    return n;
+}
+
 /* ---------------------------------------------------------------- children */
 
 /* What every child does first: die with the supervisor, and drop its descriptors. */
@@ -186,6 +219,8 @@ spawn_http(void)
             .max_body_bytes = (size_t)S.cfg->max_body_bytes,
             .default_timeout_ms = S.cfg->task_timeout_ms,
             .threads = S.cfg->http_threads,
+            .max_connections = S.max_connections,
+            .max_connections_per_ip = (unsigned)S.cfg->max_connections_per_ip,
             .wake_fd = S.wake_fd,
             .notify_fd = S.notify_rd,
             .nworkers = S.cfg->workers,
@@ -547,6 +582,7 @@ supervisor_run(const struct config *cfg)
     S.listen_fd = open_listener(cfg);
     if (S.listen_fd < 0)
         return 1;
+    S.max_connections = connection_budget(cfg);
     if (!is_loopback(cfg->listen_host) && cfg->api_token[0] == '\0')
         log_warn("listening on %s without --api-token: anyone who can reach this port can "
                  "read and submit tasks", cfg->listen_host);

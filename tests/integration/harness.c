@@ -15,6 +15,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -344,8 +345,15 @@ static char **build_env(const char *const *extra) {
     return env;
 }
 
-static void child_exec(const char *log_path, char **argv, char **envp) {
+static void child_exec(const char *log_path, char **argv, char **envp, long nofile) {
     setpgid(0, 0);
+    if (nofile > 0) {
+        struct rlimit rl = {(rlim_t)nofile, (rlim_t)nofile};
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+            dprintf(2, "harness: setrlimit(RLIMIT_NOFILE, %ld): %s\n", nofile, strerror(errno));
+            _exit(127);
+        }
+    }
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     int null = open("/dev/null", O_RDONLY);
     if (null >= 0) dup2(null, 0);
@@ -432,7 +440,7 @@ wp_server *wp_server_start(const wp_opts *o) {
     fflush(NULL);
     pid_t pid = fork();
     assert_true(pid >= 0);
-    if (pid == 0) child_exec(s->log_path, (char **)argv, envp);
+    if (pid == 0) child_exec(s->log_path, (char **)argv, envp, o->nofile);
     free(envp);
     s->pid = pid;
     reg_add(s);
@@ -542,7 +550,7 @@ int wp_run_binary(const char *const *args, const char *const *env, int timeout_m
     long long t0 = wp_now_ms();
     pid_t pid = fork();
     assert_true(pid >= 0);
-    if (pid == 0) child_exec(log, (char **)argv, envp);
+    if (pid == 0) child_exec(log, (char **)argv, envp, 0);
     free(envp);
     int st = -1;
     bool done = false;

@@ -32,6 +32,7 @@ typedef struct wp_opts {
     bool no_db_flag;         /* don't pass --db (give it by env instead) */
     int port;                /* 0: pick a free port */
     double ready_timeout_s;  /* 0: default (20 s) */
+    long nofile;             /* > 0: start it with RLIMIT_NOFILE soft = hard = nofile */
 } wp_opts;
 
 typedef struct wp_server {

@@ -812,8 +812,6 @@ WP_TEST(test_recycling_under_load) {
 
 int main(void) {
     wp_harness_init();
-    /* WP_TEST_FILTER=test_name (cmocka pattern) runs only the matching tests */
-    if (getenv("WP_TEST_FILTER")) cmocka_set_test_filter(getenv("WP_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_retry_backoff, faults_teardown),
         cmocka_unit_test_teardown(test_retry_runs_at_run_after, faults_teardown),

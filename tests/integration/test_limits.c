@@ -14,6 +14,7 @@
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------ local helpers */
@@ -672,16 +673,110 @@ WP_TEST(test_slow_and_abusive_clients) {
     expect_alive(s, "100 KB headers");
 }
 
+/* -------------------------------------------------- connection caps */
+
+/* Sends a request on a fresh raw connection and reads what comes back within
+ * timeout_ms: the HTTP status, 0 when the server closed the connection without
+ * answering, -1 when nothing came back in time. *fd_out (if given) keeps the
+ * connection open instead of closing it. */
+static int raw_status(int port, const char *req, int timeout_ms, int *fd_out) {
+    int fd = connect_port(port);
+    if (fd < 0) return 0;
+    if (send(fd, req, strlen(req), MSG_NOSIGNAL) < 0) {
+        close(fd);
+        return 0;
+    }
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char buf[64] = "";
+    ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
+    int st;
+    if (n > 0) {
+        buf[n] = '\0';
+        st = strncmp(buf, "HTTP/1.1 ", 9) == 0 ? atoi(buf + 9) : 0;
+    } else if (n == 0 || errno == ECONNRESET) {
+        st = 0;
+    } else {
+        st = -1;    /* EAGAIN: no answer yet */
+    }
+    if (fd_out) *fd_out = fd;
+    else close(fd);
+    return st;
+}
+
+static const char HEALTHZ[] = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+
+WP_TEST(test_connection_caps) {
+    /* --max-connections-per-ip 3: a fourth connection from 127.0.0.1 is closed at
+     * once, and what it carried is not processed */
+    wp_server *s = wp_server_start_args("--workers", "1", "--http-threads", "2", "--max-connections-per-ip", "3",
+                                        NULL);
+    wp_snap before = wp_snapshot(s);
+    wp_sleep_ms(200);   /* the snapshot's own connections are gone */
+    int idle[3];
+    for (int i = 0; i < 3; i++) {
+        idle[i] = connect_port(s->port);
+        if (idle[i] < 0) fail_msg("connection %d of 3: %s", i + 1, strerror(errno));
+    }
+    wp_sleep_ms(200);
+    const char *post = "POST /v1/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                       "Content-Length: 15\r\nConnection: close\r\n\r\n{\"kind\":\"echo\"}";
+    int st = raw_status(s->port, post, 3000, NULL);
+    if (st != 0) fail_msg("a 4th connection with --max-connections-per-ip 3: want it closed unanswered, got %d", st);
+    close(idle[0]);
+    wp_sleep_ms(200);
+    st = raw_status(s->port, HEALTHZ, 3000, NULL);
+    if (st != 200) fail_msg("after one of the 3 connections closed, a new one got %d, want 200", st);
+    for (int i = 1; i < 3; i++) close(idle[i]);
+    wp_sleep_ms(200);
+    wp_assert_unchanged(s, &before, "a connection over the per-address cap");
+    expect_alive(s, "connections over the per-address cap");
+    wp_server_stop(s, 10000, NULL);
+
+    /* --max-connections 4: a fifth waits in the listen queue, and is served as soon
+     * as a connection closes */
+    wp_server *t = wp_server_start_args("--workers", "1", "--http-threads", "2", "--max-connections", "4", NULL);
+    int busy[4];
+    for (int i = 0; i < 4; i++) {
+        busy[i] = connect_port(t->port);
+        if (busy[i] < 0) fail_msg("connection %d of 4: %s", i + 1, strerror(errno));
+    }
+    wp_sleep_ms(200);
+    int waiting = -1;
+    st = raw_status(t->port, HEALTHZ, 1000, &waiting);
+    if (st != -1) fail_msg("a 5th connection with --max-connections 4: want no answer while 4 are open, got %d", st);
+    for (int i = 0; i < 4; i++) close(busy[i]);
+    struct timeval tv = {5, 0};
+    setsockopt(waiting, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char buf[64] = "";
+    ssize_t n = recv(waiting, buf, sizeof buf - 1, 0);
+    close(waiting);
+    if (n <= 0 || strncmp(buf, "HTTP/1.1 200", 12) != 0)
+        fail_msg("the queued 5th connection was not served once the others closed (recv %zd: %.30s)", n, buf);
+    expect_alive(t, "connections over --max-connections");
+    wp_server_stop(t, 10000, NULL);
+
+    /* an open-file limit too small for --max-connections: it serves with fewer, and says so */
+    const char *const args[] = {"--workers", "1", "--max-connections", "5000", NULL};
+    wp_opts o = {.args = args, .nofile = 256};
+    wp_server *u = wp_server_start(&o);
+    char *log = wp_server_read_log(u);
+    if (!strstr(log, "--max-connections 5000 does not fit") || !strstr(log, "serving at most 192 connections"))
+        fail_msg("with RLIMIT_NOFILE 256 and --max-connections 5000, the log should say it serves at most 192: %s",
+                 log);
+    free(log);
+    expect_alive(u, "a small open-file limit");
+}
+
 int main(void) {
     wp_harness_init();
-    /* WP_TEST_FILTER=test_name (cmocka pattern) runs only the matching tests */
-    if (getenv("WP_TEST_FILTER")) cmocka_set_test_filter(getenv("WP_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_max_pending, limits_teardown),
         cmocka_unit_test_teardown(test_auth_token, limits_teardown),
         cmocka_unit_test_teardown(test_retention, limits_teardown),
         cmocka_unit_test_teardown(test_disk_full, limits_teardown),
         cmocka_unit_test_teardown(test_slow_and_abusive_clients, limits_teardown),
+        cmocka_unit_test_teardown(test_connection_caps, limits_teardown),
     };
     return cmocka_run_group_tests_name("integration.limits", tests, NULL, NULL);
 }

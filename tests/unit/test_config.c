@@ -16,6 +16,7 @@ static const char *const ENV_VARS[] = {
     "WARMPOOL_LISTEN", "WARMPOOL_DB", "WARMPOOL_WORKERS", "WARMPOOL_MAX_BODY",
     "WARMPOOL_TASK_TIMEOUT_MS", "WARMPOOL_GRACE_MS", "WARMPOOL_RETRY_BASE_MS",
     "WARMPOOL_ENABLE_TEST_KINDS", "WARMPOOL_LOG_LEVEL", "WARMPOOL_HTTP_THREADS",
+    "WARMPOOL_MAX_CONNECTIONS", "WARMPOOL_MAX_CONNECTIONS_PER_IP",
 };
 
 static int
@@ -89,6 +90,8 @@ test_defaults(void **state)
     assert_int_equal(g_cfg.enable_test_kinds, 0);
     assert_int_equal(g_cfg.log_level, LOG_INFO);
     assert_int_equal(g_cfg.http_threads, 2);
+    assert_int_equal(g_cfg.max_connections, 1000);
+    assert_int_equal(g_cfg.max_connections_per_ip, 0);
     assert_int_equal(g_cfg.healthcheck, 0);
 }
 
@@ -107,6 +110,8 @@ check_all_set(void)
     assert_int_equal(g_cfg.enable_test_kinds, 1);
     assert_int_equal(g_cfg.log_level, LOG_DEBUG);
     assert_int_equal(g_cfg.http_threads, 4);
+    assert_int_equal(g_cfg.max_connections, 50);
+    assert_int_equal(g_cfg.max_connections_per_ip, 8);
     assert_int_equal(g_cfg.healthcheck, 0);
 }
 
@@ -117,7 +122,8 @@ test_each_flag_separate_value(void **state)
     assert_int_equal(parse("--listen", "0.0.0.0:9090", "--db", "/var/tmp/x y/w.db",
                            "--workers", "7", "--max-body", "2048", "--task-timeout-ms", "5000",
                            "--grace-ms", "0", "--retry-base-ms", "250", "--enable-test-kinds",
-                           "--log-level", "debug", "--http-threads", "4", NULL),
+                           "--log-level", "debug", "--http-threads", "4", "--max-connections",
+                           "50", "--max-connections-per-ip", "8", NULL),
                      CONFIG_OK);
     check_all_set();
 }
@@ -129,7 +135,8 @@ test_each_flag_equals_value(void **state)
     assert_int_equal(parse("--listen=0.0.0.0:9090", "--db=/var/tmp/x y/w.db", "--workers=7",
                            "--max-body=2048", "--task-timeout-ms=5000", "--grace-ms=0",
                            "--retry-base-ms=250", "--enable-test-kinds=1", "--log-level=debug",
-                           "--http-threads=4", NULL),
+                           "--http-threads=4", "--max-connections=50",
+                           "--max-connections-per-ip=8", NULL),
                      CONFIG_OK);
     check_all_set();
 }
@@ -148,6 +155,8 @@ test_env_twins(void **state)
     setenv("WARMPOOL_ENABLE_TEST_KINDS", "true", 1);
     setenv("WARMPOOL_LOG_LEVEL", "debug", 1);
     setenv("WARMPOOL_HTTP_THREADS", "4", 1);
+    setenv("WARMPOOL_MAX_CONNECTIONS", "50", 1);
+    setenv("WARMPOOL_MAX_CONNECTIONS_PER_IP", "8", 1);
     assert_int_equal(parse(NULL), CONFIG_OK);
     check_all_set();
 }
@@ -241,6 +250,10 @@ test_bad_other_values(void **state)
     expect_error("--task-timeout-ms", "--task-timeout-ms", "0", NULL);
     expect_error("--task-timeout-ms", "--task-timeout-ms", "86400001", NULL);
     expect_error("--grace-ms", "--grace-ms", "-1", NULL);
+    expect_error("--max-connections", "--max-connections", "0", NULL);
+    expect_error("--max-connections", "--max-connections", "1000001", NULL);
+    expect_error("--max-connections-per-ip", "--max-connections-per-ip", "-1", NULL);
+    expect_error("--max-connections-per-ip", "--max-connections-per-ip", "lots", NULL);
     expect_error("--db", "--db=", NULL);
     setenv("WARMPOOL_LOG_LEVEL", "loud", 1);
     expect_error("WARMPOOL_LOG_LEVEL", NULL);
