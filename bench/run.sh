@@ -138,19 +138,27 @@ die() { log "$*"; exit 1; }
 WPB() { run timeout 600 $PY "$BENCH/wpbench.py" "$@"; }
 
 # ---------------------------------------------------------------- throughput
+# warmpool_e2e NAME WRK_JSON BATCH_JSON: the two end-to-end runs of no-op tasks against
+# $WP, each on a fresh service and database: one task per POST with wrk, then batches
+# of 100
+warmpool_e2e() {
+    local name=$1 wrk_json=$2 batch_json=$3
+    start_warmpool "$name-wrk" --workers 2 || die "cannot start warmpool ($name)"
+    WPB e2e "$URL" "$wrk_json" --mode wrk --n "$TP_N" \
+        --wrk-script "$BENCH/submit.lua" --wrk-threads 2 --wrk-conns 32 --wrk-seconds 60 >/dev/null
+    stop_warmpool
+    start_warmpool "$name-batch" --workers 2 || die "cannot start warmpool ($name)"
+    WPB e2e "$URL" "$batch_json" --mode batch --n "$TP_N" \
+        --per-batch 100 --threads 4 >/dev/null
+    stop_warmpool
+}
+
 _bench_throughput() {
     local d=$OUT/throughput
     mkdir -p "$d"
     log "throughput: warmpool (wrk and batch), ProcessPoolExecutor; $REPS repetitions"
     for r in $(seq "$REPS"); do
-        start_warmpool "tp-wrk-$r" --workers 2 || die "cannot start warmpool"
-        WPB e2e "$URL" "$d/warmpool_wrk_$r.json" --mode wrk --n "$TP_N" \
-            --wrk-script "$BENCH/submit.lua" --wrk-threads 2 --wrk-conns 32 --wrk-seconds 60 >/dev/null
-        stop_warmpool
-        start_warmpool "tp-batch-$r" --workers 2 || die "cannot start warmpool"
-        WPB e2e "$URL" "$d/warmpool_batch_$r.json" --mode batch --n "$TP_N" \
-            --per-batch 100 --threads 4 >/dev/null
-        stop_warmpool
+        warmpool_e2e "tp-$r" "$d/warmpool_wrk_$r.json" "$d/warmpool_batch_$r.json"
         run timeout 300 $PY "$BENCH/ppe_bench.py" throughput "$TP_N" "$d/ppe_$r.json" >/dev/null
     done
 
@@ -305,14 +313,7 @@ _bench_ab() {
     for r in $(seq "$REPS"); do
         for side in rev tree; do
             if [ $side = rev ]; then WP=$WORK/ab-build/warmpool; else WP=$tree_wp; fi
-            start_warmpool "ab-$side-wrk-$r" --workers 2 || die "cannot start warmpool ($side)"
-            WPB e2e "$URL" "$d/${side}_wrk_$r.json" --mode wrk --n "$TP_N" \
-                --wrk-script "$BENCH/submit.lua" --wrk-threads 2 --wrk-conns 32 --wrk-seconds 60 >/dev/null
-            stop_warmpool
-            start_warmpool "ab-$side-batch-$r" --workers 2 || die "cannot start warmpool ($side)"
-            WPB e2e "$URL" "$d/${side}_batch_$r.json" --mode batch --n "$TP_N" \
-                --per-batch 100 --threads 4 >/dev/null
-            stop_warmpool
+            warmpool_e2e "ab-$side-$r" "$d/${side}_wrk_$r.json" "$d/${side}_batch_$r.json"
         done
     done
     WP=$tree_wp
