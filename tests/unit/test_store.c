@@ -129,6 +129,16 @@ finish_ok(store *s, int64_t id, int attempt, enum task_state st, int64_t now_ms)
     assert_int_equal(store_finish(s, id, attempt, &o), STORE_OK);
 }
 
+/* The supervisor hands back the one task of a dead worker (owner). */
+static void
+release_one(store *s, long owner, int64_t now_ms)
+{
+    store_task_ref refs[4];
+    size_t n = 99;
+    assert_int_equal(store_release_lost(s, owner, now_ms, NULL, NULL, refs, 4, &n), STORE_OK);
+    assert_int_equal(n, 1);
+}
+
 static int64_t
 total_tasks(store *s)
 {
@@ -462,10 +472,7 @@ test_finish_after_release_conflicts(void **state)
     store *s = ((struct fixture *)*state)->s;
     int64_t id = add(s, "echo", 0, 2, NULL, 1);
     assert_int_equal(claim(s, 2, 100), id);
-    store_task_ref refs[4];
-    size_t n = 99;
-    assert_int_equal(store_release_lost(s, 100, 3, NULL, NULL, refs, 4, &n), STORE_OK);
-    assert_int_equal(n, 1);
+    release_one(s, 100, 3);
     /* the old worker comes back late: fenced off */
     store_outcome o = {.state = TASK_SUCCEEDED, .result = "1", .now_ms = 4};
     assert_int_equal(store_finish(s, id, 1, &o), STORE_CONFLICT);
@@ -478,7 +485,7 @@ test_finish_after_release_conflicts(void **state)
     assert_int_equal(state_of(s, id), TASK_SUCCEEDED);
 }
 
-/* ---------------------------------------------------------------- cancel */
+/* ---------------------------------------------------------------- finish + claim */
 
 static void
 test_finish_claim_runs_back_to_back(void **state)
@@ -523,10 +530,7 @@ test_finish_claim_conflict_still_claims(void **state)
     int64_t a = add(s, "echo", 0, 2, NULL, 1);
     int64_t b = add(s, "echo", 0, 1, NULL, 1);
     assert_int_equal(claim(s, 2, 7), a);
-    store_task_ref refs[4];
-    size_t n = 0;
-    assert_int_equal(store_release_lost(s, 7, 3, NULL, NULL, refs, 4, &n), STORE_OK);
-    assert_int_equal(n, 1);
+    release_one(s, 7, 3);
     /* the fenced-off worker's outcome is dropped, but its claim stands */
     store_outcome o = {.state = TASK_SUCCEEDED, .result = "1", .now_ms = 4};
     store_task next;
@@ -570,6 +574,8 @@ test_finish_claim_busy_writes_nothing(void **state)
     assert_int_equal(state_of(s, a), TASK_SUCCEEDED);
     assert_int_equal(state_of(s, b), TASK_RUNNING);
 }
+
+/* ---------------------------------------------------------------- cancel */
 
 static void
 test_cancel_pending(void **state)
