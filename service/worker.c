@@ -128,7 +128,41 @@ run_task(const struct worker_env *env, const store_task *t, struct attempt *a)
     }
 }
 
-static int worn_out(const struct worker_env *env, int64_t extra_tasks, int quiet);
+/* Resident set size of this process in MiB, from /proc/self/statm; -1 if unknown. */
+static long
+rss_mb(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages_total, pages_resident = -1;
+    if (f == NULL)
+        return -1;
+    if (fscanf(f, "%ld %ld", &pages_total, &pages_resident) != 2)
+        pages_resident = -1;
+    fclose(f);
+    return pages_resident < 0 ? -1 : pages_resident * (sysconf(_SC_PAGESIZE) / 1024) / 1024;
+}
+
+/* --max-tasks-per-worker / --max-worker-rss: retire after this task? extra_tasks
+ * counts a task done but not yet in tasks_done; quiet: do not log why. */
+static int
+worn_out(const struct worker_env *env, int64_t extra_tasks, int quiet)
+{
+    const struct slot *slot = &env->sh->slots[env->slot];
+    int64_t max_tasks = env->cfg->max_tasks_per_worker, max_rss = env->cfg->max_worker_rss_mb;
+    if (max_tasks > 0 && (int64_t)atomic_load(&slot->tasks_done) + extra_tasks >= max_tasks) {
+        if (!quiet)
+            log_debug("retiring after %lld tasks", (long long)max_tasks);
+        return 1;
+    }
+    long rss;
+    if (max_rss > 0 && (rss = rss_mb()) > max_rss) {
+        if (!quiet)
+            log_info("retiring: resident %ld MB is over --max-worker-rss %lld", rss,
+                     (long long)max_rss);
+        return 1;
+    }
+    return 0;
+}
 
 /* Records the outcome of t and, when this worker goes on working, claims the next
  * task in the same transaction (*claimed, *next). The database being busy, full or
@@ -184,42 +218,6 @@ run_one(const struct worker_env *env, store *st, const store_task *t, store_task
                       t->id);
     }
     return claimed;
-}
-
-/* Resident set size of this process in MiB, from /proc/self/statm; -1 if unknown. */
-static long
-rss_mb(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    long pages_total, pages_resident = -1;
-    if (f == NULL)
-        return -1;
-    if (fscanf(f, "%ld %ld", &pages_total, &pages_resident) != 2)
-        pages_resident = -1;
-    fclose(f);
-    return pages_resident < 0 ? -1 : pages_resident * (sysconf(_SC_PAGESIZE) / 1024) / 1024;
-}
-
-/* --max-tasks-per-worker / --max-worker-rss: retire after this task? extra_tasks
- * counts a task done but not yet in tasks_done; quiet: do not log why. */
-static int
-worn_out(const struct worker_env *env, int64_t extra_tasks, int quiet)
-{
-    const struct slot *slot = &env->sh->slots[env->slot];
-    int64_t max_tasks = env->cfg->max_tasks_per_worker, max_rss = env->cfg->max_worker_rss_mb;
-    if (max_tasks > 0 && (int64_t)atomic_load(&slot->tasks_done) + extra_tasks >= max_tasks) {
-        if (!quiet)
-            log_debug("retiring after %lld tasks", (long long)max_tasks);
-        return 1;
-    }
-    long rss;
-    if (max_rss > 0 && (rss = rss_mb()) > max_rss) {
-        if (!quiet)
-            log_info("retiring: resident %ld MB is over --max-worker-rss %lld", rss,
-                     (long long)max_rss);
-        return 1;
-    }
-    return 0;
 }
 
 void

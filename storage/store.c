@@ -758,7 +758,7 @@ store_lock(const char *db_path, int *fd_out, char *err, size_t errlen)
      * multi-threaded child keeps its descriptors until its last thread exits).
      * So when the pid written in the lock file is dead, wait for them a while;
      * when it is alive (another instance), give up at once. */
-    long waited_ms = 0;
+    int64_t t0 = clock_mono_ms(), waited_ms = 0;
     while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
         int e = errno;
         char holder[32] = "";
@@ -768,11 +768,11 @@ store_lock(const char *db_path, int *fd_out, char *err, size_t errlen)
         if (e == EINTR)
             continue;
         long hp = strtol(holder, NULL, 10);
-        bool holder_dead = hp > 0 && hp != (long)getpid() && kill((pid_t)hp, 0) != 0 && errno == ESRCH;
+        bool holder_dead = hp > 0 && hp != (long)getpid() &&
+                           kill((pid_t)hp, 0) != 0 && errno == ESRCH;
+        waited_ms = clock_mono_ms() - t0;
         if (e == EWOULDBLOCK && holder_dead && waited_ms < STORE_LOCK_ORPHAN_WAIT_MS) {
-            struct timespec ts = {0, 10 * 1000 * 1000};
-            nanosleep(&ts, NULL);
-            waited_ms += 10;
+            clock_sleep_ms(10);
             continue;
         }
         close(fd);
@@ -780,8 +780,8 @@ store_lock(const char *db_path, int *fd_out, char *err, size_t errlen)
             if (holder_dead)
                 snprintf(err, errlen,
                          "database %s is locked by processes left by a warmpool that died (pid %s), "
-                         "still there after %ld ms: lock file %s",
-                         db_path, holder, waited_ms, lock_path);
+                         "still there after %lld ms: lock file %s",
+                         db_path, holder, (long long)waited_ms, lock_path);
             else
                 snprintf(err, errlen,
                          "database %s is locked by another warmpool (pid %s): lock file %s",
