@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1084,10 +1085,11 @@ test_lock_conflicts(void **state)
 }
 
 /* A holder of the lock that outlives the process whose pid is in the lock file,
- * as the children of a SIGKILLed supervisor do for a moment. Writes the
- * orphan's pid to *orphan and returns after the pid in the file is dead. */
+ * as the children of a SIGKILLed supervisor do for a moment. Returns, with the
+ * orphan's pid in *orphan, once the pid in the file is dead. The orphan holds the
+ * lock until it is killed (or for 60 s at most, should the test die first). */
 static void
-leave_orphan_holding_lock(const char *db_path, int hold_ms, pid_t *orphan)
+leave_orphan_holding_lock(const char *db_path, pid_t *orphan)
 {
     int p[2];
     assert_int_equal(pipe(p), 0);
@@ -1102,9 +1104,9 @@ leave_orphan_holding_lock(const char *db_path, int hold_ms, pid_t *orphan)
         if (b < 0)
             _exit(1);
         if (b == 0) {
-            struct timespec ts = {hold_ms / 1000, (long)(hold_ms % 1000) * 1000000L};
-            nanosleep(&ts, NULL);
-            _exit(0);
+            alarm(60);
+            for (;;)
+                pause();
         }
         if (write(p[1], &b, sizeof b) != (ssize_t)sizeof b)
             _exit(1);
@@ -1119,21 +1121,39 @@ leave_orphan_holding_lock(const char *db_path, int hold_ms, pid_t *orphan)
     close(p[0]);
 }
 
+static volatile pid_t g_orphan;
+
+static void
+kill_orphan(int sig)
+{
+    (void)sig;
+    kill(g_orphan, SIGKILL);
+}
+
 static void
 test_lock_waits_for_orphans_of_dead_holder(void **state)
 {
     struct fixture *f = *state;
     pid_t orphan = -1;
-    leave_orphan_holding_lock(f->path, 600, &orphan);
+    leave_orphan_holding_lock(f->path, &orphan);
+    /* the orphan dies 300 ms into store_lock's wait, as a killed instance's children do */
+    g_orphan = orphan;
+    struct sigaction sa = {.sa_handler = kill_orphan}, old;
+    sigemptyset(&sa.sa_mask);
+    assert_int_equal(sigaction(SIGALRM, &sa, &old), 0);
+    struct itimerval it = {.it_value = {0, 300 * 1000}};
+    assert_int_equal(setitimer(ITIMER_REAL, &it, NULL), 0);
     int64_t t0 = clock_mono_ms();
     char err[512] = "";
     int fd = -1;
     int rc = store_lock(f->path, &fd, err, sizeof err);
     int64_t waited = clock_mono_ms() - t0;
+    kill(orphan, SIGKILL);
+    sigaction(SIGALRM, &old, NULL);
     if (rc != STORE_OK)
         fail_msg("the lock held only by a dead instance's orphan was not taken: %s", err);
-    /* it was held when we asked, and we waited for it rather than failing */
-    assert_true(waited >= 300);
+    /* it waited for the orphan rather than failing, and no longer than needed */
+    assert_true(waited >= 290);
     assert_true(waited < STORE_LOCK_ORPHAN_WAIT_MS);
     close(fd);
 }
@@ -1143,7 +1163,7 @@ test_lock_gives_up_on_orphans_after_limit(void **state)
 {
     struct fixture *f = *state;
     pid_t orphan = -1;
-    leave_orphan_holding_lock(f->path, STORE_LOCK_ORPHAN_WAIT_MS + 3000, &orphan);
+    leave_orphan_holding_lock(f->path, &orphan);
     int64_t t0 = clock_mono_ms();
     char err[512] = "";
     int fd = -1;
@@ -1152,7 +1172,7 @@ test_lock_gives_up_on_orphans_after_limit(void **state)
     kill(orphan, SIGKILL);
     assert_int_equal(rc, STORE_LOCKED);
     assert_int_equal(fd, -1);
-    assert_true(waited >= STORE_LOCK_ORPHAN_WAIT_MS - 100);
+    assert_true(waited >= STORE_LOCK_ORPHAN_WAIT_MS);
     assert_non_null(strstr(err, "died"));
 }
 
