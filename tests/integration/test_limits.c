@@ -706,6 +706,15 @@ static int raw_status(int port, const char *req, int timeout_ms, int *fd_out) {
 
 static const char HEALTHZ[] = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
 
+/* A connection that the server has certainly taken (it answered one request on it)
+ * and that stays open, idle (keep-alive). */
+static int open_kept_alive(int port) {
+    int fd = -1;
+    int st = raw_status(port, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 5000, &fd);
+    if (st != 200) fail_msg("a keep-alive connection: /healthz answered %d", st);
+    return fd;
+}
+
 WP_TEST(test_connection_caps) {
     /* --max-connections-per-ip 3: a fourth connection from 127.0.0.1 is closed at
      * once, and what it carried is not processed */
@@ -714,11 +723,7 @@ WP_TEST(test_connection_caps) {
     wp_snap before = wp_snapshot(s);
     wp_sleep_ms(200);   /* the snapshot's own connections are gone */
     int idle[3];
-    for (int i = 0; i < 3; i++) {
-        idle[i] = connect_port(s->port);
-        if (idle[i] < 0) fail_msg("connection %d of 3: %s", i + 1, strerror(errno));
-    }
-    wp_sleep_ms(200);
+    for (int i = 0; i < 3; i++) idle[i] = open_kept_alive(s->port);
     const char *post = "POST /v1/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                        "Content-Length: 15\r\nConnection: close\r\n\r\n{\"kind\":\"echo\"}";
     int st = raw_status(s->port, post, 3000, NULL);
@@ -737,11 +742,7 @@ WP_TEST(test_connection_caps) {
      * as a connection closes */
     wp_server *t = wp_server_start_args("--workers", "1", "--http-threads", "2", "--max-connections", "4", NULL);
     int busy[4];
-    for (int i = 0; i < 4; i++) {
-        busy[i] = connect_port(t->port);
-        if (busy[i] < 0) fail_msg("connection %d of 4: %s", i + 1, strerror(errno));
-    }
-    wp_sleep_ms(200);
+    for (int i = 0; i < 4; i++) busy[i] = open_kept_alive(t->port);
     int waiting = -1;
     st = raw_status(t->port, HEALTHZ, 1000, &waiting);
     if (st != -1) fail_msg("a 5th connection with --max-connections 4: want no answer while 4 are open, got %d", st);
