@@ -145,17 +145,22 @@ typedef struct {
     long long extra; /* sum of attempts - 1 */
 } check_sum;
 
+/* GET /v1/tasks/ID on the keep-alive handle h. */
+static void get_task(const wp_server *s, CURL *h, const char *id, wp_resp *r) {
+    char path[64];
+    snprintf(path, sizeof path, "/v1/tasks/%s", id);
+    wp_req q = {.method = "GET", .path = path, .handle = h};
+    wp_http(s, &q, r);
+}
+
 /* GET every sub: it must exist and be terminal; succeeded with the expected
  * result, or (allow_lost) failed/worker_lost with attempts == max_attempts. */
 static check_sum check_subs(const wp_server *s, const sub_t *subs, int n, bool allow_lost, const char *what) {
     check_sum cs = {0};
     CURL *h = curl_easy_init();
     for (int k = 0; k < n; k++) {
-        char path[64];
-        snprintf(path, sizeof path, "/v1/tasks/%s", subs[k].id);
-        wp_req q = {.method = "GET", .path = path, .handle = h};
         wp_resp r;
-        wp_http(s, &q, &r);
+        get_task(s, h, subs[k].id, &r);
         if (r.status != 200)
             fail_msg("%s: task %s got a 202 but GET answers %ld: %.300s (LOST)", what, subs[k].id, r.status, r.body);
         wp_assert_task_shape(r.json, true);
@@ -188,11 +193,8 @@ static check_sum check_subs(const wp_server *s, const sub_t *subs, int n, bool a
 static void check_exist(const wp_server *s, const sub_t *subs, int n, const char *what) {
     CURL *h = curl_easy_init();
     for (int k = 0; k < n; k++) {
-        char path[64];
-        snprintf(path, sizeof path, "/v1/tasks/%s", subs[k].id);
-        wp_req q = {.method = "GET", .path = path, .handle = h};
         wp_resp r;
-        wp_http(s, &q, &r);
+        get_task(s, h, subs[k].id, &r);
         if (r.status != 200)
             fail_msg("%s: task %s got a 202 but after the restart GET answers %ld: %.300s (LOST)", what, subs[k].id,
                      r.status, r.body);

@@ -632,33 +632,23 @@ WP_TEST(test_list_filters_and_paging) {
     /* Filters. */
     static const int succ[] = {4, 3, 2, 1, 0}, failed[] = {6, 5}, running[] = {7}, pending[] = {11, 10, 8},
                      canceled[] = {9}, echo[] = {11, 10, 9, 8, 4, 3, 2, 1, 0};
-    all = wp_list_all(s, "state=succeeded", 2);
-    expect_ids(all, ids, succ, 5, "state=succeeded");
-    json_decref(all);
-    all = wp_list_all(s, "state=failed", 100);
-    expect_ids(all, ids, failed, 2, "state=failed");
-    json_decref(all);
-    all = wp_list_all(s, "state=running", 100);
-    expect_ids(all, ids, running, 1, "state=running");
-    json_decref(all);
-    all = wp_list_all(s, "state=pending", 1);
-    expect_ids(all, ids, pending, 3, "state=pending");
-    json_decref(all);
-    all = wp_list_all(s, "state=canceled", 100);
-    expect_ids(all, ids, canceled, 1, "state=canceled");
-    json_decref(all);
-    all = wp_list_all(s, "kind=echo", 2);
-    expect_ids(all, ids, echo, 9, "kind=echo");
-    json_decref(all);
-    all = wp_list_all(s, "kind=fail", 100);
-    expect_ids(all, ids, failed, 2, "kind=fail");
-    json_decref(all);
-    all = wp_list_all(s, "state=pending&kind=echo", 2);
-    expect_ids(all, ids, pending, 3, "state=pending&kind=echo");
-    json_decref(all);
-    all = wp_list_all(s, "state=succeeded&kind=fail", 100);
-    expect_ids(all, ids, NULL, 0, "state=succeeded&kind=fail");
-    json_decref(all);
+    static const struct {
+        const char *query;
+        int page;           /* page size: 1 and 2 walk the cursors too */
+        const int *idx;
+        int n;
+    } filters[] = {
+        {"state=succeeded", 2, succ, 5},          {"state=failed", 100, failed, 2},
+        {"state=running", 100, running, 1},       {"state=pending", 1, pending, 3},
+        {"state=canceled", 100, canceled, 1},     {"kind=echo", 2, echo, 9},
+        {"kind=fail", 100, failed, 2},            {"state=pending&kind=echo", 2, pending, 3},
+        {"state=succeeded&kind=fail", 100, NULL, 0},
+    };
+    for (size_t i = 0; i < sizeof filters / sizeof filters[0]; i++) {
+        all = wp_list_all(s, filters[i].query, filters[i].page);
+        expect_ids(all, ids, filters[i].idx, filters[i].n, filters[i].query);
+        json_decref(all);
+    }
     /* An unknown kind is just an empty list. */
     p = list_page(s, "?kind=no_such_kind");
     assert_int_equal(json_array_size(json_object_get(p, "tasks")), 0);

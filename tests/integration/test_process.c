@@ -112,16 +112,21 @@ WP_TEST(test_kill_worker) {
     json_decref(t2);
 }
 
+/* Submits body, copies the task's id into id (64 bytes), and waits until it runs. */
+static void submit_running(wp_server *s, const char *body, char id[64]) {
+    json_t *t = wp_submit(s, body);
+    snprintf(id, 64, "%s", wp_str(t, "id"));
+    json_decref(t);
+    json_decref(wp_wait_state(s, id, "running", 10));
+}
+
 /* ---------------------------------------------------------------- SIGTERM */
 
 WP_TEST(test_sigterm_lets_running_task_finish) {
     wp_server *s = wp_server_start_args("--workers", "1", NULL);
     wp_wait_workers(s, 1, 15);
-    json_t *t = wp_submit(s, "{\"kind\":\"sleep\",\"input\":{\"ms\":1000}}");
     char id[64];
-    snprintf(id, sizeof id, "%s", wp_str(t, "id"));
-    json_decref(t);
-    json_decref(wp_wait_state(s, id, "running", 10));
+    submit_running(s, "{\"kind\":\"sleep\",\"input\":{\"ms\":1000}}", id);
     pid_t kids[64];
     int nk = wp_children_of(s->pid, kids, 64);
     long el = 0;
@@ -211,15 +216,9 @@ WP_TEST(test_sigterm_drains) {
 
 WP_TEST(test_grace_cutoff) {
     wp_server *s = wp_server_start_args("--workers", "2", "--grace-ms", "500", NULL);
-    json_t *t1 = wp_submit(s, "{\"kind\":\"sleep\",\"input\":{\"ms\":4000},\"max_attempts\":1}");
-    json_t *t2 = wp_submit(s, "{\"kind\":\"sleep\",\"input\":{\"ms\":2000},\"max_attempts\":2}");
     char id1[64], id2[64];
-    snprintf(id1, sizeof id1, "%s", wp_str(t1, "id"));
-    snprintf(id2, sizeof id2, "%s", wp_str(t2, "id"));
-    json_decref(t1);
-    json_decref(t2);
-    json_decref(wp_wait_state(s, id1, "running", 10));
-    json_decref(wp_wait_state(s, id2, "running", 10));
+    submit_running(s, "{\"kind\":\"sleep\",\"input\":{\"ms\":4000},\"max_attempts\":1}", id1);
+    submit_running(s, "{\"kind\":\"sleep\",\"input\":{\"ms\":2000},\"max_attempts\":2}", id2);
     pid_t kids[64];
     int nk = wp_children_of(s->pid, kids, 64);
     long el = 0;
@@ -314,15 +313,9 @@ WP_TEST(test_sigkill_service_then_restart) {
     const char *const args[] = {"--workers", "2", NULL};
     wp_opts o = {.args = args};
     wp_server *s = wp_server_start(&o);
-    json_t *ta = wp_submit(s, "{\"kind\":\"sleep\",\"input\":{\"ms\":3000},\"max_attempts\":2}");
-    json_t *tb = wp_submit(s, "{\"kind\":\"sleep\",\"input\":{\"ms\":3000},\"max_attempts\":1}");
     char ida[64], idb[64];
-    snprintf(ida, sizeof ida, "%s", wp_str(ta, "id"));
-    snprintf(idb, sizeof idb, "%s", wp_str(tb, "id"));
-    json_decref(ta);
-    json_decref(tb);
-    json_decref(wp_wait_state(s, ida, "running", 10));
-    json_decref(wp_wait_state(s, idb, "running", 10));
+    submit_running(s, "{\"kind\":\"sleep\",\"input\":{\"ms\":3000},\"max_attempts\":2}", ida);
+    submit_running(s, "{\"kind\":\"sleep\",\"input\":{\"ms\":3000},\"max_attempts\":1}", idb);
 
     /* Everything: the supervisor first (so nobody requeues), then its children. */
     pid_t pids[128];
@@ -364,11 +357,8 @@ WP_TEST(test_sigkill_supervisor_restart_at_once) {
     const char *const args[] = {"--workers", "2", NULL};
     wp_opts o = {.args = args};
     wp_server *s = wp_server_start(&o);
-    json_t *t = wp_submit(s, "{\"kind\":\"sleep\",\"input\":{\"ms\":2000},\"max_attempts\":2}");
     char id[64];
-    snprintf(id, sizeof id, "%s", wp_str(t, "id"));
-    json_decref(t);
-    json_decref(wp_wait_state(s, id, "running", 10));
+    submit_running(s, "{\"kind\":\"sleep\",\"input\":{\"ms\":2000},\"max_attempts\":2}", id);
     assert_int_equal(kill(s->pid, SIGKILL), 0);
     int st = 0;
     assert_true(wp_server_wait_exit(s, 5000, &st));
