@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "common/clock.h"
+#include "common/fault.h"
 #include "common/log.h"
 
 static void
@@ -145,6 +146,37 @@ test_log_records(void **state)
     log_set_level(LOG_INFO);
 }
 
+/* fault points: armed from WARMPOOL_FAULTS, read once per process */
+static void
+test_fault_points(void **state)
+{
+    (void)state;
+#ifdef WARMPOOL_FAULT_HOOKS
+    setenv("WARMPOOL_FAULTS", "alpha=3,beta_ms=25,bare,toolong_name_that_is_far_over_the_limit_of_47_characters=1,neg=-4",
+           1);
+    assert_int_equal(fault_value("alpha"), 3);
+    assert_int_equal(fault_value("beta_ms"), 25);
+    assert_int_equal(fault_value("bare"), 1);
+    assert_int_equal(fault_value("neg"), 0);
+    assert_int_equal(fault_value("absent"), 0);
+    assert_int_equal(fault_value("toolong_name_that_is_far_over_the_limit_of_47_characters"), 0);
+    int hits = 0;
+    for (int i = 0; i < 5; i++)
+        hits += fault_countdown("alpha");
+    assert_int_equal(hits, 3);
+    assert_int_equal(fault_countdown("absent"), 0);
+    int64_t t0 = clock_mono_ms();
+    fault_pause("beta_ms");
+    assert_true(clock_mono_ms() - t0 >= 24);
+    /* read once: a later change of the environment is not seen */
+    setenv("WARMPOOL_FAULTS", "alpha=9", 1);
+    assert_int_equal(fault_value("alpha"), 3);
+#else
+    assert_int_equal(fault_value("alpha"), 0);
+    assert_int_equal(fault_countdown("alpha"), 0);
+#endif
+}
+
 int
 main(void)
 {
@@ -154,6 +186,7 @@ main(void)
         cmocka_unit_test(test_now_and_mono),
         cmocka_unit_test(test_log_level_parse),
         cmocka_unit_test(test_log_records),
+        cmocka_unit_test(test_fault_points),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
