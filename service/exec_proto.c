@@ -680,9 +680,8 @@ exec_proto_recv(int fd, struct exec_buf *b, size_t max_frame_bytes, int64_t dead
     b->len = len;
     b->data[len] = '\0';
     if (x.lost_fds || (passed_fd == NULL && x.nfds > 0) || x.nfds > 1) {
-        rc = fail(err, errlen, EXEC_PROTO_MALFORMED, "%s descriptor%s came with the frame",
-                  passed_fd == NULL ? "an unexpected" : "more than one",
-                  passed_fd == NULL ? "" : "s");
+        rc = fail(err, errlen, EXEC_PROTO_MALFORMED, "%s descriptor came with the frame",
+                  passed_fd == NULL ? "an unexpected" : "more than one");
         goto out;
     }
     if (passed_fd != NULL && x.nfds == 1) {
