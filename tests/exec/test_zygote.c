@@ -146,7 +146,7 @@ main(int argc, char **argv)
     signal(SIGTERM, SIG_IGN);           /* the zygote leaves when its channel closes */
     signal(SIGINT, SIG_IGN);
     signal(SIGCHLD, SIG_IGN);           /* children are reaped by the kernel */
-    struct exec_buf b = {0};
+    static struct exec_buf b;           /* static: still reachable at exit, for LSan */
     struct exec_msg m;
     char err[512];
     if (exec_proto_recv_msg(ctl, &b, EXEC_PROTO_FRAME_MAX_DEFAULT, -1,
