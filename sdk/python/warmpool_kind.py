@@ -250,14 +250,22 @@ def _sizeof(obj):
 
 # ---------------------------------------------------------------- the child
 
-def _pdeathsig():
-    """PR_SET_PDEATHSIG = SIGKILL: this child dies with its zygote (Linux)."""
+def _libc():
     try:
         import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
+        return ctypes.CDLL(None, use_errno=True)
+    except (OSError, ImportError):
+        return None
+
+
+def _pdeathsig(libc):
+    """PR_SET_PDEATHSIG = SIGKILL: this child dies with its zygote (Linux)."""
+    try:
         libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)     # PR_SET_PDEATHSIG is 1
-    except (OSError, AttributeError, ImportError):
+    except AttributeError:
         pass
+
+_TERM = {signal.SIGTERM, signal.SIGINT}
 
 
 def _run_task(msg, context, run, max_frame):
@@ -322,13 +330,10 @@ def _validate(msg, context, validate):
     return _encode({"type": "invalid", "message": _message(why)})
 
 
-def _child(fd, zygote_pid, context, run, validate, max_frame):
+def _child(fd, zygote_pid, context, run, validate, max_frame, libc):
     """A child's whole life: serve tasks on fd until EOF. Never returns."""
     code = 0
     try:
-        _pdeathsig()
-        if os.getppid() != zygote_pid:      # the zygote died before prctl took effect
-            os._exit(0)
         state = {"busy": False, "stop": False}
 
         def on_term(signum, frame):
@@ -336,9 +341,16 @@ def _child(fd, zygote_pid, context, run, validate, max_frame):
                 os._exit(0)
             state["stop"] = True            # finish the task in hand, then leave
 
+        # SIGTERM and SIGINT came blocked from the zygote: one sent since the fork is
+        # pending, and is handled once the handler is in place
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, on_term)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _TERM)
+        if libc is not None:
+            _pdeathsig(libc)
+        if os.getppid() != zygote_pid:      # the zygote died before prctl took effect
+            os._exit(0)
         gc.enable()
         ch = _Channel(fd)
         ch.max_frame = max_frame
@@ -400,6 +412,8 @@ def serve(load, run, validate=None, *, size=None, fd=None):
         fd = int(text)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)   # warmpool ends a zygote by EOF
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, _TERM)  # children unblock them (see _child)
+    libc = _libc()                  # loaded once here, not in every child
     ctl = _Channel(fd)
     try:
         hello = ctl.recv({"hello"})
@@ -450,7 +464,7 @@ def serve(load, run, validate=None, *, size=None, fd=None):
                 continue
             if pid == 0:
                 ctl.close()
-                _child(fds[0], me, context, run, validate, ctl.max_frame)
+                _child(fds[0], me, context, run, validate, ctl.max_frame, libc)
             os.close(fds[0])
             ctl.send({"type": "spawned", "pid": pid})
     except ProtocolError as e:
