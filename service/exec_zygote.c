@@ -223,13 +223,12 @@ exec_zygote_start(struct exec_zygote *z, char *const argv[], const char *kind,
     free(env);
     z->pid = pid;
     z->ctl_fd = ch[0];
-    /* the hello fits the socket's buffer: this does not wait for the zygote to read */
-    rc = exec_proto_send(z->ctl_fd, z->buf.data, z->buf.len, -1,
-                         clock_mono_ms() + HELLO_SEND_MS, err, errlen);
-    if (rc == EXEC_PROTO_EOF)
-        return 0;               /* it died at once: wait_ready reports why */
-    if (rc != EXEC_PROTO_OK)
-        return -1;
+    /* A hello of ordinary size fits the socket's buffer, so this does not wait for the
+     * zygote to read it. If it fails (the zygote died at once, or never reads a huge
+     * config), exec_zygote_wait_ready() reports what follows: EOF, or no ready in time. */
+    char ignored[128];
+    (void)exec_proto_send(z->ctl_fd, z->buf.data, z->buf.len, -1,
+                          clock_mono_ms() + HELLO_SEND_MS, ignored, sizeof ignored);
     return 0;
 fail:
     free(env);
@@ -401,6 +400,18 @@ round_trip(struct exec_child *c, struct exec_buf *buf, size_t max, int64_t deadl
     if (rc != EXEC_PROTO_OK)
         return fail(err, errlen, rc, "child %d: %s", (int)c->pid, why);
     return rc;
+}
+
+int
+exec_child_usable(const struct exec_child *c)
+{
+    if (c == NULL || c->fd < 0)
+        return 0;
+    struct pollfd p = {.fd = c->fd, .events = POLLIN};
+    int n;
+    while ((n = poll(&p, 1, 0)) < 0 && errno == EINTR)
+        ;
+    return n == 0;              /* readable means EOF or unasked bytes: either way, done */
 }
 
 int

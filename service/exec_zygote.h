@@ -62,7 +62,9 @@ struct exec_child {
 /* Asks the zygote for a child: a new channel, one end passed with spawn, the pid from
  * spawned. The pid is checked: its parent must be the zygote and the channel must be
  * open (so the pidfd names that child, not a recycled pid). REFUSED: spawn_failed, or
- * the checks failed (then c is empty); other codes as for wait_ready. */
+ * the checks failed; c is then empty and the zygote may be asked again. After EOF,
+ * TIMEOUT, MALFORMED, TOO_BIG or IO the control channel is out of step (a late answer
+ * would be read as the next one's): stop the zygote. */
 int exec_zygote_spawn(struct exec_zygote *z, struct exec_child *c, int64_t deadline_ms,
                       char *err, size_t errlen);
 
@@ -81,6 +83,12 @@ struct exec_task {
     const char *input;          /* JSON text (not NUL-terminated), input_len bytes */
     size_t input_len;
 };
+
+/* Is the child's channel quiet, as it must be between tasks? 1 yes; 0 when it has
+ * reached EOF (the child left) or holds bytes nobody asked for (a broken child). Call it
+ * before sending a task, so that such a child is replaced without costing the task an
+ * attempt. Does not block. */
+int exec_child_usable(const struct exec_child *c);
 
 /* Sends t and waits until deadline_ms (monotonic) for its answer: OK with *reply a
  * result or an error for t->id (release with exec_msg_clear()). EOF: the child died

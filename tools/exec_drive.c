@@ -72,6 +72,12 @@ put_line_text(const char *s)
 static void
 do_task(int n, struct exec_child *c, const char *input)
 {
+    if (!exec_child_usable(c)) {    /* it left, or wrote unasked, since its last task */
+        printf("fail %d eof child %d is gone or broken (found before sending)\n", n,
+               (int)c->pid);
+        exec_child_kill(c, 5000);
+        return;
+    }
     struct exec_task t = {.id = g_next_id++, .attempt = 1, .timeout_ms = g_task_timeout_ms,
                           .deadline_ms = clock_now_ms() + g_task_timeout_ms,
                           .input = input, .input_len = strlen(input)};

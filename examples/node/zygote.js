@@ -13,7 +13,8 @@
 // the load; the queue, retries, timeouts and the rest of warmpool's semantics are the
 // same as for any kind. To receive that descriptor (SCM_RIGHTS), the zygote opens its
 // control channel as a libuv IPC pipe through process.binding('pipe_wrap'), an internal
-// of Node (deprecated, DEP0111, but present in Node 12-22); see docs/exec-kinds.md.
+// of Node (deprecated, DEP0111; checked with Node 20, a later Node may drop it); see
+// docs/exec-kinds.md.
 //
 // Config: n=N (default 100000): the context is a Float64Array of the squares 0..N-1.
 // Input: {"index": K} -> {"index": K, "square": K*K}; {"op": "sum"} -> {"sum": ...};

@@ -329,6 +329,32 @@ test_child_failures(void **state)
             clock_sleep_ms(10);
         assert_false(alive(pid));
     }
+    /* between tasks: a child that left, or wrote unasked, is seen before a task is sent */
+    {
+        struct exec_child c;
+        struct exec_msg r;
+        char err[256];
+        spawn(&z, &c);
+        assert_true(exec_child_usable(&c));
+        assert_int_equal(task(&c, 1, "{}", 5000, &r, err, sizeof err), 0);
+        exec_msg_clear(&r);
+        assert_true(exec_child_usable(&c));
+        kill(c.pid, SIGTERM);               /* idle: it leaves */
+        struct pollfd p = {.fd = c.fd, .events = POLLIN};
+        assert_int_equal(poll(&p, 1, 5000), 1);
+        assert_false(exec_child_usable(&c));
+        exec_child_kill(&c, 100);
+        assert_false(exec_child_usable(&c));
+        assert_false(exec_child_usable(NULL));
+        int ch[2];
+        assert_int_equal(exec_proto_channel(ch), 0);
+        struct exec_child fake = {.pid = -1, .fd = ch[0], .pidfd = -1};
+        assert_true(exec_child_usable(&fake));
+        assert_int_equal(write(ch[1], "x", 1), 1);          /* bytes nobody asked for */
+        assert_false(exec_child_usable(&fake));
+        close(ch[0]);
+        close(ch[1]);
+    }
     /* the zygote still serves */
     struct exec_child c;
     struct exec_msg r;
