@@ -34,7 +34,7 @@ def alive(pid):
     try:                                    # a zombie is dead too
         with open("/proc/%d/stat" % pid) as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):   # gone, or being reaped now
         return False
 
 
