@@ -2,7 +2,7 @@
 # bench/run.sh -- warmpool's benchmark suite, one command.
 #
 #   bench/run.sh                  every benchmark
-#   bench/run.sh throughput       one of: throughput | sharing | preload | wal
+#   bench/run.sh throughput       one of: throughput | sharing | preload | wal | exec
 #   bench/run.sh ab REV           the working tree against git revision REV: no-op tasks
 #                                 end to end (wrk and batch), the two alternating
 #
@@ -24,7 +24,7 @@ BENCH=$ROOT/bench
 PY=/usr/bin/python3
 export PYTHONDONTWRITEBYTECODE=1 # no __pycache__ in bench/
 WHAT=${1:-all}
-case $WHAT in all | throughput | sharing | preload | wal) ;;
+case $WHAT in all | throughput | sharing | preload | wal | exec) ;;
 ab)
     [ $# -eq 2 ] || {
         echo "usage: $0 ab REV   (the working tree against git revision REV)" >&2
@@ -36,7 +36,7 @@ ab)
     }
     ;;
 *)
-    echo "usage: $0 [all|throughput|sharing|preload|wal] | $0 ab REV" >&2
+    echo "usage: $0 [all|throughput|sharing|preload|wal|exec] | $0 ab REV" >&2
     exit 2
     ;;
 esac
@@ -249,11 +249,11 @@ mkdir -p "$OUT"
 log "results: $OUT"
 log "building the release preset"
 (cd "$ROOT" && cmake --preset release >"$WORK/build.log" 2>&1 &&
-    cmake --build --preset release -j2 --target warmpool lookup >>"$WORK/build.log" 2>&1) || {
+    cmake --build --preset release -j2 --target warmpool lookup wp-exec-drive >>"$WORK/build.log" 2>&1) || {
     tail -40 "$WORK/build.log" >&2
     exit 1
 }
-printf 'cmake --preset release && cmake --build --preset release -j2 --target warmpool lookup\n' >>"$OUT/commands.txt"
+printf 'cmake --preset release && cmake --build --preset release -j2 --target warmpool lookup wp-exec-drive\n' >>"$OUT/commands.txt"
 
 # ---------------------------------------------------------------- wal
 # The WAL under constant load: submissions (wrk, one task per POST) and workers writing
@@ -336,6 +336,17 @@ for mode in ("wrk", "batch"):
 PYEOF
 }
 
+# ---------------------------------------------------------------- exec
+# Exec kinds (docs/exec-kinds.md): memory of a Python zygote + 4 children against
+# ProcessPoolExecutor(4, initializer=...) for a 256 MiB array and a dict of 1M strings,
+# and the no-op round trip over the protocol; through wp-exec-drive (warmpool's side of
+# the protocol), since --exec-kind is not wired into the workers yet.
+_bench_exec() {
+    log "exec: Python zygote + 4 children vs ProcessPoolExecutor(4), table and dict"
+    run timeout 900 $PY "$BENCH/exec_sharing.py" "$ROOT/build/release/tools/wp-exec-drive" \
+        "$OUT/exec" --mb "${WP_BENCH_EXEC_MB:-256}" --entries "${WP_BENCH_EXEC_ENTRIES:-1000000}"
+}
+
 # other processes on the machine make every figure noisier: note the load around each part
 loadavg() { echo "$1 $(date -u +%H:%M:%S) $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/loadavg.txt"; }
 bench_throughput() { loadavg throughput-start; _bench_throughput; loadavg throughput-end; }
@@ -343,6 +354,7 @@ bench_sharing() { loadavg sharing-start; _bench_sharing; loadavg sharing-end; }
 bench_preload() { loadavg preload-start; _bench_preload; loadavg preload-end; }
 bench_wal() { loadavg wal-start; _bench_wal; loadavg wal-end; }
 bench_ab() { loadavg ab-start; _bench_ab; loadavg ab-end; }
+bench_exec() { loadavg exec-start; _bench_exec; loadavg exec-end; }
 
 case $WHAT in
 all)
@@ -350,8 +362,10 @@ all)
     bench_sharing
     bench_preload
     bench_wal
+    bench_exec
     ;;
 wal) bench_wal ;;
+exec) bench_exec ;;
 throughput) bench_throughput ;;
 sharing) bench_sharing ;;
 preload) bench_preload ;;

@@ -168,6 +168,25 @@ def main():
                 fmt(pv["ratio"], 0), "met" if pv["ratio"] and pv["ratio"] >= 100 else "MISSED")))
             if "results_identical" in pv:
                 rows.append(("  same matches as naive (first tasks)", pv["results_identical"]))
+    ex = os.path.join(d, "exec", "exec_sharing.json")
+    if os.path.exists(ex):
+        e = load(ex)
+        ctx = e["exec_table"]["context_bytes"] / 1048576
+        dctx = e["exec_dict"]["context_bytes"] / 1048576
+        s["exec"] = {k: e[k] for k in ("table_target_mib", "table_target_met", "noop_rtt")}
+        for k in ("exec_table", "ppe_table", "exec_dict", "ppe_dict"):
+            s["exec"][k + "_total_pss_mib"] = e[k]["total_pss_mib"]
+        rows.append(("exec kinds (Python zygote + %d children, wp-exec-drive), total PSS" % e["workers"], None))
+        rows.append(("  table %d MiB: exec (target <= %s MiB)" % (round(ctx), fmt(e["table_target_mib"], 1)),
+                     "%s MiB -> %s" % (fmt(e["exec_table"]["total_pss_mib"], 1),
+                                       "met" if e["table_target_met"] else "MISSED")))
+        rows.append(("  table: PPE(%d), built by the initializer" % e["workers"],
+                     "%s MiB" % fmt(e["ppe_table"]["total_pss_mib"], 1)))
+        rows.append(("  dict of %s strings (%s MiB): exec / PPE" % (fmt(e["entries"]), fmt(dctx, 0)),
+                     "%s MiB / %s MiB" % (fmt(e["exec_dict"]["total_pss_mib"], 1),
+                                          fmt(e["ppe_dict"]["total_pss_mib"], 1))))
+        rows.append(("  no-op round trip to a Python child (p50, p99)",
+                     "%s us, %s us" % (e["noop_rtt"]["p50_us"], e["noop_rtt"]["p99_us"])))
     with open(os.path.join(d, "summary.json"), "w") as f:
         json.dump(s, f, indent=1, sort_keys=True)
         f.write("\n")

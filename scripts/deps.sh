@@ -6,7 +6,7 @@ set -euo pipefail
 BUILD_PKGS=(build-essential cmake pkg-config libmicrohttpd-dev libjansson-dev
             libsqlite3-dev libvectorscan-dev)
 TEST_PKGS=(libcmocka-dev libcurl4-openssl-dev curl clang libclang-rt-14-dev valgrind
-           python3)
+           python3 nodejs)
 
 want=("${BUILD_PKGS[@]}")
 [ "${1:-build}" = test ] && want+=("${TEST_PKGS[@]}")

@@ -2,11 +2,15 @@
 # test.sh -- install what is missing, then build and run every test: unit (cmocka)
 # and integration (the real binary over HTTP), first in a normal build, then again
 # with AddressSanitizer + UndefinedBehaviorSanitizer; the libFuzzer targets run a fixed
-# number of iterations in between. Ends with ctest's summary.
+# number of iterations in between. The Python exec-kind helper's unit tests run first
+# (a few seconds). Ends with ctest's summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh test
 jobs=$(nproc)
+
+echo "== Python exec-kind helper (sdk/python): unittest"
+PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 -m unittest discover -s tests/python
 
 echo "== release build: unit + integration tests"
 cmake --preset release >/dev/null
