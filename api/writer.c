@@ -8,6 +8,7 @@
  * the number of groups per second, not the number of tasks. */
 #include "api/internal.h"
 #include "common/clock.h"
+#include "common/fault.h"
 #include "common/log.h"
 
 #include <pthread.h>
@@ -228,6 +229,7 @@ writer_main(void *arg)
         }
     }
     pthread_mutex_unlock(&w->mu);
+    fault_pause("writer_exit_pause_ms");
     return NULL;
 }
 
@@ -260,6 +262,7 @@ void
 writer_submit(struct writer *w, struct writer_job *job)
 {
     job->next = NULL;
+    fault_pause("writer_submit_pause_ms");
     pthread_mutex_lock(&w->mu);
     if (w->stopped) {
         /* a handler that passed the drain check just before the drain began */

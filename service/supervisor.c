@@ -15,6 +15,7 @@
 #include "service/supervisor.h"
 #include "api/api.h"
 #include "common/clock.h"
+#include "common/fault.h"
 #include "common/log.h"
 #include "service/kinds.h"
 #include "service/slots.h"
@@ -304,8 +305,9 @@ schedule_restart(struct child *c)
 static void
 release_tasks_of(pid_t pid, int timed_out, const char *why)
 {
-    char err[512], msg[256];
-    store *st = store_open(S.cfg->db_path, STORE_SYNC_FULL, 10000, err, sizeof err);
+    char err[512] = "fault point supervisor_release_fail", msg[256];
+    store *st = fault_countdown("supervisor_release_fail") ? NULL
+                : store_open(S.cfg->db_path, STORE_SYNC_FULL, 10000, err, sizeof err);
     if (st == NULL) {
         log_error("cannot open the database to release worker %ld's task: %s (it is "
                   "released at the next start)", (long)pid, err);

@@ -14,6 +14,7 @@
  * finishes the task in hand and exits 0. */
 #include "service/worker.h"
 #include "common/clock.h"
+#include "common/fault.h"
 #include "common/log.h"
 #include "service/kinds.h"
 #include "storage/store.h"
@@ -180,8 +181,11 @@ record(const struct worker_env *env, store *st, const store_task *t, const store
         int rc = go_on ? store_finish_claim(st, t->id, t->attempts, o, clock_now_ms(),
                                             (long)getpid(), next, claimed)
                        : store_finish(st, t->id, t->attempts, o);
-        if (rc == STORE_OK)
+        if (rc == STORE_OK) {
+            if (*claimed)
+                fault_pause("worker_claimed_pause_ms");
             return 0;
+        }
         if (rc == STORE_CONFLICT) {
             log_warn("task %" PRId64 " attempt %d was taken from this worker; its outcome "
                      "is dropped", t->id, t->attempts);
@@ -251,6 +255,7 @@ worker_main(const struct worker_env *env)
         store_close(st);
         _exit(1);
     }
+    fault_pause("worker_start_pause_ms");
     atomic_store(&slot->state, SLOT_IDLE);
     long self = (long)getpid();
     long claim_errors = 0;
@@ -289,7 +294,13 @@ worker_main(const struct worker_env *env)
             }
         }
         /* sleep until woken, or until the next delayed retry is due, or the safety net */
-        int timeout = SAFETY_NET_MS;
+        static int first_idle = 1;
+        if (first_idle) {
+            first_idle = 0;
+            fault_pause("worker_idle_pause_ms");
+        }
+        int timeout = fault_value("worker_safety_net_ms") > 0
+                          ? (int)fault_value("worker_safety_net_ms") : SAFETY_NET_MS;
         int64_t now = clock_now_ms(), next = store_next_run_after(st, now);
         if (next > now && next - now < timeout)
             timeout = (int)(next - now) + 1;
