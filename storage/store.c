@@ -288,6 +288,11 @@ store_open(const char *path, enum store_sync sync, int busy_ms, char *err, size_
         return NULL;
     }
     s->busy_ms = busy_ms > 0 ? busy_ms : 5000;
+    /* Task data is private: create the file 0600 ourselves (SQLite would make it 0644),
+     * and SQLite gives the -wal and -shm files the database file's mode (issue 8). */
+    int fd = strcmp(path, ":memory:") == 0 ? -1 : open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        close(fd);              /* if this fails, sqlite3_open_v2 says why */
     int rc = sqlite3_open_v2(path, &s->db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                              NULL);
@@ -712,7 +717,8 @@ store_secret(store *s)
     return v;
 }
 
-/* mkdir -p of the directory part of path */
+/* mkdir -p of the directory part of path; new directories are 0700 (less if the
+ * umask says so): they hold task data */
 static int
 make_parent_dirs(const char *path, char *err, size_t errlen)
 {
@@ -729,7 +735,7 @@ make_parent_dirs(const char *path, char *err, size_t errlen)
         if (*p == '/' || *p == '\0') {
             char c = *p;
             *p = '\0';
-            if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+            if (mkdir(buf, 0700) != 0 && errno != EEXIST) {
                 snprintf(err, errlen, "creating directory %s: %s", buf, strerror(errno));
                 return -1;
             }
@@ -748,7 +754,7 @@ store_lock(const char *db_path, int *fd_out, char *err, size_t errlen)
     if (make_parent_dirs(db_path, err, errlen) != 0)
         return STORE_ERR;
     snprintf(lock_path, sizeof lock_path, "%s.lock", db_path);
-    int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0) {
         snprintf(err, errlen, "opening lock file %s: %s", lock_path, strerror(errno));
         return STORE_ERR;

