@@ -91,7 +91,8 @@ static const char SQL_PURGE[] =
     "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks"
     " WHERE state IN ('succeeded', 'failed', 'canceled') AND finished_at < ?1 LIMIT ?2)";
 static const char SQL_COUNT[] = "SELECT state, count(*) FROM tasks GROUP BY state";
-static const char SQL_PING[] = "SELECT 1";
+/* reads a table, so it opens a read transaction on the file (`SELECT 1` does not) */
+static const char SQL_PING[] = "SELECT count(*) FROM meta";
 static const char SQL_SECRET[] = "SELECT value FROM meta WHERE key = 'cursor_secret'";
 /* list: one statement for each filter combination, so each can use its index */
 static const char *const SQL_LIST[4] = {
@@ -699,6 +700,9 @@ store_checkpoint(store *s, int64_t *wal_frames)
 int
 store_ping(store *s)
 {
+    /* drop this connection's page cache first, so the read goes to the file (or the
+     * WAL) and not to pages cached before the database broke (issue 8) */
+    sqlite3_db_release_memory(s->db);
     int rc = sqlite3_step(s->ping);
     stmt_done(s->ping);
     return rc == SQLITE_ROW ? STORE_OK : fail(s, "ping", rc);

@@ -75,6 +75,56 @@ static __attribute__((unused)) wp_server *restart(const wp_server *s, const char
     return wp_server_start(&o);
 }
 
+/* ------------------------------------------------------------- 7. readyz */
+
+static void overwrite_with_garbage(const char *path) {
+    int fd = open(path, O_WRONLY);
+    if (fd < 0) return;
+    struct stat sb;
+    assert_int_equal(fstat(fd, &sb), 0);
+    char junk[4096];
+    memset(junk, 0xA5, sizeof junk);
+    for (off_t off = 0; off < sb.st_size; off += (off_t)sizeof junk)
+        assert_true(pwrite(fd, junk, sizeof junk, off) > 0);
+    fsync(fd);
+    close(fd);
+}
+
+/* Issue 8, defect 7: /readyz ran `SELECT 1`, which never reads the database file, so
+ * it stayed green on a database that cannot be read. */
+WP_TEST(test_readyz_reads_the_database) {
+    const char *const args[] = {"--workers", "1", "--grace-ms", "500", NULL};
+    wp_server *s = start_faulty(NULL, args);
+    char id[64];
+    submit_id(s, "{\"kind\":\"echo\",\"input\":\"x\"}", id);
+    json_decref(wp_wait_terminal(s, id, 10));
+    char *wal = wp_fmt("%s-wal", s->db);
+    overwrite_with_garbage(s->db);
+    overwrite_with_garbage(wal);
+    free(wal);
+    long long deadline = wp_now_ms() + 8000;
+    for (;;) {
+        wp_req q = {.method = "GET", .path = "/readyz", .timeout_ms = 5000};
+        wp_resp r;
+        wp_http_nc(s, &q, &r);
+        long status = r.status;
+        if (status == 503) {
+            wp_assert_error(&r, 503, "not_ready", "database");
+            wp_resp_free(&r);
+            break;
+        }
+        char body[300];
+        snprintf(body, sizeof body, "%s", r.body ? r.body : "");
+        wp_resp_free(&r);
+        if (wp_now_ms() > deadline)
+            fail_msg("/readyz answers %ld on a database overwritten with garbage, want 503: %s", status, body);
+        wp_sleep_ms(100);
+    }
+    /* the service is in no state to drain cleanly: end it */
+    kill(-s->pid, SIGKILL);
+    kill(s->pid, SIGKILL);
+}
+
 /* ------------------------------------------------------------- 8. modes */
 
 static void expect_mode(const char *path, mode_t want, const char *what) {
@@ -122,6 +172,7 @@ WP_TEST(test_files_are_private) {
 int main(void) {
     wp_harness_init();
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_readyz_reads_the_database, wp_test_teardown),
         cmocka_unit_test_teardown(test_files_are_private, wp_test_teardown),
     };
     return cmocka_run_group_tests_name("integration.defects", tests, NULL, NULL);
