@@ -66,6 +66,8 @@ static struct {
     unsigned max_connections;       /* --max-connections, as the open-file limit allows */
     int generation;                 /* of the contexts in this process; +1 per reload */
     int retiring;                   /* slot of the worker being replaced, or -1 */
+    struct pending_release *releases;   /* hand-backs to retry (retry_releases()) */
+    size_t nreleases;
 } S;
 
 /* ---------------------------------------------------------------- start-up */
@@ -301,17 +303,33 @@ schedule_restart(struct child *c)
     c->restart_at_ms = now + c->backoff_ms;
 }
 
-/* Hands back the tasks of a dead worker: to pending if attempts remain, else failed. */
-static void
+/* A dead worker whose tasks could not be handed back yet (the database could not be
+ * opened or written: a full disk, busy, an I/O error). Retried from the loop until
+ * it works, with a back-off; until then its task stays `running`, owned by a pid
+ * that no longer runs anything (issue 8). */
+struct pending_release {
+    pid_t pid;
+    int timed_out;
+    char why[96];
+    int tries;
+    int64_t next_try_ms;        /* monotonic */
+};
+
+#define RELEASE_RETRY_MAX_MS 5000
+
+/* Hands back the tasks of a dead worker: to pending if attempts remain, else failed.
+ * 0, or -1 when the database could not be opened or written (logged): retry later. */
+static int
 release_tasks_of(pid_t pid, int timed_out, const char *why)
 {
+    /* supervisor_release_fail=N: the first N hand-backs fail as if the open had */
     char err[512] = "fault point supervisor_release_fail", msg[256];
     store *st = fault_countdown("supervisor_release_fail") ? NULL
                 : store_open(S.cfg->db_path, STORE_SYNC_FULL, 10000, err, sizeof err);
     if (st == NULL) {
-        log_error("cannot open the database to release worker %ld's task: %s (it is "
-                  "released at the next start)", (long)pid, err);
-        return;
+        log_error("cannot open the database to hand back worker %ld's task: %s (retrying)",
+                  (long)pid, err);
+        return -1;
     }
     if (timed_out)
         snprintf(msg, sizeof msg, "the task ran past its timeout_ms and its worker was killed");
@@ -323,8 +341,10 @@ release_tasks_of(pid_t pid, int timed_out, const char *why)
     int rc = store_release_lost(st, (long)pid, clock_now_ms(),
                                 timed_out ? "timeout" : "worker_lost", msg, refs, 8, &n);
     if (rc != STORE_OK)
-        log_error("releasing worker %ld's task: %s", (long)pid, store_errmsg(st));
+        log_error("handing back worker %ld's task: %s (retrying)", (long)pid, store_errmsg(st));
     store_close(st);            /* before the next fork */
+    if (rc != STORE_OK)
+        return -1;
     for (size_t i = 0; i < n; i++) {
         log_warn("task %" PRId64 " of worker %ld: %s", refs[i].id, (long)pid,
                  refs[i].state == TASK_PENDING ? "back to pending (attempts remain)"
@@ -332,6 +352,54 @@ release_tasks_of(pid_t pid, int timed_out, const char *why)
         if (task_state_terminal(refs[i].state) &&
             write(S.notify_wr, &refs[i].id, sizeof refs[i].id) != (ssize_t)sizeof refs[i].id)
             log_debug("notify pipe full");
+    }
+    return 0;
+}
+
+/* Hands back a dead worker's tasks now, or queues the hand-back for retry_releases(). */
+static void
+release_or_queue(pid_t pid, int timed_out, const char *why)
+{
+    if (release_tasks_of(pid, timed_out, why) == 0)
+        return;
+    struct pending_release *grown =
+        realloc(S.releases, (S.nreleases + 1) * sizeof *S.releases);
+    if (grown == NULL) {
+        log_error("out of memory: worker %ld's task is handed back at the next start",
+                  (long)pid);
+        return;
+    }
+    S.releases = grown;
+    struct pending_release *r = &S.releases[S.nreleases++];
+    *r = (struct pending_release){.pid = pid, .timed_out = timed_out, .tries = 1,
+                                  .next_try_ms = clock_mono_ms() + 100};
+    snprintf(r->why, sizeof r->why, "%s", why);
+}
+
+/* Retries the hand-backs that failed, each on its own back-off (100 ms doubling up to
+ * RELEASE_RETRY_MAX_MS). */
+static void
+retry_releases(void)
+{
+    int64_t now = clock_mono_ms();
+    for (size_t i = 0; i < S.nreleases;) {
+        struct pending_release *r = &S.releases[i];
+        if (now < r->next_try_ms) {
+            i++;
+            continue;
+        }
+        if (release_tasks_of(r->pid, r->timed_out, r->why) == 0) {
+            log_info("worker %ld's task handed back after %d tries", (long)r->pid,
+                     r->tries + 1);
+            S.releases[i] = S.releases[--S.nreleases];
+            continue;
+        }
+        r->tries++;
+        int64_t delay = 100;
+        for (int k = 1; k < r->tries && delay < RELEASE_RETRY_MAX_MS; k++)
+            delay *= 2;
+        r->next_try_ms = now + (delay < RELEASE_RETRY_MAX_MS ? delay : RELEASE_RETRY_MAX_MS);
+        i++;
     }
 }
 
@@ -370,7 +438,7 @@ reap(void)
             else
                 log_warn("worker %ld %s%s", (long)pid, why,
                          c->timed_out ? " (its task ran past its timeout)" : "");
-            release_tasks_of(pid, c->timed_out, why);
+            release_or_queue(pid, c->timed_out, why);
             c->timed_out = 0;
             atomic_store(&slot->pid, 0);
             atomic_store(&slot->task_id, 0);
@@ -535,8 +603,14 @@ supervise(void)
             enforce_timeouts();
             rolling();
         } else {
-            if (children_alive() == 0)
+            /* a hand-back that keeps failing gets until the end of the grace period;
+             * what is still `running` after that is handed back at the next start */
+            if (children_alive() == 0 && (S.nreleases == 0 || now >= S.drain_deadline_ms)) {
+                if (S.nreleases > 0)
+                    log_warn("%zu dead worker(s)' tasks could not be handed back; the next "
+                             "start hands them back", S.nreleases);
                 return 0;
+            }
             if (!S.killed_stragglers && now >= S.drain_deadline_ms) {
                 log_warn("grace period over: killing what still runs; its tasks go back "
                          "to pending, or fail if out of attempts");
@@ -548,6 +622,7 @@ supervise(void)
                 S.killed_stragglers = 1;
             }
         }
+        retry_releases();
         int timeout = TICK_MS;
         if (S.draining && !S.killed_stragglers && S.drain_deadline_ms - now < timeout)
             timeout = (int)(S.drain_deadline_ms - now) > 0 ? (int)(S.drain_deadline_ms - now) : 0;
@@ -618,6 +693,7 @@ supervisor_run(const struct config *cfg)
     kinds_unload();
     slots_destroy(S.sh);
     free(S.workers);
+    free(S.releases);
     close(S.wake_fd);
     close(S.notify_rd);
     close(S.notify_wr);

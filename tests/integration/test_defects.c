@@ -75,6 +75,29 @@ static __attribute__((unused)) wp_server *restart(const wp_server *s, const char
     return wp_server_start(&o);
 }
 
+/* ----------------------------------------------------- 1. release retried */
+
+/* Issue 8, defect 1: the supervisor could not hand back a dead worker's task (its
+ * database open failed: a full disk, busy, an I/O error) and never tried again, so
+ * the task stayed `running` until the next restart. The first three releases fail
+ * here (supervisor_release_fail=3); the task must still be retried. */
+WP_TEST(test_release_retried_until_it_succeeds) {
+    const char *const args[] = {"--workers", "2", "--grace-ms", "1000", NULL};
+    wp_server *s = start_faulty("supervisor_release_fail=3", args);
+    assert_int_equal(wp_wait_workers(s, 2, 15), 2);
+    char id[64];
+    submit_id(s, "{\"kind\":\"sleep\",\"input\":{\"ms\":1500},\"max_attempts\":2}", id);
+    json_decref(wp_wait_state(s, id, "running", 10));
+    pid_t w = wp_worker_pid_for_task(s, id, 5);
+    if (!w) fail_msg("no worker shows task %s", id);
+    assert_int_equal(kill(w, SIGKILL), 0);
+    json_t *t = wp_wait_terminal(s, id, 15);
+    expect_state(t, "succeeded", 2, "a killed worker's task whose first 3 releases failed");
+    json_decref(t);
+    if (!log_has(s, "supervisor_release_fail"))
+        fail_msg("the log does not say why the first releases failed");
+}
+
 /* ------------------------------------------------------------- 7. readyz */
 
 static void overwrite_with_garbage(const char *path) {
@@ -172,6 +195,7 @@ WP_TEST(test_files_are_private) {
 int main(void) {
     wp_harness_init();
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_release_retried_until_it_succeeds, wp_test_teardown),
         cmocka_unit_test_teardown(test_readyz_reads_the_database, wp_test_teardown),
         cmocka_unit_test_teardown(test_files_are_private, wp_test_teardown),
     };
