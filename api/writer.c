@@ -27,8 +27,10 @@ struct writer {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct writer_job *head, *tail;     /* FIFO; guarded by mu */
-    int stopping;                       /* guarded by mu */
-    int stopped;                        /* the thread is gone; guarded by mu */
+    int stopping;                       /* writer_stop() asked; guarded by mu */
+    int closed;                         /* the thread left its loop: no job is taken any
+                                         * more (set by the thread); guarded by mu */
+    int joined;                         /* writer_stop() joined the thread; guarded by mu */
 };
 
 /* Inserts the jobs of one group. Returns STORE_OK, or the error that aborts the group. */
@@ -208,8 +210,14 @@ writer_main(void *arg)
             }
             pthread_cond_timedwait(&w->cv, &w->mu, &until);
         }
-        if (w->head == NULL)
-            break;                      /* stopping, and the queue is empty */
+        if (w->head == NULL) {
+            /* stopping, and the queue is empty. Closed under the same lock that found
+             * it empty: a writer_submit() from now on is answered "shutting down"
+             * instead of queueing a job nobody commits, whose suspended connection
+             * would make MHD_stop_daemon() panic (issue 8) */
+            w->closed = 1;
+            break;
+        }
         struct writer_job *jobs = w->head;
         w->head = w->tail = NULL;
         pthread_mutex_unlock(&w->mu);
@@ -229,6 +237,7 @@ writer_main(void *arg)
         }
     }
     pthread_mutex_unlock(&w->mu);
+    /* writer_exit_pause_ms: the window between leaving the loop and being joined */
     fault_pause("writer_exit_pause_ms");
     return NULL;
 }
@@ -262,9 +271,10 @@ void
 writer_submit(struct writer *w, struct writer_job *job)
 {
     job->next = NULL;
+    /* writer_submit_pause_ms: a handler that passed the drain check comes late */
     fault_pause("writer_submit_pause_ms");
     pthread_mutex_lock(&w->mu);
-    if (w->stopped) {
+    if (w->closed) {
         /* a handler that passed the drain check just before the drain began */
         pthread_mutex_unlock(&w->mu);
         job->status = WRITER_SHUTTING_DOWN;
@@ -286,15 +296,13 @@ writer_stop(struct writer *w)
     if (w == NULL)
         return;
     pthread_mutex_lock(&w->mu);
-    int running = !w->stopped;
+    int join = !w->joined;
     w->stopping = 1;
+    w->joined = 1;
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
-    if (running)
+    if (join)
         pthread_join(w->thread, NULL);
-    pthread_mutex_lock(&w->mu);
-    w->stopped = 1;
-    pthread_mutex_unlock(&w->mu);
 }
 
 void

@@ -98,6 +98,49 @@ WP_TEST(test_release_retried_until_it_succeeds) {
         fail_msg("the log does not say why the first releases failed");
 }
 
+/* ------------------------------------------------- 3. SIGTERM during a POST */
+
+struct post_result {
+    const wp_server *s;
+    long status;
+    char body[512];
+};
+
+static void *post_thread(void *arg) {
+    struct post_result *p = arg;
+    wp_req q = {.method = "POST", .path = "/v1/tasks", .body = "{\"kind\":\"echo\",\"input\":\"late\"}",
+                .timeout_ms = 15000};
+    wp_resp r;
+    wp_http_nc(p->s, &q, &r);
+    p->status = r.status;
+    snprintf(p->body, sizeof p->body, "%s", r.body ? r.body : "");
+    wp_resp_free(&r);
+    return NULL;
+}
+
+/* Issue 8, defect 3: the writer thread left its loop before `stopped` was set; a
+ * submission queued in that window was never committed and its connection stayed
+ * suspended, so MHD_stop_daemon panicked (SIGABRT in the HTTP process). The fault
+ * points hold the submission until the writer has left its loop. */
+WP_TEST(test_sigterm_during_a_submission) {
+    const char *const args[] = {"--workers", "1", NULL};
+    wp_server *s = start_faulty("writer_submit_pause_ms=800,writer_exit_pause_ms=1500", args);
+    struct post_result p = {.s = s};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, post_thread, &p), 0);
+    wp_sleep_ms(300);
+    assert_int_equal(kill(s->pid, SIGTERM), 0);
+    pthread_join(th, NULL);
+    int st = 0;
+    if (!wp_server_wait_exit(s, 20000, &st)) fail_msg("the service did not exit within 20 s of SIGTERM");
+    if (log_has(s, "HTTP process") && (log_has(s, "killed by signal") || log_has(s, "panic")))
+        fail_msg("the HTTP process died during the drain (see its log)");
+    if (p.status != 503)
+        fail_msg("a submission caught by the drain: want 503 shutting_down, got %ld: %s", p.status, p.body);
+    if (!strstr(p.body, "shutting_down")) fail_msg("want error code shutting_down: %s", p.body);
+    expect_clean_exit(st, "SIGTERM during a submission");
+}
+
 /* ------------------------------------------------------------- 7. readyz */
 
 static void overwrite_with_garbage(const char *path) {
@@ -196,6 +239,7 @@ int main(void) {
     wp_harness_init();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_release_retried_until_it_succeeds, wp_test_teardown),
+        cmocka_unit_test_teardown(test_sigterm_during_a_submission, wp_test_teardown),
         cmocka_unit_test_teardown(test_readyz_reads_the_database, wp_test_teardown),
         cmocka_unit_test_teardown(test_files_are_private, wp_test_teardown),
     };
