@@ -17,6 +17,9 @@ struct api_hooks {
     json_t *(*workers)(void *arg);      /* new reference: the stats "workers" array */
     json_t *(*kinds)(void *arg);        /* new reference: the stats "kinds" array */
     int (*workers_alive)(void *arg);    /* number of live workers, for /readyz */
+    /* non-zero when the whole service drains (not only this process): then the drain
+     * also stops the kernel from accepting on the shared listening socket */
+    int (*service_draining)(void *arg);
 };
 
 struct api_config {

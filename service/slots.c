@@ -83,3 +83,10 @@ slots_kinds_stats(void *arg)
     }
     return arr;
 }
+
+int
+slots_draining(void *arg)
+{
+    struct shared *sh = arg;
+    return atomic_load(&sh->draining);
+}

@@ -49,5 +49,6 @@ void slots_destroy(struct shared *sh);
 json_t *slots_stats(void *sh);
 json_t *slots_kinds_stats(void *sh);
 int slots_alive(void *sh);
+int slots_draining(void *sh);      /* the supervisor has begun a drain */
 
 #endif

@@ -236,6 +236,7 @@ spawn_http(void)
         acfg.request_reload = request_reload;
         acfg.hooks.workers = slots_stats;
         acfg.hooks.workers_alive = slots_alive;
+        acfg.hooks.service_draining = slots_draining;
         acfg.hooks.arg = S.sh;
         _exit(api_server_run(&acfg));
     }
@@ -544,7 +545,11 @@ start_drain(int sig)
              (long long)S.cfg->grace_ms);
     S.draining = 1;
     atomic_store(&S.sh->draining, 1);
-    close(S.listen_fd);         /* the HTTP process closes its copy as it quiesces */
+    /* the HTTP process shuts the socket down once it has quiesced (so that new
+     * connections are refused, not queued and reset); with none running, do it here */
+    if (S.http.pid == 0)
+        shutdown(S.listen_fd, SHUT_RD);
+    close(S.listen_fd);
     S.listen_fd = -1;
     S.drain_deadline_ms = clock_mono_ms() + S.cfg->grace_ms;
     if (S.http.pid > 0)

@@ -141,6 +141,74 @@ WP_TEST(test_sigterm_during_a_submission) {
     expect_clean_exit(st, "SIGTERM during a submission");
 }
 
+/* ------------------------------------------------------------- 6. drain */
+
+static int connect_port(int port, int timeout_ms, int *err) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    *err = 0;
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) return fd;
+    if (errno != EINPROGRESS) {
+        *err = errno;
+        close(fd);
+        return -1;
+    }
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    if (poll(&p, 1, timeout_ms) != 1) {
+        *err = ETIMEDOUT;
+        close(fd);
+        return -1;
+    }
+    socklen_t len = sizeof *err;
+    getsockopt(fd, SOL_SOCKET, SO_ERROR, err, &len);
+    if (*err != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Issue 8, defect 6: during a drain the HTTP process still held the listening
+ * socket, so the kernel accepted connections that nobody would serve and that were
+ * reset later. New connections must be refused at once. An idle kept-alive
+ * connection keeps the HTTP process in its drain for a while. */
+WP_TEST(test_drain_refuses_new_connections) {
+    const char *const args[] = {"--workers", "1", "--grace-ms", "10000", NULL};
+    wp_server *s = start_faulty(NULL, args);
+    char id[64];
+    submit_id(s, "{\"kind\":\"sleep\",\"input\":{\"ms\":3000}}", id);
+    json_decref(wp_wait_state(s, id, "running", 10));
+    int err = 0;
+    int keep = connect_port(s->port, 2000, &err);
+    if (keep < 0) fail_msg("connecting: %s", strerror(err));
+    const char req[] = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+    assert_int_equal(write(keep, req, sizeof req - 1), (ssize_t)(sizeof req - 1));
+    struct pollfd p = {.fd = keep, .events = POLLIN};
+    assert_int_equal(poll(&p, 1, 5000), 1);
+    char buf[1024];
+    assert_true(read(keep, buf, sizeof buf) > 0);
+
+    assert_int_equal(kill(s->pid, SIGTERM), 0);
+    wp_sleep_ms(300);
+    for (int i = 0; i < 5; i++) {
+        int fd = connect_port(s->port, 1000, &err);
+        if (fd >= 0) {
+            close(fd);
+            fail_msg("attempt %d, %d ms into the drain: the connection was accepted (it can only be reset)", i,
+                     300 + i * 150);
+        }
+        if (err != ECONNREFUSED)
+            fail_msg("attempt %d during the drain: want connection refused, got %s", i, strerror(err));
+        wp_sleep_ms(150);
+    }
+    close(keep);
+    int st = 0;
+    if (!wp_server_wait_exit(s, 20000, &st)) fail_msg("the service did not exit");
+    expect_clean_exit(st, "SIGTERM with a kept-alive connection");
+}
+
 /* ------------------------------------------------------------- 7. readyz */
 
 static void overwrite_with_garbage(const char *path) {
@@ -240,6 +308,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_release_retried_until_it_succeeds, wp_test_teardown),
         cmocka_unit_test_teardown(test_sigterm_during_a_submission, wp_test_teardown),
+        cmocka_unit_test_teardown(test_drain_refuses_new_connections, wp_test_teardown),
         cmocka_unit_test_teardown(test_readyz_reads_the_database, wp_test_teardown),
         cmocka_unit_test_teardown(test_files_are_private, wp_test_teardown),
     };
