@@ -465,12 +465,17 @@ enforce_timeouts(void)
         struct child *c = &S.workers[i];
         if (c->pid == 0 || c->timed_out || atomic_load(&slot->state) != SLOT_BUSY)
             continue;
-        if (atomic_load(&slot->deadline_ms) < now) {
-            log_warn("task %lld ran past its timeout: killing worker %ld",
-                     (long long)atomic_load(&slot->task_id), (long)c->pid);
-            c->timed_out = 1;
-            kill(c->pid, SIGKILL);
-        }
+        if (atomic_load(&slot->deadline_ms) >= now)
+            continue;
+        /* a compare-and-set against the worker's BUSY -> RECORDING (slots.h): if the
+         * task ended meanwhile, the worker won and nothing is killed */
+        int busy = SLOT_BUSY;
+        if (!atomic_compare_exchange_strong(&slot->state, &busy, SLOT_KILLED))
+            continue;
+        log_warn("task %lld ran past its timeout: killing worker %ld",
+                 (long long)atomic_load(&slot->task_id), (long)c->pid);
+        c->timed_out = 1;
+        kill(c->pid, SIGKILL);
     }
 }
 

@@ -76,13 +76,16 @@ struct attempt {
     struct wp_task_error err;
 };
 
-/* Runs task t against its kind's preloaded context; fills *a. */
-static void
+/* Runs task t against its kind's preloaded context; fills *a. Returns 0, or -1 when
+ * the supervisor timed the task out meanwhile (then nothing is to be recorded). */
+static int
 run_task(const struct worker_env *env, const store_task *t, struct attempt *a)
 {
     struct slot *slot = &env->sh->slots[env->slot];
     atomic_store(&slot->task_id, t->id);
     atomic_store(&slot->attempt, t->attempts);
+    /* the deadline first: the supervisor only looks at it once the slot is BUSY, so it
+     * never sees the previous task's (issue 8) */
     atomic_store(&slot->deadline_ms, clock_mono_ms() + t->timeout_ms);
     atomic_store(&slot->state, SLOT_BUSY);
 
@@ -102,6 +105,12 @@ run_task(const struct worker_env *env, const store_task *t, struct attempt *a)
         else
             result = k->kind->run(k->ctx, k->worker_state, input, err);
         json_decref(input);
+    }
+    /* the task's time ends here: recording it is not timed (slots.h) */
+    int busy = SLOT_BUSY;
+    if (!atomic_compare_exchange_strong(&slot->state, &busy, SLOT_RECORDING)) {
+        json_decref(result);
+        return -1;                      /* KILLED: the SIGKILL is on its way */
     }
 
     store_outcome *o = &a->o;
@@ -127,6 +136,7 @@ run_task(const struct worker_env *env, const store_task *t, struct attempt *a)
             o->state = TASK_FAILED;
         }
     }
+    return 0;
 }
 
 /* Resident set size of this process in MiB, from /proc/self/statm; -1 if unknown. */
@@ -206,7 +216,11 @@ run_one(const struct worker_env *env, store *st, const store_task *t, store_task
 {
     struct slot *slot = &env->sh->slots[env->slot];
     struct attempt a;
-    run_task(env, t, &a);
+    if (run_task(env, t, &a) != 0) {
+        /* timed out: the supervisor hands the task back after our death, as `timeout` */
+        for (;;)
+            pause();
+    }
     int claimed = 0;
     int recorded = record(env, st, t, &a.o, next, &claimed) == 0;
     free(a.text);

@@ -98,6 +98,55 @@ WP_TEST(test_release_retried_until_it_succeeds) {
         fail_msg("the log does not say why the first releases failed");
 }
 
+/* ----------------------------------------------------------- 2. timeouts */
+
+/* Issue 8, defect 2: after store_finish_claim committed the next claim, the worker
+ * table still showed the previous task's deadline until run_task wrote the new one;
+ * a supervisor tick in that gap failed the new task as `timeout` before it ran.
+ * worker_claimed_pause_ms widens the gap to 1 s, past the first task's deadline. */
+WP_TEST(test_no_timeout_before_the_task_runs) {
+    const char *const args[] = {"--workers", "1", NULL};
+    wp_server *s = start_faulty("worker_claimed_pause_ms=1000", args);
+    assert_int_equal(wp_wait_workers(s, 1, 15), 1);
+    char a[64], b[64];
+    submit_id(s, "{\"kind\":\"sleep\",\"input\":{\"ms\":300},\"timeout_ms\":500}", a);
+    json_decref(wp_wait_state(s, a, "running", 10));
+    /* queued behind a: a's worker claims it in the transaction that records a */
+    submit_id(s, "{\"kind\":\"echo\",\"input\":\"b\",\"max_attempts\":1,\"timeout_ms\":60000}", b);
+    json_t *ta = wp_wait_terminal(s, a, 10), *tb = wp_wait_terminal(s, b, 10);
+    expect_state(ta, "succeeded", 1, "a 300 ms task with timeout_ms 500");
+    expect_state(tb, "succeeded", 1, "the task claimed while recording the previous one");
+    json_decref(ta);
+    json_decref(tb);
+}
+
+/* Issue 8, defect 2 (second half): time spent waiting for the database to record a
+ * finished task counted against that task's deadline. The test holds the write lock
+ * for 1.5 s from when the task starts; the task itself takes 300 ms of its 700. */
+WP_TEST(test_recording_time_is_not_task_time) {
+    const char *const args[] = {"--workers", "1", NULL};
+    wp_server *s = start_faulty(NULL, args);
+    assert_int_equal(wp_wait_workers(s, 1, 15), 1);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(s->db, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    char id[64];
+    submit_id(s, "{\"kind\":\"sleep\",\"input\":{\"ms\":300},\"timeout_ms\":700,\"max_attempts\":1}", id);
+    json_decref(wp_wait_state(s, id, "running", 10));
+    long long t0 = wp_now_ms();
+    char *msg = NULL;
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("taking the write lock: %s", msg ? msg : "?");
+    long long held = wp_now_ms() - t0;
+    if (held > 250) fail_msg("the write lock took %lld ms to get: the task may have ended first", held);
+    wp_sleep_ms(1500);
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close(db);
+    json_t *t = wp_wait_terminal(s, id, 10);
+    expect_state(t, "succeeded", 1, "a 300 ms task (timeout_ms 700) recorded after a 1.5 s wait for the lock");
+    json_decref(t);
+}
+
 /* ------------------------------------------------- 3. SIGTERM during a POST */
 
 struct post_result {
@@ -307,6 +356,8 @@ int main(void) {
     wp_harness_init();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_release_retried_until_it_succeeds, wp_test_teardown),
+        cmocka_unit_test_teardown(test_no_timeout_before_the_task_runs, wp_test_teardown),
+        cmocka_unit_test_teardown(test_recording_time_is_not_task_time, wp_test_teardown),
         cmocka_unit_test_teardown(test_sigterm_during_a_submission, wp_test_teardown),
         cmocka_unit_test_teardown(test_drain_refuses_new_connections, wp_test_teardown),
         cmocka_unit_test_teardown(test_readyz_reads_the_database, wp_test_teardown),
