@@ -290,10 +290,15 @@ store_open(const char *path, enum store_sync sync, int busy_ms, char *err, size_
     }
     s->busy_ms = busy_ms > 0 ? busy_ms : 5000;
     /* Task data is private: create the file 0600 ourselves (SQLite would make it 0644),
-     * and SQLite gives the -wal and -shm files the database file's mode (issue 8). */
-    int fd = strcmp(path, ":memory:") == 0 ? -1 : open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+     * and SQLite gives the -wal and -shm files the database file's mode (issue 8).
+     * O_EXCL: only a file that did not exist is opened (and closed) here. Closing any
+     * descriptor of a file drops every POSIX lock the process holds on it, so closing
+     * one on a database that this process's other connections have open and locked
+     * would corrupt it (howtocorrupt §2.2). */
+    int fd = strcmp(path, ":memory:") == 0
+                 ? -1 : open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd >= 0)
-        close(fd);              /* if this fails, sqlite3_open_v2 says why */
+        close(fd);              /* EEXIST is the usual case; other errors: SQLite says */
     int rc = sqlite3_open_v2(path, &s->db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                              NULL);
