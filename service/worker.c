@@ -23,16 +23,29 @@
 #include <stdatomic.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define SAFETY_NET_MS 1000
 #define RETRY_CAP_MS 300000
 
+/* Signals. SIGTERM and SIGINT (stop after the task in hand) and SIGUSR1 (a nudge:
+ * look at the retire flag) stay blocked except inside the idle wait's ppoll(), which
+ * unblocks them atomically (issue 8):
+ *  - a kind's run() is never interrupted by them, so its blocking calls never fail
+ *    with EINTR (SA_RESTART would not be enough: poll() and nanosleep() are never
+ *    restarted);
+ *  - one that arrives between the last look at the flags and the wait is pending,
+ *    so ppoll() returns at once instead of sleeping until the safety net.
+ * A stop that arrives while busy is seen by stopping() through sigpending(). */
 static volatile sig_atomic_t g_stop;
+static sigset_t g_blocked;      /* SIGTERM, SIGINT, SIGUSR1 */
+static sigset_t g_wait_mask;    /* the mask inside ppoll(): g_blocked unblocked */
 
 static void
 on_term(int sig)
@@ -44,14 +57,30 @@ on_term(int sig)
 static void
 on_usr1(int sig)
 {
-    (void)sig;                  /* only interrupts poll(): the retire flag is the message */
+    (void)sig;                  /* only ends ppoll(): the retire flag is the message */
+}
+
+/* In a process that a kind's run() forks: the signals as a fresh process has them. */
+static void
+reset_signals_in_child(void)
+{
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGUSR1, SIG_DFL);
+    sigprocmask(SIG_UNBLOCK, &g_blocked, NULL);
 }
 
 static int
 stopping(const struct worker_env *env)
 {
-    return g_stop || atomic_load(&env->sh->draining) ||
-           atomic_load(&env->sh->slots[env->slot].retire);
+    if (g_stop || atomic_load(&env->sh->draining) ||
+        atomic_load(&env->sh->slots[env->slot].retire))
+        return 1;
+    sigset_t pending;
+    if (sigpending(&pending) == 0 &&
+        (sigismember(&pending, SIGTERM) == 1 || sigismember(&pending, SIGINT) == 1))
+        g_stop = 1;             /* delivered at the next ppoll(); act on it now */
+    return g_stop;
 }
 
 /* Delay before retry number `attempt` (1-based): base * 2^(attempt-1), capped, with
@@ -242,7 +271,14 @@ void
 worker_main(const struct worker_env *env)
 {
     log_set_role("worker");
-    struct sigaction sa = {.sa_handler = on_term};     /* no SA_RESTART: poll must return */
+    /* signals: see the top of this file */
+    sigemptyset(&g_blocked);
+    sigaddset(&g_blocked, SIGTERM);
+    sigaddset(&g_blocked, SIGINT);
+    sigaddset(&g_blocked, SIGUSR1);
+    sigprocmask(SIG_SETMASK, &g_blocked, NULL);    /* the rest inherited blocked: unblock */
+    sigemptyset(&g_wait_mask);
+    struct sigaction sa = {.sa_handler = on_term, .sa_flags = SA_RESTART};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
@@ -250,9 +286,7 @@ worker_main(const struct worker_env *env)
     sigaction(SIGUSR1, &sa, NULL);
     signal(SIGHUP, SIG_IGN);
     signal(SIGPIPE, SIG_IGN);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);     /* inherited blocked from the supervisor */
+    pthread_atfork(NULL, NULL, reset_signals_in_child);
     srandom((unsigned)getpid() ^ (unsigned)clock_now_ms());
 
     struct slot *slot = &env->sh->slots[env->slot];
@@ -272,7 +306,7 @@ worker_main(const struct worker_env *env)
     fault_pause("worker_start_pause_ms");
     atomic_store(&slot->state, SLOT_IDLE);
     long self = (long)getpid();
-    long claim_errors = 0;
+    long claim_errors = 0, idle_waits = 0;
     log_debug("worker ready in slot %d", env->slot);
 
     while (!stopping(env)) {
@@ -308,18 +342,17 @@ worker_main(const struct worker_env *env)
             }
         }
         /* sleep until woken, or until the next delayed retry is due, or the safety net */
-        static int first_idle = 1;
-        if (first_idle) {
-            first_idle = 0;
-            fault_pause("worker_idle_pause_ms");
-        }
-        int timeout = fault_value("worker_safety_net_ms") > 0
-                          ? (int)fault_value("worker_safety_net_ms") : SAFETY_NET_MS;
+        if (idle_waits++ == 0)
+            fault_pause("worker_idle_pause_ms");    /* between the checks and the wait */
+        int64_t timeout = fault_value("worker_safety_net_ms") > 0
+                              ? fault_value("worker_safety_net_ms") : SAFETY_NET_MS;
         int64_t now = clock_now_ms(), next = store_next_run_after(st, now);
         if (next > now && next - now < timeout)
-            timeout = (int)(next - now) + 1;
+            timeout = next - now + 1;
+        struct timespec ts = {.tv_sec = (time_t)(timeout / 1000),
+                              .tv_nsec = (long)(timeout % 1000) * 1000000L};
         struct pollfd p = {.fd = env->wake_fd, .events = POLLIN};
-        if (poll(&p, 1, timeout) > 0 && (p.revents & POLLIN)) {
+        if (ppoll(&p, 1, &ts, &g_wait_mask) > 0 && (p.revents & POLLIN)) {
             uint64_t token;
             if (read(env->wake_fd, &token, sizeof token) < 0 && errno != EAGAIN)
                 log_warn("reading the wake-up channel: %s", strerror(errno));

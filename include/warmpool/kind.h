@@ -16,6 +16,10 @@
  *
  * Threads: validate() may be called from several HTTP threads at once, so it must
  * only read the context. run() is called by one thread per worker process.
+ * Signals: run() is called with SIGTERM, SIGINT and SIGUSR1 blocked, so warmpool's
+ * own signals (a drain, a reload) never make a blocking call in it fail with EINTR.
+ * A process that run() starts with fork() gets them unblocked again; one started
+ * with posix_spawn() or system() inherits the mask (POSIX_SPAWN_SETSIGMASK resets it).
  * Ownership: inputs are borrowed (jansson's word): do not decref them, and incref
  * whatever you keep. run()'s result is a NEW reference that warmpool takes.
  *

@@ -190,6 +190,56 @@ WP_TEST(test_sigterm_during_a_submission) {
     expect_clean_exit(st, "SIGTERM during a submission");
 }
 
+/* --------------------------------------------------------- 4. signals */
+
+/* Issue 8, defect 4: a reload's nudge (SIGUSR1) and a drain's SIGTERM reached a
+ * worker in the middle of a kind's run(), whose blocking call then failed with
+ * EINTR. The `interruptible` kind waits once in poll() and fails on EINTR. */
+WP_TEST(test_signals_do_not_interrupt_run) {
+    const char *const args[] = {"--workers", "1", "--plugin", fragile_so(), "--grace-ms", "10000", NULL};
+    wp_server *s = start_faulty(NULL, args);
+    char id[64];
+    submit_id(s, "{\"kind\":\"interruptible\",\"input\":{\"ms\":1500}}", id);
+    json_decref(wp_wait_state(s, id, "running", 10));
+    wp_sleep_ms(100);
+    assert_int_equal(kill(s->pid, SIGHUP), 0);      /* reload: the busy worker is asked to retire */
+    json_t *t = wp_wait_terminal(s, id, 15);
+    expect_state(t, "succeeded", 1, "a task running while its worker was asked to retire (SIGHUP reload)");
+    json_decref(t);
+
+    submit_id(s, "{\"kind\":\"interruptible\",\"input\":{\"ms\":1500}}", id);
+    json_decref(wp_wait_state(s, id, "running", 10));
+    wp_sleep_ms(100);
+    int st = wp_server_stop(s, 20000, NULL);
+    expect_clean_exit(st, "SIGTERM with an interruptible task running");
+    wp_server *s2 = restart(s, args);
+    t = wp_get_task(s2, id);
+    expect_state(t, "succeeded", 1, "a task running when SIGTERM came (it must finish in the drain)");
+    json_decref(t);
+}
+
+/* Issue 8, defect 4 (second half): a worker checked for a stop, then blocked in
+ * poll(); a SIGTERM between the two was handled but did not end the poll, so the
+ * stop waited for the one-second safety net. worker_idle_pause_ms=1500 holds the
+ * worker in that window at its first idle wait. */
+WP_TEST(test_stop_is_not_delayed_by_a_lost_wakeup) {
+    const char *const args[] = {"--workers", "1", NULL};
+    wp_server *s = start_faulty("worker_idle_pause_ms=1500", args);
+    pid_t w[1];
+    assert_int_equal(wp_worker_pids(s, w, 1), 1);
+    long long t0 = wp_now_ms();
+    assert_int_equal(kill(s->pid, SIGTERM), 0);
+    if (!wp_wait_pids_gone(w, 1, 10000)) fail_msg("the worker did not exit within 10 s of SIGTERM");
+    long long el = wp_now_ms() - t0;
+    print_message("  the worker exited %lld ms after SIGTERM (it was paused for 1500 ms)\n", el);
+    if (el > 2100)
+        fail_msg("the worker exited %lld ms after SIGTERM: the stop waited for the safety net "
+                 "(want within the 1500 ms pause + 600 ms)", el);
+    int st = 0;
+    assert_true(wp_server_wait_exit(s, 10000, &st));
+    expect_clean_exit(st, "SIGTERM");
+}
+
 /* ------------------------------------------------------------- 6. drain */
 
 static int connect_port(int port, int timeout_ms, int *err) {
@@ -359,6 +409,8 @@ int main(void) {
         cmocka_unit_test_teardown(test_no_timeout_before_the_task_runs, wp_test_teardown),
         cmocka_unit_test_teardown(test_recording_time_is_not_task_time, wp_test_teardown),
         cmocka_unit_test_teardown(test_sigterm_during_a_submission, wp_test_teardown),
+        cmocka_unit_test_teardown(test_signals_do_not_interrupt_run, wp_test_teardown),
+        cmocka_unit_test_teardown(test_stop_is_not_delayed_by_a_lost_wakeup, wp_test_teardown),
         cmocka_unit_test_teardown(test_drain_refuses_new_connections, wp_test_teardown),
         cmocka_unit_test_teardown(test_readyz_reads_the_database, wp_test_teardown),
         cmocka_unit_test_teardown(test_files_are_private, wp_test_teardown),
