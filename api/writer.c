@@ -9,6 +9,7 @@
 #include "api/internal.h"
 #include "common/clock.h"
 #include "common/fault.h"
+#include "common/wake.h"
 #include "common/log.h"
 
 #include <pthread.h>
@@ -110,13 +111,9 @@ run_group(struct writer *w, struct writer_job *jobs)
         }
         inserted = 0;
     }
-    if (inserted > 0) {
-        /* one token per task, up to one per worker: each wakes one idle worker */
-        uint64_t n = inserted < (size_t)w->ctx->cfg->nworkers ? inserted
-                                                               : (uint64_t)w->ctx->cfg->nworkers;
-        if (write(w->ctx->cfg->wake_fd, &n, sizeof n) != (ssize_t)sizeof n)
-            log_warn("waking workers failed; they will look again within a second");
-    }
+    /* one token per task, each wakes one idle worker; wake.h caps what is pending */
+    if (inserted > 0)
+        wake_post(w->ctx->cfg->wake, inserted > INT32_MAX ? INT32_MAX : (int)inserted);
     struct writer_job *next;
     for (struct writer_job *j = jobs; j != NULL; j = next) {
         next = j->next;                 /* j may be freed once its request ends */

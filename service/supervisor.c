@@ -16,6 +16,7 @@
 #include "api/api.h"
 #include "common/clock.h"
 #include "common/fault.h"
+#include "common/wake.h"
 #include "common/log.h"
 #include "service/kinds.h"
 #include "service/slots.h"
@@ -32,7 +33,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -54,7 +54,8 @@ struct child {
 
 static struct {
     const struct config *cfg;
-    int lock_fd, listen_fd, wake_fd, notify_rd, notify_wr, sig_fd;
+    int lock_fd, listen_fd, notify_rd, notify_wr, sig_fd;
+    struct wake *wake;              /* wakes idle workers (common/wake.h) */
     sigset_t sigs;                  /* blocked here, taken through sig_fd */
     struct shared *sh;
     struct child http;
@@ -224,9 +225,8 @@ spawn_http(void)
             .threads = S.cfg->http_threads,
             .max_connections = S.max_connections,
             .max_connections_per_ip = (unsigned)S.cfg->max_connections_per_ip,
-            .wake_fd = S.wake_fd,
+            .wake = S.wake,
             .notify_fd = S.notify_rd,
-            .nworkers = S.cfg->workers,
             .started_at_ms = S.started_at_ms,
             .hooks = {.arg = NULL, .validate = kinds_validate, .kinds = slots_kinds_stats},
         };
@@ -266,7 +266,7 @@ spawn_worker(int i)
         close(S.listen_fd);
         close(S.notify_rd);
         /* signals stay blocked until worker_main() has its handlers in place */
-        struct worker_env env = {.cfg = S.cfg, .sh = S.sh, .slot = i, .wake_fd = S.wake_fd,
+        struct worker_env env = {.cfg = S.cfg, .sh = S.sh, .slot = i, .wake = S.wake,
                                  .notify_fd = S.notify_wr};
         worker_main(&env);
     }
@@ -346,14 +346,19 @@ release_tasks_of(pid_t pid, int timed_out, const char *why)
     store_close(st);            /* before the next fork */
     if (rc != STORE_OK)
         return -1;
+    int requeued = 0;
     for (size_t i = 0; i < n; i++) {
         log_warn("task %" PRId64 " of worker %ld: %s", refs[i].id, (long)pid,
                  refs[i].state == TASK_PENDING ? "back to pending (attempts remain)"
                                                : "failed");
+        requeued += refs[i].state == TASK_PENDING;
         if (task_state_terminal(refs[i].state) &&
             write(S.notify_wr, &refs[i].id, sizeof refs[i].id) != (ssize_t)sizeof refs[i].id)
             log_debug("notify pipe full");
     }
+    /* a task handed back is ready now: an idle worker takes it at once, rather than
+     * the replacement or the safety net (issue 8) */
+    wake_post(S.wake, requeued);
     return 0;
 }
 
@@ -680,9 +685,9 @@ supervisor_run(const struct config *cfg)
     }
     int pipefd[2];
     S.sh = slots_create(cfg->workers);
-    S.wake_fd = eventfd(0, EFD_SEMAPHORE | EFD_NONBLOCK);
+    S.wake = wake_create(cfg->workers);
     S.workers = calloc((size_t)cfg->workers, sizeof *S.workers);
-    if (S.sh == NULL || S.wake_fd < 0 || S.workers == NULL ||
+    if (S.sh == NULL || S.wake == NULL || S.workers == NULL ||
         pipe2(pipefd, O_NONBLOCK) != 0) {
         log_error("creating the shared table, eventfd or pipe: %s", strerror(errno));
         return 1;
@@ -704,7 +709,7 @@ supervisor_run(const struct config *cfg)
     slots_destroy(S.sh);
     free(S.workers);
     free(S.releases);
-    close(S.wake_fd);
+    wake_destroy(S.wake);
     close(S.notify_rd);
     close(S.notify_wr);
     close(S.sig_fd);

@@ -15,6 +15,7 @@
 #include "service/worker.h"
 #include "common/clock.h"
 #include "common/fault.h"
+#include "common/wake.h"
 #include "common/log.h"
 #include "service/kinds.h"
 #include "storage/store.h"
@@ -257,6 +258,12 @@ run_one(const struct worker_env *env, store *st, const store_task *t, store_task
     atomic_fetch_add(&slot->tasks_done, 1);
     atomic_store(&slot->task_id, 0);
     atomic_store(&slot->state, SLOT_IDLE);
+    /* A retry waits for its run_after. Idle workers set their sleep by the earliest one
+     * when they went to sleep; if this worker will not be idle to take it (it claimed
+     * the next task, or it is leaving), wake one so that it looks again (issue 8). */
+    if (recorded && a.o.state == TASK_PENDING &&
+        (claimed || stopping(env) || worn_out(env, 0, 1)))
+        wake_post(env->wake, 1);
     if (recorded && task_state_terminal(a.o.state)) {
         /* tell the HTTP process, for ?wait; if the pipe is full, the waiter's deadline
          * answers instead */
@@ -351,12 +358,9 @@ worker_main(const struct worker_env *env)
             timeout = next - now + 1;
         struct timespec ts = {.tv_sec = (time_t)(timeout / 1000),
                               .tv_nsec = (long)(timeout % 1000) * 1000000L};
-        struct pollfd p = {.fd = env->wake_fd, .events = POLLIN};
-        if (ppoll(&p, 1, &ts, &g_wait_mask) > 0 && (p.revents & POLLIN)) {
-            uint64_t token;
-            if (read(env->wake_fd, &token, sizeof token) < 0 && errno != EAGAIN)
-                log_warn("reading the wake-up channel: %s", strerror(errno));
-        }
+        struct pollfd p = {.fd = wake_fd(env->wake), .events = POLLIN};
+        if (ppoll(&p, 1, &ts, &g_wait_mask) > 0 && (p.revents & POLLIN))
+            wake_take(env->wake);       /* or another idle worker took it: look anyway */
     }
     kinds_worker_fini();
     store_close(st);

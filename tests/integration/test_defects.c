@@ -26,14 +26,14 @@
 
 /* ------------------------------------------------------------------ helpers */
 
-static __attribute__((unused)) const char *fragile_so(void) {
+static const char *fragile_so(void) {
     const char *p = getenv("WP_IT_FRAGILE_SO");
     if (!p || !*p) fail_msg("WP_IT_FRAGILE_SO is not set: it must name libfragile.so (examples/)");
     return p;
 }
 
 /* Starts a server with extra args and WARMPOOL_FAULTS=faults (NULL: none). */
-static __attribute__((unused)) wp_server *start_faulty(const char *faults, const char *const *args) {
+static wp_server *start_faulty(const char *faults, const char *const *args) {
     char *env0 = faults ? wp_fmt("WARMPOOL_FAULTS=%s", faults) : NULL;
     const char *const env[] = {env0, NULL};
     wp_opts o = {.args = args, .env = env0 ? env : NULL};
@@ -42,7 +42,7 @@ static __attribute__((unused)) wp_server *start_faulty(const char *faults, const
     return s;
 }
 
-static __attribute__((unused)) bool log_has(const wp_server *s, const char *needle) {
+static bool log_has(const wp_server *s, const char *needle) {
     char *log = wp_server_read_log(s);
     bool found = strstr(log, needle) != NULL;
     free(log);
@@ -50,27 +50,27 @@ static __attribute__((unused)) bool log_has(const wp_server *s, const char *need
 }
 
 /* Submits body; its id into id (64 bytes). */
-static __attribute__((unused)) void submit_id(const wp_server *s, const char *body, char id[64]) {
+static void submit_id(const wp_server *s, const char *body, char id[64]) {
     json_t *t = wp_submit(s, body);
     snprintf(id, 64, "%s", wp_str(t, "id"));
     json_decref(t);
 }
 
-static __attribute__((unused)) void expect_state(const json_t *t, const char *state, long long attempts, const char *what) {
+static void expect_state(const json_t *t, const char *state, long long attempts, const char *what) {
     if (strcmp(wp_str(t, "state"), state) != 0 || (attempts > 0 && wp_int(t, "attempts") != attempts)) {
         char *d = wp_dump(t);
         fail_msg("%s: want %s after %lld attempt(s), got %s", what, state, attempts, d);
     }
 }
 
-static __attribute__((unused)) void expect_clean_exit(int st, const char *what) {
+static void expect_clean_exit(int st, const char *what) {
     if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0))
         fail_msg("%s: want exit 0, got %s %d", what, WIFEXITED(st) ? "exit code" : "signal",
                  WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
 }
 
 /* A restart on the same directory, for reading what a drained service left. */
-static __attribute__((unused)) wp_server *restart(const wp_server *s, const char *const *args) {
+static wp_server *restart(const wp_server *s, const char *const *args) {
     wp_opts o = {.dir = s->dir, .args = args};
     return wp_server_start(&o);
 }
@@ -238,6 +238,128 @@ WP_TEST(test_stop_is_not_delayed_by_a_lost_wakeup) {
     int st = 0;
     assert_true(wp_server_wait_exit(s, 10000, &st));
     expect_clean_exit(st, "SIGTERM");
+}
+
+/* ------------------------------------------------------------- 5. wake-ups */
+
+/* The largest eventfd counter among pid's descriptors (from /proc/PID/fdinfo), -1
+ * when it has none. */
+static long long eventfd_count(pid_t pid) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    if (!d) return -1;
+    long long best = -1;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') continue;
+        char lp[300], target[128];
+        snprintf(lp, sizeof lp, "/proc/%d/fd/%s", (int)pid, e->d_name);
+        ssize_t n = readlink(lp, target, sizeof target - 1);
+        if (n <= 0) continue;
+        target[n] = '\0';
+        if (strcmp(target, "anon_inode:[eventfd]") != 0) continue;
+        char ip[300];
+        snprintf(ip, sizeof ip, "/proc/%d/fdinfo/%s", (int)pid, e->d_name);
+        FILE *f = fopen(ip, "r");
+        if (!f) continue;
+        char line[256];
+        while (fgets(line, sizeof line, f)) {
+            unsigned long long v;
+            if (sscanf(line, "eventfd-count: %llx", &v) == 1 && (long long)v > best) best = (long long)v;
+        }
+        fclose(f);
+    }
+    closedir(d);
+    return best;
+}
+
+/* Issue 8, defect 5: every group commit added wake-up tokens, without a cap, while
+ * busy workers never read them; after a burst, idle workers spun through thousands
+ * of stale tokens. The counter must stay at most one token per worker. */
+WP_TEST(test_wakeup_tokens_are_capped) {
+    const char *const args[] = {"--workers", "2", "--grace-ms", "500", NULL};
+    wp_server *s = start_faulty(NULL, args);
+    assert_int_equal(wp_wait_workers(s, 2, 15), 2);
+    char a[64], b[64];
+    submit_id(s, "{\"kind\":\"sleep\",\"input\":{\"ms\":4000}}", a);
+    submit_id(s, "{\"kind\":\"sleep\",\"input\":{\"ms\":4000}}", b);
+    json_decref(wp_wait_state(s, a, "running", 10));
+    json_decref(wp_wait_state(s, b, "running", 10));
+    char last[64] = "";
+    for (int i = 0; i < 150; i++) submit_id(s, "{\"kind\":\"echo\",\"input\":1}", last);
+    long long n = eventfd_count(s->pid);
+    print_message("  wake-up counter after 150 submissions with both workers busy: %lld\n", n);
+    if (n < 0) fail_msg("the supervisor holds no eventfd (where is the wake-up counter?)");
+    if (n > 2) fail_msg("the wake-up counter is %lld with 2 workers: stale tokens pile up", n);
+    json_t *t = wp_wait_terminal(s, last, 30);
+    expect_state(t, "succeeded", 1, "the last of the burst");
+    json_decref(t);
+}
+
+/* Issue 8, defect 5 (second part): a task the supervisor hands back (its worker
+ * died) woke no idle worker; it waited for the safety net or the dead worker's
+ * replacement. Here the safety net is 30 s and every worker takes 4 s to start. */
+WP_TEST(test_handed_back_task_wakes_an_idle_worker) {
+    const char *const args[] = {"--workers", "2", "--grace-ms", "500", NULL};
+    wp_server *s = start_faulty("worker_safety_net_ms=30000,worker_start_pause_ms=4000", args);
+    assert_int_equal(wp_wait_workers(s, 2, 20), 2);
+    char id[64];
+    submit_id(s, "{\"kind\":\"sleep\",\"input\":{\"ms\":2000},\"max_attempts\":2}", id);
+    json_decref(wp_wait_state(s, id, "running", 10));
+    pid_t w = wp_worker_pid_for_task(s, id, 5);
+    if (!w) fail_msg("no worker shows task %s", id);
+    wp_sleep_ms(200);                               /* the other worker is back asleep */
+    long long t0 = wp_now_ms();
+    assert_int_equal(kill(w, SIGKILL), 0);
+    for (;;) {
+        json_t *t = wp_get_task(s, id);
+        bool again = wp_int(t, "attempts") == 2;
+        json_decref(t);
+        if (again) break;
+        if (wp_now_ms() - t0 > 10000) fail_msg("the handed-back task did not start again within 10 s");
+        wp_sleep_ms(10);
+    }
+    long long el = wp_now_ms() - t0;
+    print_message("  handed back and started again %lld ms after the kill\n", el);
+    if (el > 1500)
+        fail_msg("the handed-back task started again %lld ms after its worker was killed: the idle "
+                 "worker was not woken (the replacement takes 4 s to start)", el);
+    json_t *t = wp_wait_terminal(s, id, 15);
+    expect_state(t, "succeeded", 2, "the handed-back task");
+    json_decref(t);
+}
+
+/* Issue 8, defect 5 (third part): a retry whose run_after comes due while the worker
+ * that recorded it is gone (here it retires after each task) woke nobody. */
+WP_TEST(test_due_retry_wakes_an_idle_worker) {
+    const char *const args[] = {"--workers", "2", "--max-tasks-per-worker", "1", "--retry-base-ms", "200",
+                                "--plugin", fragile_so(), "--grace-ms", "500", NULL};
+    wp_server *s = start_faulty("worker_safety_net_ms=30000,worker_start_pause_ms=4000", args);
+    assert_int_equal(wp_wait_workers(s, 2, 20), 2);
+    char id[64];
+    submit_id(s, "{\"kind\":\"interruptible\",\"input\":{\"ms\":300,\"fail\":true},\"max_attempts\":2}", id);
+    long long run_after = -1;
+    long long deadline = wp_now_ms() + 10000;
+    while (run_after < 0) {
+        json_t *t = wp_get_task(s, id);
+        if (strcmp(wp_str(t, "state"), "pending") == 0 && wp_int(t, "attempts") == 1)
+            run_after = wp_parse_ts(wp_str(t, "run_after"));
+        else if (wp_int(t, "attempts") >= 2 || wp_is_terminal(wp_str(t, "state"))) {
+            char *d = wp_dump(t);
+            fail_msg("missed the pending retry: %s", d);
+        }
+        json_decref(t);
+        if (wp_now_ms() > deadline) fail_msg("the task was not back to pending within 10 s");
+        wp_sleep_ms(10);
+    }
+    json_t *t = wp_wait_terminal(s, id, 20);
+    expect_state(t, "failed", 2, "a task that fails twice");
+    long long late = wp_parse_ts(wp_str(t, "started_at")) - run_after;
+    print_message("  the retry started %lld ms after its run_after\n", late);
+    if (late > 1000)
+        fail_msg("the retry started %lld ms after its run_after: no idle worker was woken for it", late);
+    json_decref(t);
 }
 
 /* ------------------------------------------------------------- 6. drain */
@@ -411,6 +533,9 @@ int main(void) {
         cmocka_unit_test_teardown(test_sigterm_during_a_submission, wp_test_teardown),
         cmocka_unit_test_teardown(test_signals_do_not_interrupt_run, wp_test_teardown),
         cmocka_unit_test_teardown(test_stop_is_not_delayed_by_a_lost_wakeup, wp_test_teardown),
+        cmocka_unit_test_teardown(test_wakeup_tokens_are_capped, wp_test_teardown),
+        cmocka_unit_test_teardown(test_handed_back_task_wakes_an_idle_worker, wp_test_teardown),
+        cmocka_unit_test_teardown(test_due_retry_wakes_an_idle_worker, wp_test_teardown),
         cmocka_unit_test_teardown(test_drain_refuses_new_connections, wp_test_teardown),
         cmocka_unit_test_teardown(test_readyz_reads_the_database, wp_test_teardown),
         cmocka_unit_test_teardown(test_files_are_private, wp_test_teardown),
