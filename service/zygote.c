@@ -1,20 +1,24 @@
 /* zygote.c -- a generation's loader: loads every kind's context, then forks the HTTP
  * process and the workers for the supervisor (see zygote.h).
  *
- * A child is forked twice: the zygote forks A, A forks B and exits, and B (the HTTP
- * process or a worker) is reparented to the nearest living subreaper, the
- * supervisor. B then, in this order:
+ * A child is forked twice: the zygote forks A; A forks B, sends ZYGOTE_SPAWNED with
+ * B's pid (so that the supervisor learns it even if the zygote dies meanwhile) and
+ * exits; B (the HTTP process or a worker) is reparented to the nearest living
+ * subreaper, the supervisor. B then, in this order:
  *   1. waits until A is gone and the supervisor is its parent;
  *   2. sets PR_SET_PDEATHSIG: fork() clears it, and it fires when the parent *at the
  *      time it is set* dies, so set earlier it would fire when A exits;
  *   3. checks getppid() again: if the supervisor died between 1 and 2, B was
  *      reparented elsewhere and no signal will ever come, so it exits;
- *   4. sends ZYGOTE_SPAWNED with its pid itself, so that the supervisor learns it
- *      even if the zygote dies meanwhile, and closes its copy of the socket;
- *   5. becomes the HTTP process or a worker. */
+ *   4. becomes the HTTP process or a worker.
+ * B can die before the supervisor has read its pid (A's message is sent before A
+ * exits, so before B is even the supervisor's child, but the supervisor may reap
+ * first): the supervisor remembers the unknown children it reaped and matches them
+ * when the message arrives. */
 #include "service/zygote.h"
 #include "api/api.h"
 #include "common/clock.h"
+#include "common/fault.h"
 #include "common/log.h"
 #include "common/wake.h"
 #include "service/kinds.h"
@@ -139,10 +143,12 @@ run_worker(const struct zygote_env *env, int slot)
     worker_main(&wenv);
 }
 
-/* In B, the grandchild (see the top of this file): steps 1 to 5. */
+/* In B, the grandchild (see the top of this file): steps 1 to 4. */
 static void __attribute__((noreturn))
-become_child(const struct zygote_env *env, int sock, pid_t a, struct zygote_spawned *rep)
+become_child(const struct zygote_env *env, int sock, pid_t a, const struct zygote_spawned *rep,
+             int die_at_once)
 {
+    close(sock);
     int64_t until = clock_mono_ms() + 5000;
     while (getppid() == a && clock_mono_ms() < until) {
         struct timespec ts = {.tv_sec = 0, .tv_nsec = 100 * 1000};
@@ -151,10 +157,8 @@ become_child(const struct zygote_env *env, int sock, pid_t a, struct zygote_spaw
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != env->supervisor)
         _exit(1);               /* the supervisor is gone: so is the service */
-    rep->pid = (int32_t)getpid();
-    if (zygote_send(sock, ZYGOTE_SPAWNED, rep, sizeof *rep) != 0)
-        _exit(1);               /* the supervisor would not know of us */
-    close(sock);
+    if (die_at_once)
+        _exit(7);               /* zygote_child_dies_at_once */
     if (rep->role == ZYGOTE_ROLE_HTTP) {
         prctl(PR_SET_NAME, "warmpool-http");
         run_http(env);
@@ -180,16 +184,22 @@ spawn(const struct zygote_env *env, int sock, const struct zygote_spawn *req)
     sigaddset(&term, SIGTERM);
     sigaddset(&term, SIGINT);
     sigprocmask(SIG_BLOCK, &term, &old);
+    /* zygote_child_dies_at_once=N: the first N children exit (code 7) as soon as they
+     * are the supervisor's, before anything else */
+    int die_at_once = fault_countdown("zygote_child_dies_at_once");
     pid_t a = fork();
     if (a == 0) {
         pid_t self = getpid();
         pid_t b = fork();
         if (b == 0)
-            become_child(env, sock, self, &rep);
-        if (b < 0) {
+            become_child(env, sock, self, &rep, die_at_once);
+        if (b < 0)
             rep.err = errno;
-            zygote_send(sock, ZYGOTE_SPAWN_FAILED, &rep, sizeof rep);
-        }
+        else
+            rep.pid = (int32_t)b;
+        if (zygote_send(sock, b < 0 ? ZYGOTE_SPAWN_FAILED : ZYGOTE_SPAWNED, &rep,
+                        sizeof rep) != 0 && b > 0)
+            kill(b, SIGKILL);   /* the supervisor would never know of it */
         _exit(0);               /* B is reparented to the supervisor, the subreaper */
     }
     if (a < 0) {

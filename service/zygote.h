@@ -15,9 +15,9 @@
  * (issue 11's external zygotes will speak it too).
  *   zygote -> supervisor  ZYGOTE_READY        struct zygote_ready
  *                         ZYGOTE_FAILED       text: why loading failed; it exits 2
- *                         ZYGOTE_SPAWNED      struct zygote_spawned, sent by the new
- *                                             child itself once it is the
- *                                             supervisor's child
+ *                         ZYGOTE_SPAWNED      struct zygote_spawned: the new child's
+ *                                             pid (sent by the intermediate process
+ *                                             of the double fork)
  *                         ZYGOTE_SPAWN_FAILED struct zygote_spawned, pid 0, err set
  *   supervisor -> zygote  ZYGOTE_SPAWN        struct zygote_spawn
  *                         ZYGOTE_EXIT         no payload: exit (so does end of file)
