@@ -427,10 +427,13 @@ WP_TEST(test_start_fails_when_the_load_crashes_or_hangs) {
         char dir[512];
         wp_make_temp_dir(dir, sizeof dir);
         char *ctl = wp_fmt("%s/ctl", dir), *db = wp_fmt("%s/w.db", dir), *kc = wp_fmt("fragile=%s", ctl);
-        char *listen = wp_fmt("127.0.0.1:%d", wp_free_port());
+        char *listen = wp_fmt("127.0.0.1:%d", wp_free_port()), *rules = wp_fmt("%s/tiny.rules", dir);
         write_text(ctl, cases[i].ctl);
+        /* tiny rules: the scan kind loads in milliseconds, even under ASan */
+        write_text(rules, "tiny.marker\tTINY-MARKER-[0-9]{3}\n");
         const char *const args[] = {"--db", db, "--listen", listen, "--workers", "1", "--plugin", fragile_so(),
-                                    "--kind-config", kc, "--load-timeout-ms", "1500", NULL};
+                                    "--kind-config", kc, "--load-timeout-ms", "1500", "--scan-rules", rules,
+                                    NULL};
         char *out = NULL;
         bool to = false;
         long el = 0;
@@ -447,6 +450,7 @@ WP_TEST(test_start_fails_when_the_load_crashes_or_hangs) {
         free(db);
         free(kc);
         free(listen);
+        free(rules);
         wp_remove_tree(dir);
     }
 }
