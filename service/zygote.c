@@ -261,12 +261,14 @@ zygote_main(const struct zygote_env *env, int sock, int generation)
         } m;
         uint32_t type = 0;
         int len = zygote_recv(sock, &type, &m, sizeof m);
-        if (len == -2 || (len < 0 && errno != EAGAIN))
-            _exit(0);           /* the supervisor closed its end, or is gone */
+        if (len == -2 || (len < 0 && errno != EAGAIN) || type == ZYGOTE_EXIT) {
+            /* told to, or the supervisor closed its end: this generation is over (its
+             * children keep their copies of the contexts) */
+            kinds_unload();
+            _exit(0);
+        }
         if (len < 0)
             continue;
-        if (type == ZYGOTE_EXIT)
-            _exit(0);
         if (type == ZYGOTE_SPAWN && (size_t)len >= sizeof m.spawn)
             spawn(env, sock, &m.spawn);
         /* any other type: from a newer supervisor; ignored */
