@@ -343,6 +343,7 @@ on_ready(int z, const struct zygote_ready *r)
     int64_t now = clock_mono_ms();
     y->ready = 1;
     S.loading = -1;
+    S.zygote_restart_at_ms = 0;
     int old = S.serving;
     S.serving = z;
     S.generation = y->generation;
@@ -703,13 +704,15 @@ on_spawned(int z, const struct zygote_spawned *rep)
     }
     if (S.draining)
         kill(pid, SIGTERM);
-    /* it may have died before we knew its pid */
+    /* It may have died before we knew its pid. A pid in the ring is only this child if
+     * no process has it now: the number may be an old orphan's, reused. */
     for (int i = 0; i < DEAD_RING; i++) {
-        if (S.dead[i].pid == pid) {
-            S.dead[i].pid = 0;
+        if (S.dead[i].pid != pid)
+            continue;
+        S.dead[i].pid = 0;
+        if (kill(pid, 0) != 0 && errno == ESRCH)
             child_died(pid, S.dead[i].status);
-            break;
-        }
+        break;
     }
 }
 
@@ -795,6 +798,9 @@ reap(void)
             continue;
         /* not known (yet): a child whose ZYGOTE_SPAWNED is still unread, or the orphan
          * of a child's own child (we are their subreaper) */
+        for (int i = 0; i < DEAD_RING; i++)
+            if (S.dead[i].pid == pid)
+                S.dead[i].pid = 0;      /* an older death of the same number */
         S.dead[S.dead_next].pid = pid;
         S.dead[S.dead_next].status = status;
         S.dead_next = (S.dead_next + 1) % DEAD_RING;
@@ -957,14 +963,14 @@ supervise(void)
             return S.exit_code;
         int64_t now = clock_mono_ms();
         if (!S.draining) {
-            if (S.serving >= 0) {
+            if (S.serving >= 0 && S.zy[S.serving].sock >= 0) {
                 if (S.http.pid == 0 && S.http.spawn_seq == 0 && S.http.restart_at_ms != 0 &&
                     now >= S.http.restart_at_ms)
                     request_spawn(&S.http, ZYGOTE_ROLE_HTTP, 0);
                 for (int i = 0; i < S.cfg->workers; i++) {
                     struct child *c = &S.workers[i];
                     if (c->pid == 0 && c->spawn_seq == 0 && c->restart_at_ms != 0 &&
-                        now >= c->restart_at_ms && S.serving >= 0)
+                        now >= c->restart_at_ms)
                         request_spawn(c, ZYGOTE_ROLE_WORKER, i);
                 }
                 rolling();
