@@ -1,12 +1,13 @@
 /* worker.c -- a worker process: claim the next task, run it against the preloaded
- * context, record the outcome, repeat; block on the wake-up eventfd when idle.
+ * context, record the outcome, repeat; block on the wake-up channel when idle.
  *
  * The loop, and why it is in this order:
  *   1. look for a ready task with a read (no write lock), claim it if there is one;
- *   2. otherwise block in poll() on the wake eventfd until the next delayed retry is
- *      due, and at most a second (the safety net for a lost wake-up);
- *   3. a readable eventfd gives this worker one token (EFD_SEMAPHORE), so n tokens
- *      wake up to n idle workers, and go back to 1.
+ *   2. otherwise block in ppoll() on the wake-up channel (common/wake.h) until the
+ *      next delayed retry is due, and at most a second (the safety net for a lost
+ *      wake-up);
+ *   3. a readable channel gives this worker one token, so n tokens wake up to n
+ *      idle workers, and go back to 1.
  * A busy worker records a task's outcome and claims the next in one transaction
  * (store_finish_claim), so back-to-back tasks cost one commit each, not two.
  * A worker claims only when idle (no prefetch), so a short task never waits behind
@@ -222,7 +223,7 @@ record(const struct worker_env *env, store *st, const store_task *t, const store
                                             (long)getpid(), next, claimed)
                        : store_finish(st, t->id, t->attempts, o);
         if (rc == STORE_OK) {
-            if (*claimed)
+            if (*claimed)       /* fault point: the gap before the slot shows the claim */
                 fault_pause("worker_claimed_pause_ms");
             return 0;
         }
@@ -310,7 +311,7 @@ worker_main(const struct worker_env *env)
         store_close(st);
         _exit(1);
     }
-    fault_pause("worker_start_pause_ms");
+    fault_pause("worker_start_pause_ms");  /* fault point: a slow start, before ready */
     atomic_store(&slot->state, SLOT_IDLE);
     long self = (long)getpid();
     long claim_errors = 0, idle_waits = 0;
@@ -349,8 +350,10 @@ worker_main(const struct worker_env *env)
             }
         }
         /* sleep until woken, or until the next delayed retry is due, or the safety net */
+        /* fault points: worker_idle_pause_ms holds the first idle wait between the last
+         * checks and the wait; worker_safety_net_ms lengthens the safety net */
         if (idle_waits++ == 0)
-            fault_pause("worker_idle_pause_ms");    /* between the checks and the wait */
+            fault_pause("worker_idle_pause_ms");
         int64_t timeout = fault_value("worker_safety_net_ms") > 0
                               ? fault_value("worker_safety_net_ms") : SAFETY_NET_MS;
         int64_t now = clock_now_ms(), next = store_next_run_after(st, now);
