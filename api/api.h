@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct wake;
+
 struct api_hooks {
     void *arg;
     /* -1: no such kind; 0: the input can run; 1: refused, with the reason in err */
@@ -17,6 +19,9 @@ struct api_hooks {
     json_t *(*workers)(void *arg);      /* new reference: the stats "workers" array */
     json_t *(*kinds)(void *arg);        /* new reference: the stats "kinds" array */
     int (*workers_alive)(void *arg);    /* number of live workers, for /readyz */
+    /* non-zero when the whole service drains (not only this process): then the drain
+     * also stops the kernel from accepting on the shared listening socket */
+    int (*service_draining)(void *arg);
 };
 
 struct api_config {
@@ -27,9 +32,8 @@ struct api_config {
     int threads;                /* libmicrohttpd thread-pool size */
     unsigned max_connections;   /* open connections at once (>= threads) */
     unsigned max_connections_per_ip;    /* 0: no cap */
-    int wake_fd;                /* eventfd (semaphore mode): +n when n tasks committed */
+    struct wake *wake;          /* common/wake.h: posted n when n tasks are committed */
     int notify_fd;              /* pipe, read end: int64 ids of tasks now terminal */
-    int nworkers;               /* how many workers a wake-up can usefully reach */
     int64_t started_at_ms;      /* when the service started, for uptime_s */
     const char *api_token;      /* NULL or "": no authentication */
     int64_t max_pending;        /* 0: no cap */

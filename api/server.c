@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 /* ---------------------------------------------------------------- thread stores */
@@ -337,7 +338,17 @@ api_server_run(const struct api_config *cfg)
     /* 1. refuse new work: stop accepting, answer 503 on kept-alive connections */
     atomic_store(&ctx.draining, 1);
     api_reply_set_closing();
-    MHD_quiesce_daemon(ctx.daemon);     /* the socket stays the supervisor's to close */
+    MHD_socket lfd = MHD_quiesce_daemon(ctx.daemon);   /* ours to close: at exit */
+    /* Quiesced, MHD's threads no longer poll the socket, but the kernel still accepts
+     * connections into its backlog (for this process's copy, the supervisor's...)
+     * that nobody serves and that are reset at the last close. When the service is
+     * draining, shut the socket down: it stops listening for every copy, and new
+     * connections are refused at once (issue 8). Not when only this process stops:
+     * the supervisor restarts it on the same socket. */
+    const struct api_hooks *hk = &cfg->hooks;
+    if (lfd != MHD_INVALID_SOCKET && hk->service_draining != NULL &&
+        hk->service_draining(hk->arg) && shutdown(lfd, SHUT_RD) != 0)
+        log_warn("shutting down the listening socket: %s", strerror(errno));
     /* 2. held GETs answer now with their task's current state */
     waiters_wake_all(ctx.waiters);
     /* 3. everything queued is committed and answered (a submission that slipped past

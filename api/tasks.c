@@ -421,9 +421,12 @@ api_readyz(struct api_ctx *ctx, struct MHD_Connection *conn, struct req *r)
     if (atomic_load(&ctx->draining))
         return reply_draining(conn);
     store *st = api_thread_store(ctx);
-    if (st == NULL || store_ping(st) != STORE_OK)
+    if (st == NULL)
         return api_reply_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "not_ready",
-                               "the database does not answer");
+                               "the database cannot be opened");
+    if (store_ping(st) != STORE_OK)
+        return api_reply_errorf(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "not_ready",
+                                "the database cannot be read: %s", store_errmsg(st));
     const struct api_hooks *h = &ctx->cfg->hooks;
     int alive = h->workers_alive ? h->workers_alive(h->arg) : 0;
     if (alive < 1)

@@ -8,6 +8,8 @@
  * the number of groups per second, not the number of tasks. */
 #include "api/internal.h"
 #include "common/clock.h"
+#include "common/fault.h"
+#include "common/wake.h"
 #include "common/log.h"
 
 #include <pthread.h>
@@ -26,8 +28,10 @@ struct writer {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct writer_job *head, *tail;     /* FIFO; guarded by mu */
-    int stopping;                       /* guarded by mu */
-    int stopped;                        /* the thread is gone; guarded by mu */
+    int stopping;                       /* writer_stop() asked; guarded by mu */
+    int closed;                         /* the thread left its loop: no job is taken any
+                                         * more (set by the thread); guarded by mu */
+    int joined;                         /* writer_stop() joined the thread; guarded by mu */
 };
 
 /* Inserts the jobs of one group. Returns STORE_OK, or the error that aborts the group. */
@@ -107,13 +111,9 @@ run_group(struct writer *w, struct writer_job *jobs)
         }
         inserted = 0;
     }
-    if (inserted > 0) {
-        /* one token per task, up to one per worker: each wakes one idle worker */
-        uint64_t n = inserted < (size_t)w->ctx->cfg->nworkers ? inserted
-                                                               : (uint64_t)w->ctx->cfg->nworkers;
-        if (write(w->ctx->cfg->wake_fd, &n, sizeof n) != (ssize_t)sizeof n)
-            log_warn("waking workers failed; they will look again within a second");
-    }
+    /* one token per task, each wakes one idle worker; wake.h caps what is pending */
+    if (inserted > 0)
+        wake_post(w->ctx->cfg->wake, inserted > INT32_MAX ? INT32_MAX : (int)inserted);
     struct writer_job *next;
     for (struct writer_job *j = jobs; j != NULL; j = next) {
         next = j->next;                 /* j may be freed once its request ends */
@@ -207,8 +207,14 @@ writer_main(void *arg)
             }
             pthread_cond_timedwait(&w->cv, &w->mu, &until);
         }
-        if (w->head == NULL)
-            break;                      /* stopping, and the queue is empty */
+        if (w->head == NULL) {
+            /* stopping, and the queue is empty. Closed under the same lock that found
+             * it empty: a writer_submit() from now on is answered "shutting down"
+             * instead of queueing a job nobody commits, whose suspended connection
+             * would make MHD_stop_daemon() panic (issue 8) */
+            w->closed = 1;
+            break;
+        }
         struct writer_job *jobs = w->head;
         w->head = w->tail = NULL;
         pthread_mutex_unlock(&w->mu);
@@ -228,6 +234,8 @@ writer_main(void *arg)
         }
     }
     pthread_mutex_unlock(&w->mu);
+    /* writer_exit_pause_ms: the window between leaving the loop and being joined */
+    fault_pause("writer_exit_pause_ms");
     return NULL;
 }
 
@@ -260,8 +268,10 @@ void
 writer_submit(struct writer *w, struct writer_job *job)
 {
     job->next = NULL;
+    /* writer_submit_pause_ms: a handler that passed the drain check comes late */
+    fault_pause("writer_submit_pause_ms");
     pthread_mutex_lock(&w->mu);
-    if (w->stopped) {
+    if (w->closed) {
         /* a handler that passed the drain check just before the drain began */
         pthread_mutex_unlock(&w->mu);
         job->status = WRITER_SHUTTING_DOWN;
@@ -283,15 +293,13 @@ writer_stop(struct writer *w)
     if (w == NULL)
         return;
     pthread_mutex_lock(&w->mu);
-    int running = !w->stopped;
+    int join = !w->joined;
     w->stopping = 1;
+    w->joined = 1;
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
-    if (running)
+    if (join)
         pthread_join(w->thread, NULL);
-    pthread_mutex_lock(&w->mu);
-    w->stopped = 1;
-    pthread_mutex_unlock(&w->mu);
 }
 
 void

@@ -252,6 +252,19 @@ def children(pid):
     return [int(x) for x in out.split()]
 
 
+def role_of(pid, worker_pids):
+    """A child's role: workers are the pids /v1/stats lists; the others are named by
+    their comm (warmpool-zygote, warmpool-http; older builds: the HTTP process)."""
+    if pid in worker_pids:
+        return "worker"
+    try:
+        with open("/proc/%d/comm" % pid) as f:
+            comm = f.read().strip()
+    except OSError:
+        comm = ""
+    return "zygote" if comm == "warmpool-zygote" else "http"
+
+
 def wait_idle(c, deadline_s=300):
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
@@ -287,7 +300,7 @@ def cmd_sharing(a):
     wpids = {w["pid"] for w in s["workers"]}
     procs = [{"role": "supervisor", "pid": a.supervisor}]
     for p in children(a.supervisor):
-        procs.append({"role": "worker" if p in wpids else "http", "pid": p})
+        procs.append({"role": role_of(p, wpids), "pid": p})
     for p in procs:
         p["pss_kb"] = pss_kb(p["pid"])
         p["rss_kb"] = rss_kb(p["pid"])

@@ -36,6 +36,9 @@ static const struct opt OPTS[] = {
      "timeout_ms of a task that does not set one (default 300000)"},
     {"grace-ms", OPT_INT, OFF(grace_ms), 0, 86400000, "MS",
      "on SIGTERM, how long running tasks may take to finish (default 30000)"},
+    {"load-timeout-ms", OPT_INT, OFF(load_timeout_ms), 1, 86400000, "MS",
+     "how long loading every kind's context may take, at start and at a reload; a load "
+     "that takes longer is killed (default 600000)"},
     {"retry-base-ms", OPT_INT, OFF(retry_base_ms), 0, 3600000, "MS",
      "delay before the first retry of a failed attempt, doubled each time (default 1000)"},
     {"enable-test-kinds", OPT_BOOL, OFF(enable_test_kinds), 0, 1, NULL,
@@ -284,6 +287,7 @@ set_defaults(struct config *cfg)
     cfg->max_body_bytes = 1048576;
     cfg->task_timeout_ms = 300000;
     cfg->grace_ms = 30000;
+    cfg->load_timeout_ms = 600000;
     cfg->retry_base_ms = 1000;
     cfg->log_level = LOG_INFO;
     cfg->http_threads = 2;

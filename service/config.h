@@ -22,6 +22,7 @@ struct config {
     int64_t max_body_bytes;     /* request body cap */
     int64_t task_timeout_ms;    /* default timeout_ms of a task */
     int64_t grace_ms;           /* how long a SIGTERM drain waits for running tasks */
+    int64_t load_timeout_ms;    /* how long a zygote may take to load every context */
     int64_t retry_base_ms;      /* first retry delay of a failed attempt; doubles */
     int enable_test_kinds;
     enum log_level log_level;

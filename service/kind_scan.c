@@ -1,7 +1,7 @@
 /* kind_scan.c -- the scan kind: many regexes at once over a task's bytes, with
  * Vectorscan, against a rule database compiled once and shared by every worker.
  *
- * Processes (see warmpool/kind.h): load() and unload() run in the supervisor, so the
+ * Processes (see warmpool/kind.h): load() and unload() run in the zygote, so the
  * compiled database is built before fork and read copy-on-write by the workers;
  * worker_init() gives each worker its own Vectorscan scratch space (scratch may not
  * be shared between processes scanning at once); validate() runs in HTTP threads and

@@ -50,7 +50,7 @@ register_kind(const struct wp_kind *k, const char *config, char *err, size_t err
         snprintf(err, errlen, "more than %d kinds", MAX_KINDS);
         return -1;
     }
-    struct kind_entry e = {.kind = k, .generation = 1};
+    struct kind_entry e = {.kind = k};
     int64_t t0 = clock_mono_ms();
     if (k->load != NULL) {
         char why[512] = "";
@@ -116,47 +116,6 @@ kinds_load(const struct config *cfg, char *err, size_t errlen)
             snprintf(err, errlen, "--kind-config %s: no such kind", cfg->kind_configs[i].name);
             return -1;
         }
-    }
-    return 0;
-}
-
-int
-kinds_reload(const struct config *cfg, char *err, size_t errlen)
-{
-    void *fresh[MAX_KINDS] = {0};
-    size_t bytes[MAX_KINDS] = {0};
-    int64_t took[MAX_KINDS] = {0};
-    /* 1. build every new context; the old ones stay in use until all succeeded */
-    for (size_t i = 0; i < g_nkinds; i++) {
-        const struct wp_kind *k = g_kinds[i].kind;
-        if (k->load == NULL)
-            continue;
-        char why[512] = "";
-        int64_t t0 = clock_mono_ms();
-        if (k->load(config_kind_config(cfg, k->name), &fresh[i], &bytes[i], why,
-                    sizeof why) != 0) {
-            snprintf(err, errlen, "kind '%s': loading its new context failed: %s", k->name,
-                     why[0] ? why : "no reason given");
-            for (size_t j = 0; j < i; j++)
-                if (g_kinds[j].kind->load != NULL && g_kinds[j].kind->unload != NULL)
-                    g_kinds[j].kind->unload(fresh[j]);
-            return -1;
-        }
-        took[i] = clock_mono_ms() - t0;
-    }
-    /* 2. swap: the supervisor's copies of the old contexts go; children keep theirs */
-    for (size_t i = 0; i < g_nkinds; i++) {
-        struct kind_entry *e = &g_kinds[i];
-        e->generation++;                /* = successful reloads + 1, context or not */
-        if (e->kind->load == NULL)
-            continue;
-        if (e->kind->unload != NULL)
-            e->kind->unload(e->ctx);
-        e->ctx = fresh[i];
-        e->ctx_bytes = bytes[i];
-        e->load_ms = took[i];
-        log_info("kind %s reloaded in %lld ms (context %zu bytes, generation %d)",
-                 e->kind->name, (long long)e->load_ms, e->ctx_bytes, e->generation);
     }
     return 0;
 }

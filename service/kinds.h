@@ -1,7 +1,8 @@
 /* kinds.h -- the registry of task kinds and their loaded contexts.
  *
- * Filled in the supervisor before any fork (kinds_load), so every child sees the
- * same entries and contexts, shared copy-on-write. */
+ * Filled in a zygote (service/zygote.c) before it forks the HTTP process and the
+ * workers (kinds_load), so every child of one generation sees the same entries and
+ * contexts, shared copy-on-write. A reload is a new zygote that loads them again. */
 #ifndef WP_KINDS_H
 #define WP_KINDS_H
 
@@ -16,7 +17,6 @@ struct kind_entry {
     const struct wp_kind *kind;
     void *ctx;                  /* from kind->load(); NULL for a kind without one */
     size_t ctx_bytes;
-    int generation;             /* 1 at start */
     int64_t load_ms;            /* how long load() took */
     void *worker_state;         /* per worker, from worker_init(); set after fork */
 };
@@ -30,9 +30,6 @@ extern const struct wp_kind KIND_SCAN;     /* kind_scan.c */
  * with the reason in err (a plugin that does not load, exports nothing, or whose
  * load() fails; a --kind-config for no kind). */
 int kinds_load(const struct config *cfg, char *err, size_t errlen);
-/* Builds a new context for every kind that has one; only if all succeed, replaces
- * the old ones (generation + 1). On failure nothing changes: -1 with err. */
-int kinds_reload(const struct config *cfg, char *err, size_t errlen);
 void kinds_unload(void);
 size_t kinds_count(void);
 struct kind_entry *kinds_at(size_t i);

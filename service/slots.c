@@ -38,18 +38,19 @@ slots_stats(void *arg)
         struct slot *s = &sh->slots[i];
         int pid = atomic_load(&s->pid);
         int state = atomic_load(&s->state);
-        if (pid == 0 || (state != SLOT_IDLE && state != SLOT_BUSY))
+        if (pid == 0 || state == SLOT_EMPTY || state == SLOT_STARTING)
             continue;               /* empty, or forked and not ready yet */
+        int busy = state != SLOT_IDLE;  /* running, recording, or being killed */
         long long task = atomic_load(&s->task_id);
         json_t *task_id = json_null();
-        if (state == SLOT_BUSY && task > 0) {
+        if (busy && task > 0) {
             char buf[24];
             snprintf(buf, sizeof buf, "%lld", task);
             json_decref(task_id);
             task_id = json_string(buf);
         }
         json_array_append_new(arr, json_pack("{s:i, s:s, s:o, s:I}", "pid", pid, "state",
-                                             state == SLOT_BUSY ? "busy" : "idle", "task_id",
+                                             busy ? "busy" : "idle", "task_id",
                                              task_id, "tasks_done",
                                              (json_int_t)atomic_load(&s->tasks_done)));
     }
@@ -63,7 +64,8 @@ slots_alive(void *arg)
     int n = 0;
     for (int i = 0; i < sh->nslots; i++) {
         int state = atomic_load(&sh->slots[i].state);
-        n += atomic_load(&sh->slots[i].pid) != 0 && (state == SLOT_IDLE || state == SLOT_BUSY);
+        n += atomic_load(&sh->slots[i].pid) != 0 &&
+             (state == SLOT_IDLE || state == SLOT_BUSY || state == SLOT_RECORDING);
     }
     return n;
 }
@@ -82,4 +84,11 @@ slots_kinds_stats(void *arg)
                                              "load_ms", (json_int_t)atomic_load(&k->load_ms)));
     }
     return arr;
+}
+
+int
+slots_draining(void *arg)
+{
+    struct shared *sh = arg;
+    return atomic_load(&sh->draining);
 }

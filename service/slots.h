@@ -12,14 +12,23 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-enum slot_state { SLOT_EMPTY = 0, SLOT_STARTING, SLOT_IDLE, SLOT_BUSY };
+/* A slot's state. Only SLOT_BUSY is subject to the task's deadline, and the two
+ * moves out of it are compare-and-sets, so exactly one of them happens:
+ *   BUSY -> RECORDING  the worker, when run() returned: recording the outcome (and
+ *                      claiming the next task) is not the task's time;
+ *   BUSY -> KILLED     the supervisor, past the deadline, just before its SIGKILL.
+ * A worker that loses (finds KILLED) records nothing and waits for the SIGKILL, so the
+ * supervisor's `timeout` hand-back can only ever concern the task that timed out. */
+enum slot_state { SLOT_EMPTY = 0, SLOT_STARTING, SLOT_IDLE, SLOT_BUSY, SLOT_RECORDING,
+                  SLOT_KILLED };
 
 struct slot {
     atomic_int pid;                 /* 0 when no worker holds the slot */
     atomic_int state;               /* enum slot_state */
     atomic_llong task_id;           /* the task being run; 0 when idle */
     atomic_int attempt;             /* its attempt number */
-    atomic_llong deadline_ms;       /* monotonic deadline of the running attempt */
+    atomic_llong deadline_ms;       /* monotonic deadline of the running attempt; written
+                                     * before the slot becomes SLOT_BUSY */
     atomic_ullong tasks_done;       /* attempts finished, whatever their outcome */
     atomic_int retire;              /* set by the supervisor: exit after this task */
 };
@@ -49,5 +58,6 @@ void slots_destroy(struct shared *sh);
 json_t *slots_stats(void *sh);
 json_t *slots_kinds_stats(void *sh);
 int slots_alive(void *sh);
+int slots_draining(void *sh);      /* the supervisor has begun a drain */
 
 #endif

@@ -5,20 +5,27 @@
  *      tasks a previous run left `running`, and CLOSE it: no SQLite connection is
  *      ever carried across fork();
  *   2. bind the listening socket (kept here, so a restarted HTTP process reuses it);
- *   3. load every kind's context, once;
- *   4. create what the children share: the worker table (shared memory), the wake-up
- *      eventfd, and the notify pipe (workers -> HTTP process);
- *   5. fork the HTTP process and the workers, which inherit all of the above.
- * Then it only supervises: it reaps children, hands back the task of a worker that
- * died, kills a worker whose task ran past its timeout, restarts children from its
- * own preloaded context, and on SIGTERM/SIGINT drains and exits 0. */
+ *   3. create what the children share: the worker table (shared memory), the wake-up
+ *      channel, and the notify pipe (workers -> HTTP process); become a
+ *      PR_SET_CHILD_SUBREAPER;
+ *   4. fork the zygote of generation 1 (service/zygote.c), which loads every kind's
+ *      context: the supervisor itself never runs a kind's code. A load that fails,
+ *      crashes or outlasts --load-timeout-ms stops the start (exit 2);
+ *   5. once it reports ready, ask it for the HTTP process and the workers. It forks
+ *      each twice, so that each is reparented to this process.
+ * Then it only supervises: it reaps children (the orphans of their own children too),
+ * hands back the task of a worker that died, kills a worker whose task ran past its
+ * timeout, asks the zygote for replacements, and on SIGTERM/SIGINT drains and exits 0.
+ * A reload (SIGHUP) forks the next generation's zygote; only when it is ready are the
+ * workers replaced, one at a time, and the old zygote exits. A new zygote that
+ * fails, crashes or hangs in load() is killed and logged, and nothing else changes. */
 #include "service/supervisor.h"
-#include "api/api.h"
 #include "common/clock.h"
+#include "common/fault.h"
 #include "common/log.h"
-#include "service/kinds.h"
+#include "common/wake.h"
 #include "service/slots.h"
-#include "service/worker.h"
+#include "service/zygote.h"
 #include "storage/store.h"
 
 #include <errno.h>
@@ -31,7 +38,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -41,6 +47,10 @@
 
 #define TICK_MS 100                 /* how often running tasks' deadlines are checked */
 #define RESTART_MAX_BACKOFF_MS 5000
+#define ZYGOTE_MAX_BACKOFF_MS 60000 /* a zygote that keeps dying or failing to load */
+#define SPAWN_TIMEOUT_MS 10000      /* a SPAWN without an answer is given up */
+#define MAX_ZYGOTES 4               /* serving, loading, and exiting ones being drained */
+#define DEAD_RING 32                /* unknown children reaped, remembered for SPAWNED */
 
 struct child {
     pid_t pid;                      /* 0: not running */
@@ -49,22 +59,56 @@ struct child {
     int backoff_ms;                 /* grows while the child keeps dying young */
     int timed_out;                  /* killed by us because its task ran too long */
     int generation;                 /* of the contexts it was forked with */
+    uint64_t spawn_seq;             /* non-zero: asked of a zygote, no answer yet */
+    int spawn_zygote;               /* which one (index into S.zy) */
+    int64_t spawn_deadline_ms;      /* monotonic */
+};
+
+/* A zygote: its record lives until it is reaped AND its socket has reached end of
+ * file (a child it forked may still send ZYGOTE_SPAWNED after the zygote died). */
+struct zygote {
+    int used;
+    pid_t pid;                      /* 0 once reaped */
+    int sock;                       /* our end; -1 once at end of file */
+    int generation;
+    int ready;                      /* ZYGOTE_READY received */
+    int failed;                     /* ZYGOTE_FAILED received or load timed out */
+    int exiting;                    /* asked to exit (a newer one serves, or a drain) */
+    int64_t started_ms;             /* monotonic */
 };
 
 static struct {
     const struct config *cfg;
-    int lock_fd, listen_fd, wake_fd, notify_rd, notify_wr, sig_fd;
+    pid_t pid;
+    int lock_fd, listen_fd, notify_rd, notify_wr, sig_fd;
+    struct wake *wake;              /* wakes idle workers (common/wake.h) */
     sigset_t sigs;                  /* blocked here, taken through sig_fd */
     struct shared *sh;
     struct child http;
     struct child *workers;          /* cfg->workers of them; index = slot */
+    struct zygote zy[MAX_ZYGOTES];
+    int serving;                    /* index of the ready zygote children come from; -1 */
+    int loading;                    /* index of the zygote loading a generation; -1 */
+    int started;                    /* the first zygote was ready: the service runs */
+    int exit_code;                  /* >= 0: leave the loop with it */
+    int reload_again;               /* a SIGHUP came while a generation was loading */
+    int64_t zygote_restart_at_ms;   /* monotonic; 0: none due */
+    int zygote_backoff_ms;
+    uint64_t spawn_seq;
+    struct {
+        pid_t pid;
+        int status;
+    } dead[DEAD_RING];              /* unknown children reaped (see on_spawned()) */
+    int dead_next;
     int draining;
     int64_t drain_deadline_ms;
     int killed_stragglers;
     int64_t started_at_ms;
     unsigned max_connections;       /* --max-connections, as the open-file limit allows */
-    int generation;                 /* of the contexts in this process; +1 per reload */
+    int generation;                 /* the serving contexts'; +1 per reload */
     int retiring;                   /* slot of the worker being replaced, or -1 */
+    struct pending_release *releases;   /* hand-backs to retry (retry_releases()) */
+    size_t nreleases;
 } S;
 
 /* ---------------------------------------------------------------- start-up */
@@ -168,23 +212,6 @@ connection_budget(const struct config *cfg)
     return n;
 }
 
-/* ---------------------------------------------------------------- children */
-
-/* What every child does first: die with the supervisor, and drop its descriptors. */
-static void
-child_common(void)
-{
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    close(S.sig_fd);
-}
-
-/* In the HTTP process: POST /v1/admin/reload asks its parent for a SIGHUP reload. */
-static int
-request_reload(void)
-{
-    return kill(getppid(), SIGHUP);
-}
-
 static int
 is_loopback(const char *host)
 {
@@ -192,85 +219,252 @@ is_loopback(const char *host)
            strcmp(host, "::1") == 0;
 }
 
-static void
-spawn_http(void)
+/* ---------------------------------------------------------------- zygotes */
+
+static const char *
+role_name(int role)
 {
+    return role == ZYGOTE_ROLE_HTTP ? "HTTP process" : "worker";
+}
+
+/* Forks the zygote that loads `generation`. Its index in S.zy, or -1 (logged). */
+static int
+start_zygote(int generation)
+{
+    int z = -1;
+    for (int i = 0; i < MAX_ZYGOTES && z < 0; i++)
+        if (!S.zy[i].used)
+            z = i;
+    if (z < 0) {
+        log_error("too many zygotes at once; generation %d is not loaded", generation);
+        return -1;
+    }
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+        log_error("socketpair (zygote): %s", strerror(errno));
+        return -1;
+    }
+    struct zygote_env env = {
+        .cfg = S.cfg, .supervisor = S.pid, .sh = S.sh, .wake = S.wake,
+        .listen_fd = S.listen_fd, .notify_rd = S.notify_rd, .notify_wr = S.notify_wr,
+        .max_connections = S.max_connections, .started_at_ms = S.started_at_ms,
+    };
     pid_t pid = fork();
     if (pid < 0) {
-        log_error("fork (HTTP process): %s", strerror(errno));
-        S.http.restart_at_ms = clock_mono_ms() + 1000;
-        return;
+        log_error("fork (zygote): %s", strerror(errno));
+        close(sv[0]);
+        close(sv[1]);
+        return -1;
     }
     if (pid == 0) {
-        child_common();
-        log_set_role("http");
-        close(S.notify_wr);
-        /* SIGTERM and SIGINT stay blocked: api_server_run() takes them with sigwait */
-        sigset_t unblock;
-        sigemptyset(&unblock);
-        sigaddset(&unblock, SIGCHLD);
-        sigaddset(&unblock, SIGHUP);
-        signal(SIGHUP, SIG_IGN);
-        signal(SIGPIPE, SIG_IGN);
-        sigprocmask(SIG_UNBLOCK, &unblock, NULL);
-        struct api_config acfg = {
-            .listen_fd = S.listen_fd,
-            .db_path = S.cfg->db_path,
-            .max_body_bytes = (size_t)S.cfg->max_body_bytes,
-            .default_timeout_ms = S.cfg->task_timeout_ms,
-            .threads = S.cfg->http_threads,
-            .max_connections = S.max_connections,
-            .max_connections_per_ip = (unsigned)S.cfg->max_connections_per_ip,
-            .wake_fd = S.wake_fd,
-            .notify_fd = S.notify_rd,
-            .nworkers = S.cfg->workers,
-            .started_at_ms = S.started_at_ms,
-            .hooks = {.arg = NULL, .validate = kinds_validate, .kinds = slots_kinds_stats},
-        };
-        acfg.api_token = S.cfg->api_token;
-        acfg.max_pending = S.cfg->max_pending;
-        acfg.retention_ms = S.cfg->retention_ms;
-        acfg.request_reload = request_reload;
-        acfg.hooks.workers = slots_stats;
-        acfg.hooks.workers_alive = slots_alive;
-        acfg.hooks.arg = S.sh;
-        _exit(api_server_run(&acfg));
+        /* what is the supervisor's alone: its signals, its ends of other zygotes */
+        close(sv[0]);
+        close(S.sig_fd);
+        for (int i = 0; i < MAX_ZYGOTES; i++)
+            if (S.zy[i].used && S.zy[i].sock >= 0)
+                close(S.zy[i].sock);
+        zygote_main(&env, sv[1], generation);
     }
-    S.http.pid = pid;
-    S.http.started_ms = clock_mono_ms();
-    S.http.restart_at_ms = 0;
-    log_info("HTTP process %ld started", (long)pid);
+    close(sv[1]);
+    fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
+    S.zy[z] = (struct zygote){.used = 1, .pid = pid, .sock = sv[0], .generation = generation,
+                              .started_ms = clock_mono_ms()};
+    log_info("zygote %ld loads the contexts of generation %d", (long)pid, generation);
+    return z;
+}
+
+/* Asks zygote z to exit after what it was already asked; its answers still come. */
+static void
+retire_zygote(int z)
+{
+    struct zygote *y = &S.zy[z];
+    if (y->exiting)
+        return;
+    y->exiting = 1;
+    if ((y->sock < 0 || zygote_send(y->sock, ZYGOTE_EXIT, NULL, 0) != 0) && y->pid > 0)
+        kill(y->pid, SIGTERM);
+}
+
+/* A zygote died or failed while serving (or loading with none serving): another
+ * one, later and later while they keep dying young. */
+static void
+schedule_zygote_restart(int64_t served_ms)
+{
+    if (served_ms > 60000 || S.zygote_backoff_ms == 0)
+        S.zygote_backoff_ms = 100;
+    else if ((S.zygote_backoff_ms *= 2) > ZYGOTE_MAX_BACKOFF_MS)
+        S.zygote_backoff_ms = ZYGOTE_MAX_BACKOFF_MS;
+    S.zygote_restart_at_ms = clock_mono_ms() + S.zygote_backoff_ms;
+}
+
+/* Copies a generation's figures where the HTTP process reads them (/v1/stats). */
+static void
+publish_kinds(const struct zygote_ready *r, int generation)
+{
+    int n = r->nkinds < 0 ? 0 : r->nkinds > SHARED_MAX_KINDS ? SHARED_MAX_KINDS : r->nkinds;
+    for (int i = 0; i < n; i++) {
+        struct kind_info *k = &S.sh->kinds[i];
+        snprintf(k->name, sizeof k->name, "%.*s", (int)sizeof r->kinds[i].name - 1,
+                 r->kinds[i].name);
+        atomic_store(&k->ctx_bytes, (long long)r->kinds[i].ctx_bytes);
+        atomic_store(&k->generation, generation);
+        atomic_store(&k->load_ms, (long long)r->kinds[i].load_ms);
+    }
+    S.sh->nkinds = n;
+}
+
+static void reload(void);
+
+/* The loading zygote will not serve: it reported a load error, died, or timed out.
+ * At start that ends the service (exit 2); later the running generation goes on. */
+static void
+load_failed(const char *why)
+{
+    S.loading = -1;
+    if (!S.started) {
+        log_error("%s", why);
+        S.exit_code = 2;
+        return;
+    }
+    log_error("reload failed, keeping the current contexts and workers (generation %d): %s",
+              S.generation, why);
+    if (S.serving < 0)
+        schedule_zygote_restart(0);     /* none serves: try again later */
+    if (S.reload_again) {
+        S.reload_again = 0;
+        reload();
+    }
 }
 
 static void
-spawn_worker(int i)
+on_ready(int z, const struct zygote_ready *r)
 {
-    struct slot *slot = &S.sh->slots[i];
-    atomic_store(&slot->task_id, 0);
-    atomic_store(&slot->retire, 0);
-    atomic_store(&slot->tasks_done, 0);     /* per worker process, not per slot */
-    atomic_store(&slot->state, SLOT_STARTING);
-    pid_t pid = fork();
-    if (pid < 0) {
-        log_error("fork (worker): %s", strerror(errno));
-        atomic_store(&slot->state, SLOT_EMPTY);
-        S.workers[i].restart_at_ms = clock_mono_ms() + 1000;
+    struct zygote *y = &S.zy[z];
+    int64_t now = clock_mono_ms();
+    y->ready = 1;
+    S.loading = -1;
+    S.zygote_restart_at_ms = 0;
+    int old = S.serving;
+    S.serving = z;
+    S.generation = y->generation;
+    publish_kinds(r, y->generation);
+    if (old >= 0)
+        retire_zygote(old);             /* its children keep their copy of the contexts */
+    if (!S.started) {
+        S.started = 1;
+        S.http.restart_at_ms = now;
+        for (int i = 0; i < S.cfg->workers; i++)
+            S.workers[i].restart_at_ms = now;
+        log_info("warmpool %s ready: %d workers, %d kinds loaded in %lld ms", WARMPOOL_VERSION,
+                 S.cfg->workers, S.sh->nkinds, (long long)(now - y->started_ms));
+    } else {
+        log_info("reload: generation %d loaded in %lld ms; replacing workers one by one",
+                 y->generation, (long long)(now - y->started_ms));
+    }
+    if (S.reload_again) {
+        S.reload_again = 0;
+        reload();
+    }
+}
+
+/* SIGHUP: a new zygote loads the next generation; on_ready() switches to it. */
+static void
+reload(void)
+{
+    if (S.draining)
+        return;
+    if (S.loading >= 0) {
+        S.reload_again = 1;
+        log_info("reload: generation %d is still loading; another reload follows it",
+                 S.zy[S.loading].generation);
         return;
     }
-    if (pid == 0) {
-        child_common();
-        close(S.listen_fd);
-        close(S.notify_rd);
-        /* signals stay blocked until worker_main() has its handlers in place */
-        struct worker_env env = {.cfg = S.cfg, .sh = S.sh, .slot = i, .wake_fd = S.wake_fd,
-                                 .notify_fd = S.notify_wr};
-        worker_main(&env);
+    S.zygote_restart_at_ms = 0;         /* this one restarts it, if none serves */
+    S.loading = start_zygote(S.generation + 1);
+    if (S.loading < 0)
+        load_failed("no zygote could be started");
+}
+
+/* A zygote that loads for longer than --load-timeout-ms is killed. */
+static void
+check_load_timeout(void)
+{
+    if (S.loading < 0)
+        return;
+    struct zygote *y = &S.zy[S.loading];
+    if (clock_mono_ms() - y->started_ms <= S.cfg->load_timeout_ms)
+        return;
+    if (y->pid > 0)
+        kill(y->pid, SIGKILL);
+    y->failed = 1;
+    char why[256];
+    snprintf(why, sizeof why, "loading the contexts of generation %d took longer than "
+             "--load-timeout-ms (%lld ms): zygote %ld killed", y->generation,
+             (long long)S.cfg->load_timeout_ms, (long)y->pid);
+    load_failed(why);
+}
+
+/* ---------------------------------------------------------------- children */
+
+static struct child *
+child_of(int role, int slot)
+{
+    if (role == ZYGOTE_ROLE_HTTP)
+        return &S.http;
+    if (role == ZYGOTE_ROLE_WORKER && slot >= 0 && slot < S.cfg->workers)
+        return &S.workers[slot];
+    return NULL;
+}
+
+/* A spawn that will not happen (refused, timed out, its zygote gone): try later. */
+static void
+spawn_given_up(struct child *c, int role, int slot)
+{
+    c->spawn_seq = 0;
+    c->restart_at_ms = clock_mono_ms() + 1000;
+    if (role == ZYGOTE_ROLE_WORKER)
+        atomic_store(&S.sh->slots[slot].state, SLOT_EMPTY);
+}
+
+/* Asks the serving zygote for the HTTP process or the worker of `slot`. */
+static void
+request_spawn(struct child *c, int role, int slot)
+{
+    if (role == ZYGOTE_ROLE_WORKER) {
+        struct slot *s = &S.sh->slots[slot];
+        atomic_store(&s->pid, 0);
+        atomic_store(&s->task_id, 0);
+        atomic_store(&s->retire, 0);
+        atomic_store(&s->tasks_done, 0);    /* per worker process, not per slot */
+        atomic_store(&s->state, SLOT_STARTING);
     }
-    atomic_store(&slot->pid, (int)pid);
-    S.workers[i] = (struct child){.pid = pid, .started_ms = clock_mono_ms(),
-                                  .backoff_ms = S.workers[i].backoff_ms,
-                                  .generation = S.generation};
-    log_debug("worker %ld started in slot %d", (long)pid, i);
+    c->restart_at_ms = 0;
+    struct zygote_spawn req = {.role = role, .slot = slot, .seq = ++S.spawn_seq};
+    if (zygote_send(S.zy[S.serving].sock, ZYGOTE_SPAWN, &req, sizeof req) != 0) {
+        log_error("asking the zygote for a %s: %s", role_name(role), strerror(errno));
+        spawn_given_up(c, role, slot);
+        return;
+    }
+    c->spawn_seq = req.seq;
+    c->spawn_zygote = S.serving;
+    c->spawn_deadline_ms = clock_mono_ms() + SPAWN_TIMEOUT_MS;
+}
+
+/* Gives up the spawns asked of zygote z (its socket is at end of file), or, with
+ * z < 0, those asked too long ago. */
+static void
+give_up_spawns(int z)
+{
+    int64_t now = clock_mono_ms();
+    for (int i = -1; i < S.cfg->workers; i++) {
+        struct child *c = i < 0 ? &S.http : &S.workers[i];
+        int role = i < 0 ? ZYGOTE_ROLE_HTTP : ZYGOTE_ROLE_WORKER;
+        if (c->spawn_seq == 0 || (z >= 0 ? c->spawn_zygote != z : now < c->spawn_deadline_ms))
+            continue;
+        log_warn("the zygote %s before the %s it was asked for started; asking again",
+                 z >= 0 ? "went away" : "did not answer", role_name(role));
+        spawn_given_up(c, role, i < 0 ? 0 : i);
+    }
 }
 
 static void
@@ -300,16 +494,33 @@ schedule_restart(struct child *c)
     c->restart_at_ms = now + c->backoff_ms;
 }
 
-/* Hands back the tasks of a dead worker: to pending if attempts remain, else failed. */
-static void
+/* A dead worker whose tasks could not be handed back yet (the database could not be
+ * opened or written: a full disk, busy, an I/O error). Retried from the loop until
+ * it works, with a back-off; until then its task stays `running`, owned by a pid
+ * that no longer runs anything (issue 8). */
+struct pending_release {
+    pid_t pid;
+    int timed_out;
+    char why[96];
+    int tries;
+    int64_t next_try_ms;        /* monotonic */
+};
+
+#define RELEASE_RETRY_MAX_MS 5000
+
+/* Hands back the tasks of a dead worker: to pending if attempts remain, else failed.
+ * 0, or -1 when the database could not be opened or written (logged): retry later. */
+static int
 release_tasks_of(pid_t pid, int timed_out, const char *why)
 {
-    char err[512], msg[256];
-    store *st = store_open(S.cfg->db_path, STORE_SYNC_FULL, 10000, err, sizeof err);
+    /* supervisor_release_fail=N: the first N hand-backs fail as if the open had */
+    char err[512] = "fault point supervisor_release_fail", msg[256];
+    store *st = fault_countdown("supervisor_release_fail") ? NULL
+                : store_open(S.cfg->db_path, STORE_SYNC_FULL, 10000, err, sizeof err);
     if (st == NULL) {
-        log_error("cannot open the database to release worker %ld's task: %s (it is "
-                  "released at the next start)", (long)pid, err);
-        return;
+        log_error("cannot open the database to hand back worker %ld's task: %s (retrying)",
+                  (long)pid, err);
+        return -1;
     }
     if (timed_out)
         snprintf(msg, sizeof msg, "the task ran past its timeout_ms and its worker was killed");
@@ -321,15 +532,251 @@ release_tasks_of(pid_t pid, int timed_out, const char *why)
     int rc = store_release_lost(st, (long)pid, clock_now_ms(),
                                 timed_out ? "timeout" : "worker_lost", msg, refs, 8, &n);
     if (rc != STORE_OK)
-        log_error("releasing worker %ld's task: %s", (long)pid, store_errmsg(st));
+        log_error("handing back worker %ld's task: %s (retrying)", (long)pid, store_errmsg(st));
     store_close(st);            /* before the next fork */
+    if (rc != STORE_OK)
+        return -1;
+    int requeued = 0;
     for (size_t i = 0; i < n; i++) {
         log_warn("task %" PRId64 " of worker %ld: %s", refs[i].id, (long)pid,
                  refs[i].state == TASK_PENDING ? "back to pending (attempts remain)"
                                                : "failed");
+        requeued += refs[i].state == TASK_PENDING;
         if (task_state_terminal(refs[i].state) &&
             write(S.notify_wr, &refs[i].id, sizeof refs[i].id) != (ssize_t)sizeof refs[i].id)
             log_debug("notify pipe full");
+    }
+    /* a task handed back is ready now: an idle worker takes it at once, rather than
+     * the replacement or the safety net (issue 8) */
+    wake_post(S.wake, requeued);
+    return 0;
+}
+
+/* Hands back a dead worker's tasks now, or queues the hand-back for retry_releases(). */
+static void
+release_or_queue(pid_t pid, int timed_out, const char *why)
+{
+    if (release_tasks_of(pid, timed_out, why) == 0)
+        return;
+    struct pending_release *grown =
+        realloc(S.releases, (S.nreleases + 1) * sizeof *S.releases);
+    if (grown == NULL) {
+        log_error("out of memory: worker %ld's task is handed back at the next start",
+                  (long)pid);
+        return;
+    }
+    S.releases = grown;
+    struct pending_release *r = &S.releases[S.nreleases++];
+    *r = (struct pending_release){.pid = pid, .timed_out = timed_out, .tries = 1,
+                                  .next_try_ms = clock_mono_ms() + 100};
+    snprintf(r->why, sizeof r->why, "%s", why);
+}
+
+/* Retries the hand-backs that failed, each on its own back-off (100 ms doubling up to
+ * RELEASE_RETRY_MAX_MS). */
+static void
+retry_releases(void)
+{
+    int64_t now = clock_mono_ms();
+    for (size_t i = 0; i < S.nreleases;) {
+        struct pending_release *r = &S.releases[i];
+        if (now < r->next_try_ms) {
+            i++;
+            continue;
+        }
+        if (release_tasks_of(r->pid, r->timed_out, r->why) == 0) {
+            log_info("worker %ld's task handed back after %d tries", (long)r->pid,
+                     r->tries + 1);
+            S.releases[i] = S.releases[--S.nreleases];
+            continue;
+        }
+        r->tries++;
+        int64_t delay = 100;
+        for (int k = 1; k < r->tries && delay < RELEASE_RETRY_MAX_MS; k++)
+            delay *= 2;
+        r->next_try_ms = now + (delay < RELEASE_RETRY_MAX_MS ? delay : RELEASE_RETRY_MAX_MS);
+        i++;
+    }
+}
+
+/* Logs how the HTTP process or a worker died, hands back a dead worker's task and
+ * schedules the restart. 0 when pid is neither. */
+static int
+child_died(pid_t pid, int status)
+{
+    char why[96];
+    describe_exit(status, why, sizeof why);
+    if (pid == S.http.pid) {
+        S.http.pid = 0;
+        if (!S.draining) {
+            log_error("HTTP process %ld %s; restarting it", (long)pid, why);
+            schedule_restart(&S.http);
+        } else {
+            log_info("HTTP process %ld %s", (long)pid, why);
+        }
+        return 1;
+    }
+    for (int i = 0; i < S.cfg->workers; i++) {
+        struct child *c = &S.workers[i];
+        if (c->pid != pid)
+            continue;
+        struct slot *slot = &S.sh->slots[i];
+        c->pid = 0;
+        int retired = atomic_load(&slot->retire) && WIFEXITED(status) &&
+                      WEXITSTATUS(status) == 0;
+        int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0 && S.draining;
+        if (retired)
+            log_info("worker %ld retired (reload or recycling); forking a fresh one",
+                     (long)pid);
+        else if (clean)
+            log_debug("worker %ld %s", (long)pid, why);
+        else
+            log_warn("worker %ld %s%s", (long)pid, why,
+                     c->timed_out ? " (its task ran past its timeout)" : "");
+        release_or_queue(pid, c->timed_out, why);
+        c->timed_out = 0;
+        atomic_store(&slot->pid, 0);
+        atomic_store(&slot->task_id, 0);
+        atomic_store(&slot->state, SLOT_EMPTY);
+        if (retired && !S.draining) {
+            c->restart_at_ms = clock_mono_ms();     /* at once: it did not crash */
+            c->backoff_ms = 0;
+        } else if (!S.draining) {
+            schedule_restart(c);
+        }
+        return 1;
+    }
+    return 0;
+}
+
+static void
+zygote_died(int z, int status)
+{
+    struct zygote *y = &S.zy[z];
+    char why[96];
+    describe_exit(status, why, sizeof why);
+    pid_t pid = y->pid;
+    y->pid = 0;
+    if (S.draining || y->exiting || y->failed) {
+        log_debug("zygote %ld (generation %d) %s", (long)pid, y->generation, why);
+    } else if (z == S.loading) {
+        /* died before READY without saying why: a crash or an exit in a load() */
+        char msg[256];
+        snprintf(msg, sizeof msg, "loading the contexts of generation %d: zygote %ld %s "
+                 "before it was ready", y->generation, (long)pid, why);
+        y->failed = 1;
+        load_failed(msg);
+    } else if (z == S.serving) {
+        S.serving = -1;
+        log_error("the zygote of generation %d (%ld) %s; a new one loads the contexts "
+                  "again, and the workers keep running", y->generation, (long)pid, why);
+        schedule_zygote_restart(clock_mono_ms() - y->started_ms);
+    }
+    if (y->sock < 0)
+        y->used = 0;
+}
+
+/* ZYGOTE_SPAWNED: a child that the serving zygote forked tells us its pid. */
+static void
+on_spawned(int z, const struct zygote_spawned *rep)
+{
+    struct child *c = child_of(rep->role, rep->slot);
+    pid_t pid = (pid_t)rep->pid;
+    if (pid <= 0)
+        return;
+    if (c == NULL || c->spawn_seq != rep->seq) {
+        /* asked for and then given up: nobody expects it */
+        log_warn("stopping %s %ld: it was not expected any more", role_name(rep->role),
+                 (long)pid);
+        kill(pid, SIGKILL);
+        return;
+    }
+    c->spawn_seq = 0;
+    c->pid = pid;
+    c->started_ms = clock_mono_ms();
+    c->generation = S.zy[z].generation;
+    if (rep->role == ZYGOTE_ROLE_WORKER) {
+        atomic_store(&S.sh->slots[rep->slot].pid, (int)pid);
+        log_debug("worker %ld started in slot %d (generation %d)", (long)pid, rep->slot,
+                  c->generation);
+    } else {
+        log_info("HTTP process %ld started", (long)pid);
+    }
+    if (S.draining)
+        kill(pid, SIGTERM);
+    /* It may have died before we knew its pid. A pid in the ring is only this child if
+     * no process has it now: the number may be an old orphan's, reused. */
+    for (int i = 0; i < DEAD_RING; i++) {
+        if (S.dead[i].pid != pid)
+            continue;
+        S.dead[i].pid = 0;
+        if (kill(pid, 0) != 0 && errno == ESRCH)
+            child_died(pid, S.dead[i].status);
+        break;
+    }
+}
+
+static void
+on_zygote_message(int z, uint32_t type, const void *payload, int len)
+{
+    struct zygote *y = &S.zy[z];
+    switch (type) {
+    case ZYGOTE_READY:
+        if (z == S.loading && !y->failed && len >= (int)sizeof(struct zygote_ready))
+            on_ready(z, payload);
+        break;
+    case ZYGOTE_FAILED:
+        if (z == S.loading && !y->failed) {
+            char why[1100];
+            snprintf(why, sizeof why, "%.*s", len < 1024 ? len : 1024, (const char *)payload);
+            y->failed = 1;
+            load_failed(why);
+        }
+        break;
+    case ZYGOTE_SPAWNED:
+        if (len >= (int)sizeof(struct zygote_spawned))
+            on_spawned(z, payload);
+        break;
+    case ZYGOTE_SPAWN_FAILED:
+        if (len >= (int)sizeof(struct zygote_spawned)) {
+            const struct zygote_spawned *rep = payload;
+            struct child *c = child_of(rep->role, rep->slot);
+            if (c != NULL && c->spawn_seq == rep->seq) {
+                log_error("the zygote could not fork a %s: %s", role_name(rep->role),
+                          strerror(rep->err));
+                spawn_given_up(c, rep->role, rep->slot);
+            }
+        }
+        break;
+    default:
+        break;                      /* a newer zygote's message: ignored */
+    }
+}
+
+/* Reads what zygote z sent, up to end of file (then no answer can come any more). */
+static void
+read_zygote(int z)
+{
+    struct zygote *y = &S.zy[z];
+    while (y->sock >= 0) {
+        union {
+            struct zygote_ready ready;
+            struct zygote_spawned spawned;
+            char text[ZYGOTE_MSG_MAX];
+        } m;
+        uint32_t type = 0;
+        int len = zygote_recv(y->sock, &type, &m, sizeof m);
+        if (len == -1 && errno == EAGAIN)
+            return;
+        if (len < 0) {
+            close(y->sock);
+            y->sock = -1;
+            give_up_spawns(z);
+            if (y->pid == 0)
+                y->used = 0;
+            return;
+        }
+        on_zygote_message(z, type, &m, len);
     }
 }
 
@@ -339,48 +786,24 @@ reap(void)
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        char why[96];
-        describe_exit(status, why, sizeof why);
-        if (pid == S.http.pid) {
-            S.http.pid = 0;
-            if (!S.draining) {
-                log_error("HTTP process %ld %s; restarting it", (long)pid, why);
-                schedule_restart(&S.http);
-            } else {
-                log_info("HTTP process %ld %s", (long)pid, why);
-            }
+        int z = -1;
+        for (int i = 0; i < MAX_ZYGOTES && z < 0; i++)
+            if (S.zy[i].used && S.zy[i].pid == pid)
+                z = i;
+        if (z >= 0) {
+            zygote_died(z, status);
             continue;
         }
-        for (int i = 0; i < S.cfg->workers; i++) {
-            struct child *c = &S.workers[i];
-            if (c->pid != pid)
-                continue;
-            struct slot *slot = &S.sh->slots[i];
-            c->pid = 0;
-            int retired = atomic_load(&slot->retire) && WIFEXITED(status) &&
-                          WEXITSTATUS(status) == 0;
-            int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0 && S.draining;
-            if (retired)
-                log_info("worker %ld retired (reload or recycling); forking a fresh one",
-                         (long)pid);
-            else if (clean)
-                log_debug("worker %ld %s", (long)pid, why);
-            else
-                log_warn("worker %ld %s%s", (long)pid, why,
-                         c->timed_out ? " (its task ran past its timeout)" : "");
-            release_tasks_of(pid, c->timed_out, why);
-            c->timed_out = 0;
-            atomic_store(&slot->pid, 0);
-            atomic_store(&slot->task_id, 0);
-            atomic_store(&slot->state, SLOT_EMPTY);
-            if (retired && !S.draining) {
-                c->restart_at_ms = clock_mono_ms();     /* at once: it did not crash */
-                c->backoff_ms = 0;
-            } else if (!S.draining) {
-                schedule_restart(c);
-            }
-            break;
-        }
+        if (child_died(pid, status))
+            continue;
+        /* not known (yet): a child whose ZYGOTE_SPAWNED is still unread, or the orphan
+         * of a child's own child (we are their subreaper) */
+        for (int i = 0; i < DEAD_RING; i++)
+            if (S.dead[i].pid == pid)
+                S.dead[i].pid = 0;      /* an older death of the same number */
+        S.dead[S.dead_next].pid = pid;
+        S.dead[S.dead_next].status = status;
+        S.dead_next = (S.dead_next + 1) % DEAD_RING;
     }
 }
 
@@ -394,54 +817,28 @@ enforce_timeouts(void)
         struct child *c = &S.workers[i];
         if (c->pid == 0 || c->timed_out || atomic_load(&slot->state) != SLOT_BUSY)
             continue;
-        if (atomic_load(&slot->deadline_ms) < now) {
-            log_warn("task %lld ran past its timeout: killing worker %ld",
-                     (long long)atomic_load(&slot->task_id), (long)c->pid);
-            c->timed_out = 1;
-            kill(c->pid, SIGKILL);
-        }
+        if (atomic_load(&slot->deadline_ms) >= now)
+            continue;
+        /* a compare-and-set against the worker's BUSY -> RECORDING (slots.h): if the
+         * task ended meanwhile, the worker won and nothing is killed */
+        int busy = SLOT_BUSY;
+        if (!atomic_compare_exchange_strong(&slot->state, &busy, SLOT_KILLED))
+            continue;
+        log_warn("task %lld ran past its timeout: killing worker %ld",
+                 (long long)atomic_load(&slot->task_id), (long)c->pid);
+        c->timed_out = 1;
+        kill(c->pid, SIGKILL);
     }
-}
-
-/* Copies the registry's figures where the HTTP process reads them (/v1/stats). */
-static void
-publish_kinds(void)
-{
-    size_t n = kinds_count();
-    S.sh->nkinds = n < SHARED_MAX_KINDS ? (int)n : SHARED_MAX_KINDS;
-    for (int i = 0; i < S.sh->nkinds; i++) {
-        const struct kind_entry *e = kinds_at((size_t)i);
-        struct kind_info *k = &S.sh->kinds[i];
-        snprintf(k->name, sizeof k->name, "%s", e->kind->name);
-        atomic_store(&k->ctx_bytes, (long long)e->ctx_bytes);
-        atomic_store(&k->generation, e->generation);
-        atomic_store(&k->load_ms, (long long)e->load_ms);
-    }
-}
-
-/* SIGHUP: build new contexts; if all load, replace the workers one at a time, each
- * when it has finished its current task (rolling()). On failure keep everything. */
-static void
-reload(void)
-{
-    char err[1024];
-    int64_t t0 = clock_mono_ms();
-    if (kinds_reload(S.cfg, err, sizeof err) != 0) {
-        log_error("reload failed, keeping the current contexts and workers: %s", err);
-        return;
-    }
-    S.generation++;
-    publish_kinds();
-    log_info("reload: new contexts loaded in %lld ms; replacing workers one by one",
-             (long long)(clock_mono_ms() - t0));
 }
 
 /* Advances the rolling replacement: one worker of an older generation at a time is
- * asked to exit after its current task (an idle one first); its replacement is
- * forked from the new contexts, and once it is ready the next one goes. */
+ * asked to exit after its current task (an idle one first); its replacement comes
+ * from the serving zygote, and once it is ready the next one goes. */
 static void
 rolling(void)
 {
+    if (S.serving < 0)
+        return;
     if (S.retiring >= 0) {
         struct child *c = &S.workers[S.retiring];
         int state = atomic_load(&S.sh->slots[S.retiring].state);
@@ -462,7 +859,7 @@ rolling(void)
         return;
     S.retiring = pick;
     atomic_store(&S.sh->slots[pick].retire, 1);
-    kill(S.workers[pick].pid, SIGUSR1);     /* wakes it if it is idle in poll() */
+    kill(S.workers[pick].pid, SIGUSR1);     /* wakes it if it is idle */
 }
 
 static void
@@ -474,9 +871,22 @@ start_drain(int sig)
              (long long)S.cfg->grace_ms);
     S.draining = 1;
     atomic_store(&S.sh->draining, 1);
-    close(S.listen_fd);         /* the HTTP process closes its copy as it quiesces */
+    /* the HTTP process shuts the socket down once it has quiesced (so that new
+     * connections are refused, not queued and reset); with none running, do it here */
+    if (S.http.pid == 0)
+        shutdown(S.listen_fd, SHUT_RD);
+    close(S.listen_fd);
     S.listen_fd = -1;
     S.drain_deadline_ms = clock_mono_ms() + S.cfg->grace_ms;
+    /* zygotes exit (SIGTERM also ends one in the middle of a load); a child one of them
+     * forked meanwhile is told to stop when its ZYGOTE_SPAWNED arrives */
+    for (int i = 0; i < MAX_ZYGOTES; i++) {
+        if (!S.zy[i].used)
+            continue;
+        retire_zygote(i);
+        if (S.zy[i].pid > 0)
+            kill(S.zy[i].pid, SIGTERM);
+    }
     if (S.http.pid > 0)
         kill(S.http.pid, SIGTERM);
     for (int i = 0; i < S.cfg->workers; i++)
@@ -484,13 +894,35 @@ start_drain(int sig)
             kill(S.workers[i].pid, SIGTERM);
 }
 
+/* Processes (and spawns that may still become one) the drain waits for. */
 static int
 children_alive(void)
 {
-    int n = S.http.pid > 0;
+    int n = S.http.pid > 0 || S.http.spawn_seq != 0;
     for (int i = 0; i < S.cfg->workers; i++)
-        n += S.workers[i].pid > 0;
+        n += S.workers[i].pid > 0 || S.workers[i].spawn_seq != 0;
+    for (int i = 0; i < MAX_ZYGOTES; i++)
+        n += S.zy[i].used && S.zy[i].pid > 0;
     return n;
+}
+
+static void
+kill_stragglers(void)
+{
+    log_warn("grace period over: killing what still runs; its tasks go back to pending, "
+             "or fail if out of attempts");
+    for (int i = 0; i < S.cfg->workers; i++) {
+        if (S.workers[i].pid > 0)
+            kill(S.workers[i].pid, SIGKILL);
+        S.workers[i].spawn_seq = 0;
+    }
+    if (S.http.pid > 0)
+        kill(S.http.pid, SIGKILL);
+    S.http.spawn_seq = 0;
+    for (int i = 0; i < MAX_ZYGOTES; i++)
+        if (S.zy[i].used && S.zy[i].pid > 0)
+            kill(S.zy[i].pid, SIGKILL);
+    S.killed_stragglers = 1;
 }
 
 static void
@@ -504,11 +936,15 @@ handle_signals(void)
             break;
         case SIGTERM:
         case SIGINT:
-            start_drain((int)si.ssi_signo);
+            if (S.started) {
+                start_drain((int)si.ssi_signo);
+            } else {
+                log_info("%s before the contexts were loaded: stopping", strsignal((int)si.ssi_signo));
+                S.exit_code = 0;        /* nothing runs yet: nothing to drain */
+            }
             break;
         case SIGHUP:
-            if (!S.draining)
-                reload();
+            reload();
             break;
         default:
             break;
@@ -518,39 +954,66 @@ handle_signals(void)
 
 /* ---------------------------------------------------------------- the loop */
 
+/* Runs until the drain is over (0) or the first generation cannot load (2). */
 static int
 supervise(void)
 {
     for (;;) {
+        if (S.exit_code >= 0)
+            return S.exit_code;
         int64_t now = clock_mono_ms();
         if (!S.draining) {
-            if (S.http.pid == 0 && S.http.restart_at_ms != 0 && now >= S.http.restart_at_ms)
-                spawn_http();
-            for (int i = 0; i < S.cfg->workers; i++)
-                if (S.workers[i].pid == 0 && S.workers[i].restart_at_ms != 0 &&
-                    now >= S.workers[i].restart_at_ms)
-                    spawn_worker(i);
-            enforce_timeouts();
-            rolling();
-        } else {
-            if (children_alive() == 0)
-                return 0;
-            if (!S.killed_stragglers && now >= S.drain_deadline_ms) {
-                log_warn("grace period over: killing what still runs; its tasks go back "
-                         "to pending, or fail if out of attempts");
-                for (int i = 0; i < S.cfg->workers; i++)
-                    if (S.workers[i].pid > 0)
-                        kill(S.workers[i].pid, SIGKILL);
-                if (S.http.pid > 0)
-                    kill(S.http.pid, SIGKILL);
-                S.killed_stragglers = 1;
+            if (S.serving >= 0 && S.zy[S.serving].sock >= 0) {
+                if (S.http.pid == 0 && S.http.spawn_seq == 0 && S.http.restart_at_ms != 0 &&
+                    now >= S.http.restart_at_ms)
+                    request_spawn(&S.http, ZYGOTE_ROLE_HTTP, 0);
+                for (int i = 0; i < S.cfg->workers; i++) {
+                    struct child *c = &S.workers[i];
+                    if (c->pid == 0 && c->spawn_seq == 0 && c->restart_at_ms != 0 &&
+                        now >= c->restart_at_ms)
+                        request_spawn(c, ZYGOTE_ROLE_WORKER, i);
+                }
+                rolling();
+            } else if (S.loading < 0 && S.zygote_restart_at_ms != 0 &&
+                       now >= S.zygote_restart_at_ms) {
+                S.zygote_restart_at_ms = 0;
+                reload();
             }
+            enforce_timeouts();
+            check_load_timeout();
+            give_up_spawns(-1);
+        } else {
+            /* a hand-back that keeps failing gets until the end of the grace period;
+             * what is still `running` after that is handed back at the next start */
+            if (children_alive() == 0 && (S.nreleases == 0 || now >= S.drain_deadline_ms)) {
+                if (S.nreleases > 0)
+                    log_warn("%zu dead worker(s)' tasks could not be handed back; the next "
+                             "start hands them back", S.nreleases);
+                return 0;
+            }
+            if (!S.killed_stragglers && now >= S.drain_deadline_ms)
+                kill_stragglers();
         }
+        retry_releases();
         int timeout = TICK_MS;
         if (S.draining && !S.killed_stragglers && S.drain_deadline_ms - now < timeout)
             timeout = (int)(S.drain_deadline_ms - now) > 0 ? (int)(S.drain_deadline_ms - now) : 0;
-        struct pollfd p = {.fd = S.sig_fd, .events = POLLIN};
-        if (poll(&p, 1, timeout) > 0)
+        struct pollfd p[1 + MAX_ZYGOTES];
+        int zof[1 + MAX_ZYGOTES], np = 1;
+        p[0] = (struct pollfd){.fd = S.sig_fd, .events = POLLIN};
+        for (int i = 0; i < MAX_ZYGOTES; i++) {
+            if (S.zy[i].used && S.zy[i].sock >= 0) {
+                zof[np] = i;
+                p[np++] = (struct pollfd){.fd = S.zy[i].sock, .events = POLLIN};
+            }
+        }
+        if (poll(p, (nfds_t)np, timeout) <= 0)
+            continue;
+        /* the zygotes' messages first: a child's death is then matched to its pid */
+        for (int i = 1; i < np; i++)
+            if (p[i].revents != 0)
+                read_zygote(zof[i]);
+        if (p[0].revents & POLLIN)
             handle_signals();
     }
 }
@@ -560,8 +1023,8 @@ supervisor_run(const struct config *cfg)
 {
     memset(&S, 0, sizeof S);
     S.cfg = cfg;
-    S.generation = 1;
-    S.retiring = -1;
+    S.pid = getpid();
+    S.serving = S.loading = S.retiring = S.exit_code = -1;
     S.lock_fd = S.listen_fd = S.sig_fd = -1;
     S.started_at_ms = clock_now_ms();
     log_set_role("supervisor");
@@ -576,6 +1039,11 @@ supervisor_run(const struct config *cfg)
     sigprocmask(SIG_BLOCK, &S.sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
     S.sig_fd = signalfd(-1, &S.sigs, SFD_NONBLOCK | SFD_CLOEXEC);
+    /* the HTTP process and the workers are forked by a zygote and reparented here */
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
+        log_error("PR_SET_CHILD_SUBREAPER: %s", strerror(errno));
+        return 1;
+    }
 
     if (S.sig_fd < 0 || prepare_database(cfg) != 0)
         return 1;
@@ -586,41 +1054,39 @@ supervisor_run(const struct config *cfg)
     if (!is_loopback(cfg->listen_host) && cfg->api_token[0] == '\0')
         log_warn("listening on %s without --api-token: anyone who can reach this port can "
                  "read and submit tasks", cfg->listen_host);
-    char err[1024];
-    if (kinds_load(cfg, err, sizeof err) != 0) {
-        log_error("%s", err);
-        return 2;
-    }
     int pipefd[2];
     S.sh = slots_create(cfg->workers);
-    S.wake_fd = eventfd(0, EFD_SEMAPHORE | EFD_NONBLOCK);
+    S.wake = wake_create(cfg->workers);
     S.workers = calloc((size_t)cfg->workers, sizeof *S.workers);
-    if (S.sh == NULL || S.wake_fd < 0 || S.workers == NULL ||
+    if (S.sh == NULL || S.wake == NULL || S.workers == NULL ||
         pipe2(pipefd, O_NONBLOCK) != 0) {
         log_error("creating the shared table, eventfd or pipe: %s", strerror(errno));
         return 1;
     }
-    publish_kinds();
     S.notify_rd = pipefd[0];
     S.notify_wr = pipefd[1];
     fcntl(S.notify_wr, F_SETPIPE_SZ, 1 << 20);     /* room for 131072 ids; best effort */
 
-    spawn_http();
-    for (int i = 0; i < cfg->workers; i++)
-        spawn_worker(i);
-    log_info("warmpool %s ready: %d workers, %zu kinds", WARMPOOL_VERSION, cfg->workers,
-             kinds_count());
+    S.loading = start_zygote(1);
+    int rc = S.loading < 0 ? 1 : supervise();
 
-    int rc = supervise();
-
-    kinds_unload();
+    for (int i = 0; i < MAX_ZYGOTES; i++) {
+        if (S.zy[i].used && S.zy[i].pid > 0)
+            kill(S.zy[i].pid, SIGKILL);         /* only after a failed start */
+        if (S.zy[i].used && S.zy[i].sock >= 0)
+            close(S.zy[i].sock);
+    }
     slots_destroy(S.sh);
     free(S.workers);
-    close(S.wake_fd);
+    free(S.releases);
+    wake_destroy(S.wake);
     close(S.notify_rd);
     close(S.notify_wr);
+    if (S.listen_fd >= 0)
+        close(S.listen_fd);
     close(S.sig_fd);
     close(S.lock_fd);
-    log_info("stopped");
+    if (rc == 0)
+        log_info("stopped");
     return rc;
 }

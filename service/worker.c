@@ -1,12 +1,13 @@
 /* worker.c -- a worker process: claim the next task, run it against the preloaded
- * context, record the outcome, repeat; block on the wake-up eventfd when idle.
+ * context, record the outcome, repeat; block on the wake-up channel when idle.
  *
  * The loop, and why it is in this order:
  *   1. look for a ready task with a read (no write lock), claim it if there is one;
- *   2. otherwise block in poll() on the wake eventfd until the next delayed retry is
- *      due, and at most a second (the safety net for a lost wake-up);
- *   3. a readable eventfd gives this worker one token (EFD_SEMAPHORE), so n tokens
- *      wake up to n idle workers, and go back to 1.
+ *   2. otherwise block in ppoll() on the wake-up channel (common/wake.h) until the
+ *      next delayed retry is due, and at most a second (the safety net for a lost
+ *      wake-up);
+ *   3. a readable channel gives this worker one token, so n tokens wake up to n
+ *      idle workers, and go back to 1.
  * A busy worker records a task's outcome and claims the next in one transaction
  * (store_finish_claim), so back-to-back tasks cost one commit each, not two.
  * A worker claims only when idle (no prefetch), so a short task never waits behind
@@ -14,6 +15,8 @@
  * finishes the task in hand and exits 0. */
 #include "service/worker.h"
 #include "common/clock.h"
+#include "common/fault.h"
+#include "common/wake.h"
 #include "common/log.h"
 #include "service/kinds.h"
 #include "storage/store.h"
@@ -22,16 +25,29 @@
 #include <stdatomic.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define SAFETY_NET_MS 1000
 #define RETRY_CAP_MS 300000
 
+/* Signals. SIGTERM and SIGINT (stop after the task in hand) and SIGUSR1 (a nudge:
+ * look at the retire flag) stay blocked except inside the idle wait's ppoll(), which
+ * unblocks them atomically (issue 8):
+ *  - a kind's run() is never interrupted by them, so its blocking calls never fail
+ *    with EINTR (SA_RESTART would not be enough: poll() and nanosleep() are never
+ *    restarted);
+ *  - one that arrives between the last look at the flags and the wait is pending,
+ *    so ppoll() returns at once instead of sleeping until the safety net.
+ * A stop that arrives while busy is seen by stopping() through sigpending(). */
 static volatile sig_atomic_t g_stop;
+static sigset_t g_blocked;      /* SIGTERM, SIGINT, SIGUSR1 */
+static sigset_t g_wait_mask;    /* the mask inside ppoll(): g_blocked unblocked */
 
 static void
 on_term(int sig)
@@ -43,14 +59,30 @@ on_term(int sig)
 static void
 on_usr1(int sig)
 {
-    (void)sig;                  /* only interrupts poll(): the retire flag is the message */
+    (void)sig;                  /* only ends ppoll(): the retire flag is the message */
+}
+
+/* In a process that a kind's run() forks: the signals as a fresh process has them. */
+static void
+reset_signals_in_child(void)
+{
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGUSR1, SIG_DFL);
+    sigprocmask(SIG_UNBLOCK, &g_blocked, NULL);
 }
 
 static int
 stopping(const struct worker_env *env)
 {
-    return g_stop || atomic_load(&env->sh->draining) ||
-           atomic_load(&env->sh->slots[env->slot].retire);
+    if (g_stop || atomic_load(&env->sh->draining) ||
+        atomic_load(&env->sh->slots[env->slot].retire))
+        return 1;
+    sigset_t pending;
+    if (sigpending(&pending) == 0 &&
+        (sigismember(&pending, SIGTERM) == 1 || sigismember(&pending, SIGINT) == 1))
+        g_stop = 1;             /* delivered at the next ppoll(); act on it now */
+    return g_stop;
 }
 
 /* Delay before retry number `attempt` (1-based): base * 2^(attempt-1), capped, with
@@ -75,13 +107,16 @@ struct attempt {
     struct wp_task_error err;
 };
 
-/* Runs task t against its kind's preloaded context; fills *a. */
-static void
+/* Runs task t against its kind's preloaded context; fills *a. Returns 0, or -1 when
+ * the supervisor timed the task out meanwhile (then nothing is to be recorded). */
+static int
 run_task(const struct worker_env *env, const store_task *t, struct attempt *a)
 {
     struct slot *slot = &env->sh->slots[env->slot];
     atomic_store(&slot->task_id, t->id);
     atomic_store(&slot->attempt, t->attempts);
+    /* the deadline first: the supervisor only looks at it once the slot is BUSY, so it
+     * never sees the previous task's (issue 8) */
     atomic_store(&slot->deadline_ms, clock_mono_ms() + t->timeout_ms);
     atomic_store(&slot->state, SLOT_BUSY);
 
@@ -101,6 +136,12 @@ run_task(const struct worker_env *env, const store_task *t, struct attempt *a)
         else
             result = k->kind->run(k->ctx, k->worker_state, input, err);
         json_decref(input);
+    }
+    /* the task's time ends here: recording it is not timed (slots.h) */
+    int busy = SLOT_BUSY;
+    if (!atomic_compare_exchange_strong(&slot->state, &busy, SLOT_RECORDING)) {
+        json_decref(result);
+        return -1;                      /* KILLED: the SIGKILL is on its way */
     }
 
     store_outcome *o = &a->o;
@@ -126,6 +167,7 @@ run_task(const struct worker_env *env, const store_task *t, struct attempt *a)
             o->state = TASK_FAILED;
         }
     }
+    return 0;
 }
 
 /* Resident set size of this process in MiB, from /proc/self/statm; -1 if unknown. */
@@ -180,8 +222,11 @@ record(const struct worker_env *env, store *st, const store_task *t, const store
         int rc = go_on ? store_finish_claim(st, t->id, t->attempts, o, clock_now_ms(),
                                             (long)getpid(), next, claimed)
                        : store_finish(st, t->id, t->attempts, o);
-        if (rc == STORE_OK)
+        if (rc == STORE_OK) {
+            if (*claimed)       /* fault point: the gap before the slot shows the claim */
+                fault_pause("worker_claimed_pause_ms");
             return 0;
+        }
         if (rc == STORE_CONFLICT) {
             log_warn("task %" PRId64 " attempt %d was taken from this worker; its outcome "
                      "is dropped", t->id, t->attempts);
@@ -202,7 +247,11 @@ run_one(const struct worker_env *env, store *st, const store_task *t, store_task
 {
     struct slot *slot = &env->sh->slots[env->slot];
     struct attempt a;
-    run_task(env, t, &a);
+    if (run_task(env, t, &a) != 0) {
+        /* timed out: the supervisor hands the task back after our death, as `timeout` */
+        for (;;)
+            pause();
+    }
     int claimed = 0;
     int recorded = record(env, st, t, &a.o, next, &claimed) == 0;
     free(a.text);
@@ -210,6 +259,12 @@ run_one(const struct worker_env *env, store *st, const store_task *t, store_task
     atomic_fetch_add(&slot->tasks_done, 1);
     atomic_store(&slot->task_id, 0);
     atomic_store(&slot->state, SLOT_IDLE);
+    /* A retry waits for its run_after. Idle workers set their sleep by the earliest one
+     * when they went to sleep; if this worker will not be idle to take it (it claimed
+     * the next task, or it is leaving), wake one so that it looks again (issue 8). */
+    if (recorded && a.o.state == TASK_PENDING &&
+        (claimed || stopping(env) || worn_out(env, 0, 1)))
+        wake_post(env->wake, 1);
     if (recorded && task_state_terminal(a.o.state)) {
         /* tell the HTTP process, for ?wait; if the pipe is full, the waiter's deadline
          * answers instead */
@@ -224,7 +279,14 @@ void
 worker_main(const struct worker_env *env)
 {
     log_set_role("worker");
-    struct sigaction sa = {.sa_handler = on_term};     /* no SA_RESTART: poll must return */
+    /* signals: see the top of this file */
+    sigemptyset(&g_blocked);
+    sigaddset(&g_blocked, SIGTERM);
+    sigaddset(&g_blocked, SIGINT);
+    sigaddset(&g_blocked, SIGUSR1);
+    sigprocmask(SIG_SETMASK, &g_blocked, NULL);    /* the rest inherited blocked: unblock */
+    sigemptyset(&g_wait_mask);
+    struct sigaction sa = {.sa_handler = on_term, .sa_flags = SA_RESTART};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
@@ -232,9 +294,7 @@ worker_main(const struct worker_env *env)
     sigaction(SIGUSR1, &sa, NULL);
     signal(SIGHUP, SIG_IGN);
     signal(SIGPIPE, SIG_IGN);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);     /* inherited blocked from the supervisor */
+    pthread_atfork(NULL, NULL, reset_signals_in_child);
     srandom((unsigned)getpid() ^ (unsigned)clock_now_ms());
 
     struct slot *slot = &env->sh->slots[env->slot];
@@ -251,9 +311,10 @@ worker_main(const struct worker_env *env)
         store_close(st);
         _exit(1);
     }
+    fault_pause("worker_start_pause_ms");  /* fault point: a slow start, before ready */
     atomic_store(&slot->state, SLOT_IDLE);
     long self = (long)getpid();
-    long claim_errors = 0;
+    long claim_errors = 0, idle_waits = 0;
     log_debug("worker ready in slot %d", env->slot);
 
     while (!stopping(env)) {
@@ -289,16 +350,20 @@ worker_main(const struct worker_env *env)
             }
         }
         /* sleep until woken, or until the next delayed retry is due, or the safety net */
-        int timeout = SAFETY_NET_MS;
+        /* fault points: worker_idle_pause_ms holds the first idle wait between the last
+         * checks and the wait; worker_safety_net_ms lengthens the safety net */
+        if (idle_waits++ == 0)
+            fault_pause("worker_idle_pause_ms");
+        int64_t timeout = fault_value("worker_safety_net_ms") > 0
+                              ? fault_value("worker_safety_net_ms") : SAFETY_NET_MS;
         int64_t now = clock_now_ms(), next = store_next_run_after(st, now);
         if (next > now && next - now < timeout)
-            timeout = (int)(next - now) + 1;
-        struct pollfd p = {.fd = env->wake_fd, .events = POLLIN};
-        if (poll(&p, 1, timeout) > 0 && (p.revents & POLLIN)) {
-            uint64_t token;
-            if (read(env->wake_fd, &token, sizeof token) < 0 && errno != EAGAIN)
-                log_warn("reading the wake-up channel: %s", strerror(errno));
-        }
+            timeout = next - now + 1;
+        struct timespec ts = {.tv_sec = (time_t)(timeout / 1000),
+                              .tv_nsec = (long)(timeout % 1000) * 1000000L};
+        struct pollfd p = {.fd = wake_fd(env->wake), .events = POLLIN};
+        if (ppoll(&p, 1, &ts, &g_wait_mask) > 0 && (p.revents & POLLIN))
+            wake_take(env->wake);       /* or another idle worker took it: look anyway */
     }
     kinds_worker_fini();
     store_close(st);

@@ -9,7 +9,7 @@ struct worker_env {
     const struct config *cfg;
     struct shared *sh;
     int slot;                   /* index of this worker's slot in sh */
-    int wake_fd;                /* eventfd, semaphore mode: one token wakes one worker */
+    struct wake *wake;          /* common/wake.h: one token wakes one idle worker */
     int notify_fd;              /* pipe to the HTTP process: ids of tasks now terminal */
 };
 

@@ -91,7 +91,8 @@ static const char SQL_PURGE[] =
     "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks"
     " WHERE state IN ('succeeded', 'failed', 'canceled') AND finished_at < ?1 LIMIT ?2)";
 static const char SQL_COUNT[] = "SELECT state, count(*) FROM tasks GROUP BY state";
-static const char SQL_PING[] = "SELECT 1";
+/* reads a table, so it opens a read transaction on the file (`SELECT 1` does not) */
+static const char SQL_PING[] = "SELECT count(*) FROM meta";
 static const char SQL_SECRET[] = "SELECT value FROM meta WHERE key = 'cursor_secret'";
 /* list: one statement for each filter combination, so each can use its index */
 static const char *const SQL_LIST[4] = {
@@ -288,6 +289,16 @@ store_open(const char *path, enum store_sync sync, int busy_ms, char *err, size_
         return NULL;
     }
     s->busy_ms = busy_ms > 0 ? busy_ms : 5000;
+    /* Task data is private: create the file 0600 ourselves (SQLite would make it 0644),
+     * and SQLite gives the -wal and -shm files the database file's mode (issue 8).
+     * O_EXCL: only a file that did not exist is opened (and closed) here. Closing any
+     * descriptor of a file drops every POSIX lock the process holds on it, so closing
+     * one on a database that this process's other connections have open and locked
+     * would corrupt it (howtocorrupt §2.2). */
+    int fd = strcmp(path, ":memory:") == 0
+                 ? -1 : open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        close(fd);              /* EEXIST is the usual case; other errors: SQLite says */
     int rc = sqlite3_open_v2(path, &s->db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                              NULL);
@@ -694,6 +705,9 @@ store_checkpoint(store *s, int64_t *wal_frames)
 int
 store_ping(store *s)
 {
+    /* drop this connection's page cache first, so the read goes to the file (or the
+     * WAL) and not to pages cached before the database broke (issue 8) */
+    sqlite3_db_release_memory(s->db);
     int rc = sqlite3_step(s->ping);
     stmt_done(s->ping);
     return rc == SQLITE_ROW ? STORE_OK : fail(s, "ping", rc);
@@ -712,7 +726,8 @@ store_secret(store *s)
     return v;
 }
 
-/* mkdir -p of the directory part of path */
+/* mkdir -p of the directory part of path; new directories are 0700 (less if the
+ * umask says so): they hold task data */
 static int
 make_parent_dirs(const char *path, char *err, size_t errlen)
 {
@@ -729,7 +744,7 @@ make_parent_dirs(const char *path, char *err, size_t errlen)
         if (*p == '/' || *p == '\0') {
             char c = *p;
             *p = '\0';
-            if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+            if (mkdir(buf, 0700) != 0 && errno != EEXIST) {
                 snprintf(err, errlen, "creating directory %s: %s", buf, strerror(errno));
                 return -1;
             }
@@ -748,7 +763,7 @@ store_lock(const char *db_path, int *fd_out, char *err, size_t errlen)
     if (make_parent_dirs(db_path, err, errlen) != 0)
         return STORE_ERR;
     snprintf(lock_path, sizeof lock_path, "%s.lock", db_path);
-    int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0) {
         snprintf(err, errlen, "opening lock file %s: %s", lock_path, strerror(errno));
         return STORE_ERR;

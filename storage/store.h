@@ -169,7 +169,8 @@ void store_set_autocheckpoint(store *s, int pages);
 /* Copies the WAL back into the database and truncates it (waits for readers within
  * the busy budget). *wal_frames: frames the WAL held. */
 int store_checkpoint(store *s, int64_t *wal_frames);
-/* A cheap query that proves the database answers. */
+/* A cheap read that proves the database file can be read now: it opens a read
+ * transaction and reads from the file, not from this connection's page cache. */
 int store_ping(store *s);
 /* A random secret kept in the database, for signing list cursors. */
 uint64_t store_secret(store *s);

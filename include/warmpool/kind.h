@@ -2,20 +2,26 @@
  *
  * A kind is a named task type with a *context*: something large and slow to build
  * (a signature database, an index, a model) that every task of the kind reads.
- * warmpool builds it ONCE, in the supervisor, before forking the workers; each
- * worker then reads the same physical pages through copy-on-write, so no task pays
- * for loading, copying or serializing it.
+ * warmpool builds it ONCE, in a loader process (the zygote of a generation), before
+ * forking the workers from it; each worker then reads the same physical pages through
+ * copy-on-write, so no task pays for loading, copying or serializing it.
  *
  * Life cycle, and which process makes each call:
- *   load()         supervisor, once at start (and again on reload), before fork
+ *   load()         the zygote, once at start (and a new zygote on each reload), before
+ *                  it forks the HTTP process and the workers
  *   worker_init()  each worker, right after fork (per-process scratch space)
  *   validate()     HTTP process, at submission: a refusal is answered 422
  *   run()          a worker, once per attempt of a task
  *   worker_fini()  a worker, before it exits normally
- *   unload()       supervisor, when the context is replaced or at exit
+ *   unload()       the zygote, when it exits after its generation was replaced or at
+ *                  the end (not after a crash: what outlives a process is yours)
  *
  * Threads: validate() may be called from several HTTP threads at once, so it must
  * only read the context. run() is called by one thread per worker process.
+ * Signals: run() is called with SIGTERM, SIGINT and SIGUSR1 blocked, so warmpool's
+ * own signals (a drain, a reload) never make a blocking call in it fail with EINTR.
+ * A process that run() starts with fork() gets them unblocked again; one started
+ * with posix_spawn() or system() inherits the mask (POSIX_SPAWN_SETSIGMASK resets it).
  * Ownership: inputs are borrowed (jansson's word): do not decref them, and incref
  * whatever you keep. run()'s result is a NEW reference that warmpool takes.
  *

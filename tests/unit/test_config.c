@@ -14,7 +14,8 @@
 
 static const char *const ENV_VARS[] = {
     "WARMPOOL_LISTEN", "WARMPOOL_DB", "WARMPOOL_WORKERS", "WARMPOOL_MAX_BODY",
-    "WARMPOOL_TASK_TIMEOUT_MS", "WARMPOOL_GRACE_MS", "WARMPOOL_RETRY_BASE_MS",
+    "WARMPOOL_TASK_TIMEOUT_MS", "WARMPOOL_GRACE_MS", "WARMPOOL_LOAD_TIMEOUT_MS",
+    "WARMPOOL_RETRY_BASE_MS",
     "WARMPOOL_ENABLE_TEST_KINDS", "WARMPOOL_LOG_LEVEL", "WARMPOOL_HTTP_THREADS",
     "WARMPOOL_MAX_CONNECTIONS", "WARMPOOL_MAX_CONNECTIONS_PER_IP",
 };
@@ -86,6 +87,7 @@ test_defaults(void **state)
     assert_int_equal(g_cfg.max_body_bytes, 1048576);
     assert_int_equal(g_cfg.task_timeout_ms, 300000);
     assert_int_equal(g_cfg.grace_ms, 30000);
+    assert_int_equal(g_cfg.load_timeout_ms, 600000);
     assert_int_equal(g_cfg.retry_base_ms, 1000);
     assert_int_equal(g_cfg.enable_test_kinds, 0);
     assert_int_equal(g_cfg.log_level, LOG_INFO);
@@ -106,6 +108,7 @@ check_all_set(void)
     assert_int_equal(g_cfg.max_body_bytes, 2048);
     assert_int_equal(g_cfg.task_timeout_ms, 5000);
     assert_int_equal(g_cfg.grace_ms, 0);
+    assert_int_equal(g_cfg.load_timeout_ms, 1500);
     assert_int_equal(g_cfg.retry_base_ms, 250);
     assert_int_equal(g_cfg.enable_test_kinds, 1);
     assert_int_equal(g_cfg.log_level, LOG_DEBUG);
@@ -121,7 +124,8 @@ test_each_flag_separate_value(void **state)
     (void)state;
     assert_int_equal(parse("--listen", "0.0.0.0:9090", "--db", "/var/tmp/x y/w.db",
                            "--workers", "7", "--max-body", "2048", "--task-timeout-ms", "5000",
-                           "--grace-ms", "0", "--retry-base-ms", "250", "--enable-test-kinds",
+                           "--grace-ms", "0", "--load-timeout-ms", "1500", "--retry-base-ms", "250",
+                           "--enable-test-kinds",
                            "--log-level", "debug", "--http-threads", "4", "--max-connections",
                            "50", "--max-connections-per-ip", "8", NULL),
                      CONFIG_OK);
@@ -134,6 +138,7 @@ test_each_flag_equals_value(void **state)
     (void)state;
     assert_int_equal(parse("--listen=0.0.0.0:9090", "--db=/var/tmp/x y/w.db", "--workers=7",
                            "--max-body=2048", "--task-timeout-ms=5000", "--grace-ms=0",
+                           "--load-timeout-ms=1500",
                            "--retry-base-ms=250", "--enable-test-kinds=1", "--log-level=debug",
                            "--http-threads=4", "--max-connections=50",
                            "--max-connections-per-ip=8", NULL),
@@ -151,6 +156,7 @@ test_env_twins(void **state)
     setenv("WARMPOOL_MAX_BODY", "2048", 1);
     setenv("WARMPOOL_TASK_TIMEOUT_MS", "5000", 1);
     setenv("WARMPOOL_GRACE_MS", "0", 1);
+    setenv("WARMPOOL_LOAD_TIMEOUT_MS", "1500", 1);
     setenv("WARMPOOL_RETRY_BASE_MS", "250", 1);
     setenv("WARMPOOL_ENABLE_TEST_KINDS", "true", 1);
     setenv("WARMPOOL_LOG_LEVEL", "debug", 1);
@@ -250,6 +256,9 @@ test_bad_other_values(void **state)
     expect_error("--task-timeout-ms", "--task-timeout-ms", "0", NULL);
     expect_error("--task-timeout-ms", "--task-timeout-ms", "86400001", NULL);
     expect_error("--grace-ms", "--grace-ms", "-1", NULL);
+    expect_error("--load-timeout-ms", "--load-timeout-ms", "0", NULL);
+    expect_error("--load-timeout-ms", "--load-timeout-ms", "86400001", NULL);
+    expect_error("--load-timeout-ms", "--load-timeout-ms", "soon", NULL);
     expect_error("--max-connections", "--max-connections", "0", NULL);
     expect_error("--max-connections", "--max-connections", "1000001", NULL);
     expect_error("--max-connections-per-ip", "--max-connections-per-ip", "-1", NULL);
