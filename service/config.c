@@ -404,7 +404,12 @@ config_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen
             OPTS[i].type == OPT_CORS_ORIGIN) {
             /* a list: plugins and origins comma-separated, kind configurations
              * ';'-separated */
-            char *copy = strdup(v);     /* lives as long as the configuration */
+            /* the copy lives as long as the configuration, which points into it; a
+             * later parse (tests) replaces it */
+            static char *copies[N_OPTS];
+            char *copy = strdup(v);
+            free(copies[i]);
+            copies[i] = copy;
             const char *sep = OPTS[i].type == OPT_KIND_CONFIG ? ";" : ",";
             char *save = NULL;
             for (char *tok = copy ? strtok_r(copy, sep, &save) : NULL; tok != NULL;
