@@ -18,6 +18,7 @@
 #include "common/log.h"
 #include "service/kinds.h"
 #include "service/slots.h"
+#include "service/tasklog.h"
 #include "service/worker.h"
 #include "storage/store.h"
 
@@ -231,6 +232,8 @@ spawn_http(void)
         acfg.max_pending = S.cfg->max_pending;
         acfg.retention_ms = S.cfg->retention_ms;
         acfg.request_reload = request_reload;
+        acfg.cors_origins = S.cfg->cors_origins;
+        acfg.ncors_origins = S.cfg->ncors_origins;
         acfg.hooks.workers = slots_stats;
         acfg.hooks.workers_alive = slots_alive;
         acfg.hooks.arg = S.sh;
@@ -322,6 +325,7 @@ release_tasks_of(pid_t pid, int timed_out, const char *why)
                                 timed_out ? "timeout" : "worker_lost", msg, refs, 8, &n);
     if (rc != STORE_OK)
         log_error("releasing worker %ld's task: %s", (long)pid, store_errmsg(st));
+    tasklog_released(st, refs, n, pid, timed_out);
     store_close(st);            /* before the next fork */
     for (size_t i = 0; i < n; i++) {
         log_warn("task %" PRId64 " of worker %ld: %s", refs[i].id, (long)pid,
