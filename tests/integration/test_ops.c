@@ -107,7 +107,7 @@ WP_TEST(test_request_id) {
     char *h129 = wp_fmt("X-Request-Id: %s", too_long);
     const char *bad[] = {h129, "X-Request-Id: a b", "X-Request-Id: <script>", "X-Request-Id: x\"y",
                          "X-Request-Id: id;drop", "X-Request-Id: caf\xc3\xa9", "X-Request-Id:", NULL};
-    char seen[8][32];
+    char seen[8][256];
     for (int i = 0; bad[i]; i++) {
         const char *const hs[] = {bad[i], NULL};
         call(s, "GET", "/healthz", NULL, hs, &r);
