@@ -3,7 +3,8 @@
 #include "api/internal.h"
 #include "common/log.h"
 
-#include <netdb.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
@@ -41,7 +42,10 @@ new_request_id(char out[17])
     state ^= state >> 12;
     state ^= state << 25;
     state ^= state >> 27;
-    snprintf(out, 17, "%016llx", (unsigned long long)(state * 2685821657736338717ULL));
+    uint64_t v = state * 2685821657736338717ULL;
+    for (int i = 15; i >= 0; i--, v >>= 4)
+        out[i] = "0123456789abcdef"[v & 15];
+    out[16] = '\0';
 }
 
 void
@@ -75,17 +79,16 @@ access_log(const struct req *r, struct MHD_Connection *conn, enum MHD_RequestTer
 {
     if (log_get_level() < LOG_INFO)
         return;
-    char client[64] = "-";
+    char client[INET6_ADDRSTRLEN] = "-";
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    if (ci != NULL && ci->client_addr != NULL) {
-        socklen_t len = ci->client_addr->sa_family == AF_INET6
-                            ? (socklen_t)sizeof(struct sockaddr_in6)
-                            : (socklen_t)sizeof(struct sockaddr_in);
-        if (getnameinfo(ci->client_addr, len, client, sizeof client, NULL, 0,
-                        NI_NUMERICHOST) != 0)
-            snprintf(client, sizeof client, "-");
-    }
+    const struct sockaddr *sa = ci != NULL ? ci->client_addr : NULL;
+    if (sa != NULL && sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, client,
+                  sizeof client);
+    else if (sa != NULL && sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, client,
+                  sizeof client);
     const char *ended = termination(toe);
     double ms = (double)(mono_us() - r->start_us) / 1000.0;
     const char *route = r->route != NULL ? r->route : "-";
