@@ -13,6 +13,7 @@
 
 #define CONFIG_MAX_PLUGINS 16
 #define CONFIG_MAX_KIND_CONFIGS 32
+#define CONFIG_MAX_CORS_ORIGINS 16
 
 struct config {
     char listen_host[256];
@@ -26,6 +27,7 @@ struct config {
     int64_t retry_base_ms;      /* first retry delay of a failed attempt; doubles */
     int enable_test_kinds;
     enum log_level log_level;
+    enum log_format log_format; /* --log-format text|json */
     int http_threads;
     int64_t max_connections;    /* open HTTP connections at once */
     int64_t max_connections_per_ip; /* ... from one client address; 0 = no cap */
@@ -42,6 +44,9 @@ struct config {
         const char *value;      /* its configuration string */
     } kind_configs[CONFIG_MAX_KIND_CONFIGS];    /* --kind-config NAME=VALUE */
     int nkind_configs;
+    const char *cors_origins[CONFIG_MAX_CORS_ORIGINS];  /* --cors-origin: "*" or
+                                                         * scheme://host[:port] */
+    int ncors_origins;
 };
 
 /* The configuration string of kind `name` (--kind-config, or --scan-rules for

@@ -19,6 +19,7 @@
 #include "common/wake.h"
 #include "common/log.h"
 #include "service/kinds.h"
+#include "service/tasklog.h"
 #include "storage/store.h"
 
 #include <errno.h>
@@ -119,6 +120,7 @@ run_task(const struct worker_env *env, const store_task *t, struct attempt *a)
      * never sees the previous task's (issue 8) */
     atomic_store(&slot->deadline_ms, clock_mono_ms() + t->timeout_ms);
     atomic_store(&slot->state, SLOT_BUSY);
+    tasklog_started(t);
 
     *a = (struct attempt){.err = {.retryable = 1}};
     struct wp_task_error *err = &a->err;
@@ -254,6 +256,7 @@ run_one(const struct worker_env *env, store *st, const store_task *t, store_task
     }
     int claimed = 0;
     int recorded = record(env, st, t, &a.o, next, &claimed) == 0;
+    tasklog_outcome(t, &a.o, recorded);
     free(a.text);
 
     atomic_fetch_add(&slot->tasks_done, 1);
