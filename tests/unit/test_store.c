@@ -56,6 +56,22 @@ setup(void **state)
     return 0;
 }
 
+/* What the supervisor does at start (store_migrate), then what every other process
+ * does (store_open). NULL, with the reason printed, on failure. */
+static store *
+open_new(const char *path, enum store_sync sync)
+{
+    char err[512] = "";
+    if (store_migrate(path, NULL, NULL, NULL, err, sizeof err) != STORE_OK) {
+        fprintf(stderr, "store_migrate: %s\n", err);
+        return NULL;
+    }
+    store *s = store_open(path, sync, BUSY_MS, err, sizeof err);
+    if (s == NULL)
+        fprintf(stderr, "store_open: %s\n", err);
+    return s;
+}
+
 /* setup, then open the store */
 static int
 setup_open(void **state)
@@ -63,13 +79,8 @@ setup_open(void **state)
     if (setup(state) != 0)
         return -1;
     struct fixture *f = *state;
-    char err[256] = "";
-    f->s = store_open(f->path, STORE_SYNC_NORMAL, BUSY_MS, err, sizeof err);
-    if (f->s == NULL) {
-        fprintf(stderr, "store_open: %s\n", err);
-        return -1;
-    }
-    return 0;
+    f->s = open_new(f->path, STORE_SYNC_NORMAL);
+    return f->s != NULL ? 0 : -1;
 }
 
 static int
@@ -159,11 +170,19 @@ test_open_creates_and_migrates(void **state)
     struct fixture *f = *state;
     struct stat sb;
     assert_int_equal(stat(f->path, &sb), -1);
-    char err[256] = "";
+    /* store_open creates nothing: only the supervisor's store_migrate does */
+    char err[512] = "";
+    assert_null(store_open(f->path, STORE_SYNC_FULL, BUSY_MS, err, sizeof err));
+    assert_non_null(strstr(err, f->path));
+    assert_int_equal(stat(f->path, &sb), -1);
+
+    int from = -1;
+    assert_int_equal(store_migrate(f->path, NULL, NULL, &from, err, sizeof err), STORE_OK);
+    assert_int_equal(from, 0);
     f->s = store_open(f->path, STORE_SYNC_FULL, BUSY_MS, err, sizeof err);
     assert_non_null(f->s);
     assert_int_equal(stat(f->path, &sb), 0);
-    assert_int_equal(store_schema_version(f->s), 1);
+    assert_int_equal(store_schema_version(f->s), 2);
     assert_int_equal(store_ping(f->s), STORE_OK);
     assert_int_equal(total_tasks(f->s), 0);
     assert_int_equal(store_has_ready(f->s, 0), 0);
@@ -184,7 +203,7 @@ test_reopen_is_idempotent(void **state)
 {
     struct fixture *f = *state;
     char err[256] = "";
-    f->s = store_open(f->path, STORE_SYNC_NORMAL, BUSY_MS, err, sizeof err);
+    f->s = open_new(f->path, STORE_SYNC_NORMAL);
     assert_non_null(f->s);
     int64_t id = add(f->s, "echo", 0, 1, "key-1", 1000);
     uint64_t secret = store_secret(f->s);
@@ -192,15 +211,32 @@ test_reopen_is_idempotent(void **state)
     store_close(f->s);
 
     for (int round = 0; round < 2; round++) {
+        int from = -1;
+        assert_int_equal(store_migrate(f->path, NULL, NULL, &from, err, sizeof err), STORE_OK);
+        assert_int_equal(from, 2);                      /* nothing to do */
         f->s = store_open(f->path, STORE_SYNC_NORMAL, BUSY_MS, err, sizeof err);
         assert_non_null(f->s);
-        assert_int_equal(store_schema_version(f->s), 1);
+        assert_int_equal(store_schema_version(f->s), 2);
         assert_int_equal(total_tasks(f->s), 1);
         assert_int_equal(state_of(f->s, id), TASK_PENDING);
         assert_true(store_secret(f->s) == secret);      /* the migration did not rerun */
         if (round == 0)
             store_close(f->s);
     }
+}
+
+static int
+user_version_of(const char *path)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int v = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
 }
 
 static void
@@ -213,19 +249,17 @@ test_newer_schema_refused(void **state)
     sqlite3_close(db);
 
     char err[256] = "";
+    assert_int_equal(store_migrate(f->path, NULL, NULL, NULL, err, sizeof err), STORE_ERR);
+    assert_non_null(strstr(err, "99"));
+    assert_non_null(strstr(err, "newer"));
+    err[0] = '\0';
     f->s = store_open(f->path, STORE_SYNC_NORMAL, BUSY_MS, err, sizeof err);
     assert_null(f->s);
     assert_non_null(strstr(err, "99"));
     assert_non_null(strstr(err, "newer"));
 
     /* and it was left as it was */
-    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    sqlite3_stmt *st;
-    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(st, 0), 99);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    assert_int_equal(user_version_of(f->path), 99);
 }
 
 /* ---------------------------------------------------------------- insert, get */
@@ -1190,8 +1224,7 @@ test_lock_creates_parent_dirs(void **state)
     assert_int_equal(stat(dir, &sb), 0);
     assert_true(S_ISDIR(sb.st_mode));
     /* and the store opens there */
-    char err2[256] = "";
-    f->s = store_open(path, STORE_SYNC_NORMAL, BUSY_MS, err2, sizeof err2);
+    f->s = open_new(path, STORE_SYNC_NORMAL);
     assert_non_null(f->s);
     close(fd);
 }
@@ -1259,7 +1292,7 @@ test_concurrent_claims_never_duplicate(void **state)
 {
     struct fixture *f = *state;
     char err[256] = "";
-    f->s = store_open(f->path, STORE_SYNC_NORMAL, BUSY_MS, err, sizeof err);
+    f->s = open_new(f->path, STORE_SYNC_NORMAL);
     assert_non_null(f->s);
     for (int i = 0; i < NTASKS; i++)
         add(f->s, "echo", i % 5, 1, NULL, 1);
