@@ -1356,6 +1356,769 @@ test_concurrent_claims_never_duplicate(void **state)
     assert_int_equal(c[TASK_PENDING], 0);
 }
 
+/* ---------------------------------------------------------------- counts */
+
+/* SQL on the database file through a connection of the test's own */
+static void
+sql_exec(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 10000);
+    char *msg = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK)
+        fail_msg("%s: %s", sql, msg ? msg : "?");
+    sqlite3_close(db);
+}
+
+static int64_t
+sql_int(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 10000);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+/* The counts the store keeps equal COUNT(*) of the rows, per (state, kind), and
+ * store_count_states / store_count_pending agree with them. */
+static void
+check_counts(store *s, const char *path)
+{
+    store_kind_counts *kc;
+    size_t nk;
+    assert_int_equal(store_count_kinds(s, &kc, &nk), STORE_OK);
+    int64_t by_state[TASK_STATE_COUNT] = {0}, kept[TASK_STATE_COUNT];
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 10000);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT state, kind, count(*) FROM tasks"
+                                            " GROUP BY state, kind", -1, &st, NULL),
+                     SQLITE_OK);
+    size_t rows = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        enum task_state state;
+        assert_int_equal(task_state_parse((const char *)sqlite3_column_text(st, 0), &state), 0);
+        const char *kind = (const char *)sqlite3_column_text(st, 1);
+        int64_t n = sqlite3_column_int64(st, 2);
+        size_t i = 0;
+        while (i < nk && strcmp(kc[i].kind, kind) != 0)
+            i++;
+        if (i == nk)
+            fail_msg("kind %s has %lld %s tasks but no counts", kind, (long long)n,
+                     task_state_name(state));
+        if (kc[i].n[state] != n)
+            fail_msg("%s %s: counted %lld, COUNT(*) %lld", kind, task_state_name(state),
+                     (long long)kc[i].n[state], (long long)n);
+        by_state[state] += n;
+        rows++;
+    }
+    sqlite3_finalize(st);
+    /* and no count where there is no row (nor a negative one) */
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*), min(n) FROM task_counts"
+                                            " WHERE n <> 0", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int64(st, 0), (int64_t)rows);
+    if (rows > 0)
+        assert_true(sqlite3_column_int64(st, 1) > 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    store_kind_counts_free(kc, nk);
+
+    assert_int_equal(store_count_states(s, kept), STORE_OK);
+    for (int i = 0; i < TASK_STATE_COUNT; i++)
+        assert_int_equal(kept[i], by_state[i]);
+    assert_int_equal(store_count_pending(s), by_state[TASK_PENDING]);
+}
+
+static void
+test_count_kinds(void **state)
+{
+    struct fixture *f = *state;
+    store *s = f->s;
+    store_kind_counts *kc;
+    size_t nk = 99;
+    assert_int_equal(store_count_kinds(s, &kc, &nk), STORE_OK);
+    assert_int_equal(nk, 0);
+    store_kind_counts_free(kc, nk);
+
+    int64_t a = add(s, "echo", 0, 1, NULL, 1);
+    add(s, "echo", 0, 1, NULL, 1);
+    int64_t c = add(s, "sleep", 0, 1, NULL, 1);
+    assert_int_equal(claim(s, 2, 1), a);
+    finish_ok(s, a, 1, TASK_FAILED, 3);
+    store_task t;
+    assert_int_equal(store_cancel(s, c, 4, &t), STORE_OK);
+    store_task_clear(&t);
+
+    assert_int_equal(store_count_kinds(s, &kc, &nk), STORE_OK);
+    assert_int_equal(nk, 2);
+    for (size_t i = 0; i < nk; i++) {
+        int64_t want[TASK_STATE_COUNT] = {0};
+        if (strcmp(kc[i].kind, "echo") == 0) {
+            want[TASK_PENDING] = 1;
+            want[TASK_FAILED] = 1;
+        } else {
+            assert_string_equal(kc[i].kind, "sleep");
+            want[TASK_CANCELED] = 1;
+        }
+        for (int k = 0; k < TASK_STATE_COUNT; k++)
+            assert_int_equal(kc[i].n[k], want[k]);
+    }
+    store_kind_counts_free(kc, nk);
+    check_counts(s, f->path);
+
+    /* a kind whose last task is gone is no longer listed */
+    int deleted;
+    assert_int_equal(store_purge(s, 100, 10, &deleted), STORE_OK);
+    assert_int_equal(deleted, 2);
+    assert_int_equal(store_count_kinds(s, &kc, &nk), STORE_OK);
+    assert_int_equal(nk, 1);
+    assert_string_equal(kc[0].kind, "echo");
+    store_kind_counts_free(kc, nk);
+    check_counts(s, f->path);
+}
+
+/* A worker process for the drift test: claims and finishes tasks (succeeded, failed,
+ * or retried) as fast as it can until the parent kills it. */
+static void
+busy_worker(const char *path, unsigned seed)
+{
+    char err[256];
+    store *s = store_open(path, STORE_SYNC_NORMAL, 10000, err, sizeof err);
+    if (s == NULL)
+        _exit(10);
+    long self = (long)getpid();
+    store_task t, next;
+    int have = 0;
+    for (;;) {
+        int64_t now = clock_now_ms();
+        if (!have) {
+            int rc = store_claim_next(s, now, self, &t);
+            if (rc == STORE_EMPTY || rc == STORE_BUSY)
+                continue;
+            if (rc != STORE_OK)
+                _exit(11);
+            have = 1;
+        }
+        int r = (int)(rand_r(&seed) % 4);
+        store_outcome o = {.now_ms = now};
+        if (r < 2) {
+            o.state = TASK_SUCCEEDED;
+            o.result = "1";
+        } else {
+            o.state = t.attempts < t.max_attempts ? TASK_PENDING : TASK_FAILED;
+            o.error_code = "task_failed";
+            o.error_message = "boom";
+            o.run_after_ms = now + (rand_r(&seed) % 2 ? 0 : 5);
+        }
+        int claimed = 0;
+        int rc = store_finish_claim(s, t.id, t.attempts, &o, now, self, &next, &claimed);
+        if (rc != STORE_OK && rc != STORE_CONFLICT && rc != STORE_BUSY)
+            _exit(12);
+        if (rc == STORE_BUSY)
+            continue;               /* nothing written: the same task again */
+        store_task_clear(&t);
+        have = claimed;
+        if (claimed)
+            t = next;
+    }
+}
+
+/* A random mix of everything that changes tasks -- submissions (some rolled back),
+ * cancels, successes, failures, retries (due and waiting), workers killed with
+ * SIGKILL in the middle of their transactions and then released, a restart's
+ * recovery, retention purges -- and after each round the counts equal COUNT(*). */
+static void
+test_counts_never_drift(void **state)
+{
+    struct fixture *f = *state;
+    store *s = f->s;
+    unsigned seed = 20261202;
+    static const char *const kinds[] = {"echo", "sleep", "scan"};
+    char key[32];
+    int keyno = 0;
+    int64_t finished = 0, purged = 0;
+    for (int round = 0; round < 12; round++) {
+        /* submissions: a group of them in one transaction, sometimes rolled back */
+        assert_int_equal(store_begin(s), STORE_OK);
+        for (int i = 0; i < 30; i++) {
+            snprintf(key, sizeof key, "k%d", keyno++ % 50);   /* some repeat */
+            store_new_task nt = {.kind = kinds[rand_r(&seed) % 3], .input = "{}",
+                                 .priority = (int)(rand_r(&seed) % 3),
+                                 .max_attempts = 1 + (int)(rand_r(&seed) % 3),
+                                 .timeout_ms = 1000,
+                                 .idem_key = rand_r(&seed) % 4 == 0 ? key : NULL};
+            store_task t;
+            int rc = store_insert(s, &nt, clock_now_ms() - 100, &t);
+            assert_true(rc == STORE_OK || rc == STORE_EXISTS);
+            store_task_clear(&t);
+        }
+        if (rand_r(&seed) % 4 == 0)
+            store_rollback(s);
+        else
+            assert_int_equal(store_commit(s), STORE_OK);
+        check_counts(s, f->path);
+
+        /* cancels, whatever the state (pending ones change; others conflict) */
+        int64_t maxid = sql_int(f->path, "SELECT coalesce(max(id), 0) FROM tasks");
+        for (int i = 0; i < 5 && maxid > 0; i++) {
+            store_task t;
+            int rc = store_cancel(s, 1 + (int64_t)(rand_r(&seed) % (unsigned)maxid),
+                                  clock_now_ms(), &t);
+            assert_true(rc == STORE_OK || rc == STORE_CONFLICT || rc == STORE_NOTFOUND);
+            store_task_clear(&t);
+        }
+        check_counts(s, f->path);
+
+        /* two worker processes, killed after a few milliseconds, then released */
+        store_close(s);             /* no connection crosses fork() */
+        f->s = s = NULL;
+        pid_t kids[2];
+        for (int k = 0; k < 2; k++) {
+            kids[k] = fork();
+            assert_true(kids[k] >= 0);
+            if (kids[k] == 0)
+                busy_worker(f->path, seed + (unsigned)k * 7919u + (unsigned)round);
+        }
+        struct timespec ts = {0, (long)(10 + rand_r(&seed) % 40) * 1000000L};
+        nanosleep(&ts, NULL);
+        for (int k = 0; k < 2; k++) {
+            int status;
+            kill(kids[k], SIGKILL);
+            assert_int_equal(waitpid(kids[k], &status, 0), kids[k]);
+            assert_true(WIFSIGNALED(status));   /* killed at work, not failed */
+        }
+        s = f->s = open_new(f->path, STORE_SYNC_NORMAL);
+        assert_non_null(s);
+        check_counts(s, f->path);
+        for (int k = 0; k < 2; k++) {
+            store_task_ref refs[4];
+            size_t n;
+            assert_int_equal(store_release_lost(s, (long)kids[k], clock_now_ms(), NULL, NULL,
+                                                refs, 4, &n), STORE_OK);
+        }
+        check_counts(s, f->path);
+
+        /* a claim left running, recovered as at a restart, every third round */
+        if (round % 3 == 2) {
+            store_task t;
+            if (store_claim_next(s, clock_now_ms(), 4242, &t) == STORE_OK)
+                store_task_clear(&t);
+            int requeued, failed;
+            assert_int_equal(store_recover_running(s, clock_now_ms(), &requeued, &failed),
+                             STORE_OK);
+            check_counts(s, f->path);
+        }
+
+        int64_t c[TASK_STATE_COUNT];
+        assert_int_equal(store_count_states(s, c), STORE_OK);
+        finished += c[TASK_SUCCEEDED] + c[TASK_FAILED];
+
+        /* retention: everything finished more than a few ms ago, in small batches */
+        int deleted;
+        do
+            assert_int_equal(store_purge(s, clock_now_ms() - (int64_t)(rand_r(&seed) % 20),
+                                         7, &deleted), STORE_OK);
+        while (deleted == 7 && rand_r(&seed) % 2);
+        purged += deleted;
+        check_counts(s, f->path);
+    }
+    int64_t c[TASK_STATE_COUNT];
+    assert_int_equal(store_count_states(s, c), STORE_OK);
+    print_message("after the mix: %lld pending, %lld running, %lld succeeded, %lld failed, "
+                  "%lld canceled; finished ones seen before each purge: %lld\n",
+                  (long long)c[0], (long long)c[1], (long long)c[2], (long long)c[3],
+                  (long long)c[4], (long long)finished);
+    int64_t attempts = sql_int(f->path, "SELECT total(attempts) FROM tasks");
+    print_message("attempts of the tasks left: %lld\n", (long long)attempts);
+    assert_true(finished > 0);          /* the workers did work before they were killed */
+    (void)purged;
+}
+
+/* ---------------------------------------------------------------- query plans */
+
+struct plans {
+    int n;
+    char name[64][32];
+    char plan[64][1024];
+};
+
+static void
+collect_plan(void *arg, const char *name, const char *plan)
+{
+    struct plans *p = arg;
+    assert_true(p->n < 64);
+    snprintf(p->name[p->n], sizeof p->name[0], "%s", name);
+    snprintf(p->plan[p->n], sizeof p->plan[0], "%s", plan);
+    p->n++;
+}
+
+static const char *
+plan_of(const struct plans *p, const char *name)
+{
+    for (int i = 0; i < p->n; i++)
+        if (strcmp(p->name[i], name) == 0)
+            return p->plan[i];
+    fail_msg("no plan for %s", name);
+    return NULL;
+}
+
+/* Every statement reads through an index: no sort into a temporary B-tree, no scan
+ * of tasks except the ordered walk of tasks_ready that stops at its first entry; and
+ * each uses the index it was written for. */
+static void
+check_plans(store *s)
+{
+    static struct plans p;
+    p.n = 0;
+    assert_int_equal(store_explain(s, collect_plan, &p), STORE_OK);
+    for (int i = 0; i < p.n; i++) {
+        if (strstr(p.plan[i], "TEMP B-TREE") != NULL)
+            fail_msg("%s sorts:\n%s", p.name[i], p.plan[i]);
+        for (const char *l = p.plan[i]; (l = strstr(l, "SCAN tasks")) != NULL; l++) {
+            if (strncmp(l, "SCAN tasks USING INDEX tasks_ready\n", 35) != 0 &&
+                strncmp(l, "SCAN tasks USING COVERING INDEX tasks_ready\n", 44) != 0)
+                fail_msg("%s scans tasks:\n%s", p.name[i], p.plan[i]);
+            if (strcmp(p.name[i], "claim") != 0 && strcmp(p.name[i], "has_ready") != 0)
+                fail_msg("%s walks tasks_ready:\n%s", p.name[i], p.plan[i]);
+        }
+    }
+    static const struct { const char *name, *uses; } want[] = {
+        {"get", "USING INTEGER PRIMARY KEY (rowid=?)"},
+        {"get_brief", "USING INTEGER PRIMARY KEY (rowid=?)"},
+        {"get_by_key", "(idem_key=?)"},
+        {"cancel", "USING INTEGER PRIMARY KEY (rowid=?)"},
+        {"finish", "USING INTEGER PRIMARY KEY (rowid=?)"},
+        {"claim", "tasks_ready"},
+        {"has_ready", "tasks_ready"},
+        {"has_ready", "INDEX tasks_delayed (run_after<?)"},
+        {"promote", "INDEX tasks_delayed (run_after<?)"},
+        {"next_run_after", "INDEX tasks_delayed (run_after>?)"},
+        {"purge", "INDEX tasks_finished (finished_at<?)"},
+        {"release", "INDEX tasks_state_kind (state=?)"},
+        {"recover", "INDEX tasks_state_kind (state=?)"},
+        {"count", "task_counts"},
+        {"count_pending", "task_counts USING PRIMARY KEY (state=?)"},
+        {"count_kinds", "task_counts"},
+        {"list_all", "USING INTEGER PRIMARY KEY (rowid<?)"},
+        {"list_kind", "INDEX tasks_kind (kind=? AND id<?)"},
+        {"list_state_kind", "INDEX tasks_state_kind (state=? AND kind=? AND id<?)"},
+        {"list_state_kinds", "task_counts USING PRIMARY KEY (state=?)"},
+        {"list_state_ids", "COVERING INDEX tasks_state_kind (state=? AND kind=? AND id<?)"},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        const char *plan = plan_of(&p, want[i].name);
+        if (strstr(plan, want[i].uses) == NULL)
+            fail_msg("%s does not use %s:\n%s", want[i].name, want[i].uses, plan);
+    }
+}
+
+static void
+test_query_plans(void **state)
+{
+    struct fixture *f = *state;
+    check_plans(f->s);
+    /* with rows and with the planner's statistics, too */
+    for (int i = 0; i < 300; i++)
+        add(f->s, i % 2 ? "echo" : "sleep", i % 3, 1, NULL, 1);
+    for (int i = 0; i < 100; i++)
+        finish_ok(f->s, claim(f->s, 2, 1), 1, TASK_SUCCEEDED, 3);
+    sql_exec(f->path, "ANALYZE");
+    store_close(f->s);
+    f->s = open_new(f->path, STORE_SYNC_NORMAL);
+    check_plans(f->s);
+}
+
+/* ---------------------------------------------------------------- waiting retries */
+
+/* n tasks that failed and wait until run_after to be retried */
+static void
+add_waiting(store *s, int n, int64_t run_after)
+{
+    assert_int_equal(store_begin(s), STORE_OK);     /* one commit: quicker */
+    for (int i = 0; i < n; i++) {
+        int64_t id = add(s, "echo", 0, 2, NULL, 1);
+        assert_int_equal(claim(s, 2, 1), id);
+        store_outcome o = {.state = TASK_PENDING, .error_code = "task_failed",
+                           .error_message = "later", .now_ms = 3, .run_after_ms = run_after};
+        assert_int_equal(store_finish(s, id, 1, &o), STORE_OK);
+    }
+    assert_int_equal(store_commit(s), STORE_OK);
+}
+
+/* The work of has_ready, claim and next_run_after, for each of `n` ready tasks. */
+static void
+work_of_claims(store *s, int n, int64_t *has, int64_t *clm, int64_t *next)
+{
+    *has = *clm = *next = 0;
+    for (int i = 0; i < n; i++) {
+        store_work(s);
+        assert_int_equal(store_has_ready(s, 100), 1);
+        *has += store_work(s);
+        claim(s, 100, 1);
+        *clm += store_work(s);
+        store_next_run_after(s, 100);
+        *next += store_work(s);
+    }
+}
+
+/* Thousands of tasks waiting for their run_after cost the claim, the ready check and
+ * the next wake-up nothing: none of them steps over a waiting task. */
+static void
+test_waiting_tasks_are_not_stepped_over(void **state)
+{
+    store *s = ((struct fixture *)*state)->s;
+    int64_t has0, clm0, next0, has1, clm1, next1;
+    for (int i = 0; i < 20; i++)
+        add(s, "echo", 0, 1, NULL, 1);
+    work_of_claims(s, 20, &has0, &clm0, &next0);
+    assert_int_equal(store_next_run_after(s, 100), 0);
+
+    add_waiting(s, 3000, 1000000);
+    for (int i = 0; i < 20; i++)
+        add(s, "echo", 0, 1, NULL, 1);
+    work_of_claims(s, 20, &has1, &clm1, &next1);
+    print_message("work of 20 has_ready / claims / next_run_after: %lld / %lld / %lld "
+                  "without waiting tasks, %lld / %lld / %lld with 3000\n", (long long)has0,
+                  (long long)clm0, (long long)next0, (long long)has1, (long long)clm1,
+                  (long long)next1);
+    /* the same, give or take a B-tree level */
+    assert_true(has1 <= has0 + has0 / 4 + 20);
+    assert_true(clm1 <= clm0 + clm0 / 4 + 20);
+    assert_true(next1 <= next0 + next0 / 4 + 60);
+    assert_int_equal(store_next_run_after(s, 100), 1000000);
+    assert_int_equal(store_has_ready(s, 100), 0);
+    store_task t;
+    assert_int_equal(store_claim_next(s, 100, 1, &t), STORE_EMPTY);
+    assert_int_equal(store_has_ready(s, 1000000), 1);
+}
+
+/* Retries that come due are claimed in priority-then-id order among the ready tasks,
+ * as if they had never waited; a retry due at once is ready at once. */
+static void
+test_due_retries_keep_priority_order(void **state)
+{
+    store *s = ((struct fixture *)*state)->s;
+    int64_t lo = add(s, "echo", 1, 2, NULL, 1);
+    int64_t hi = add(s, "echo", 5, 2, NULL, 1);
+    int64_t mid = add(s, "echo", 3, 2, NULL, 1);
+    int64_t plain = add(s, "echo", 3, 1, NULL, 1);
+    int64_t last = add(s, "echo", 0, 1, NULL, 1);
+    /* hi, mid and plain run; hi and mid fail and wait, lo waits too */
+    assert_int_equal(claim(s, 10, 1), hi);
+    assert_int_equal(claim(s, 10, 1), mid);
+    assert_int_equal(claim(s, 10, 1), plain);
+    assert_int_equal(claim(s, 10, 1), lo);
+    store_outcome o = {.state = TASK_PENDING, .now_ms = 20, .run_after_ms = 500};
+    assert_int_equal(store_finish(s, hi, 1, &o), STORE_OK);
+    assert_int_equal(store_finish(s, lo, 1, &o), STORE_OK);
+    o.run_after_ms = 400;
+    assert_int_equal(store_finish(s, mid, 1, &o), STORE_OK);
+    finish_ok(s, plain, 1, TASK_SUCCEEDED, 20);
+
+    assert_int_equal(store_next_run_after(s, 30), 400);
+    assert_int_equal(claim(s, 30, 1), last);
+    store_task t;
+    assert_int_equal(store_claim_next(s, 399, 1, &t), STORE_EMPTY);
+    int64_t again = add(s, "echo", 4, 1, NULL, 450);
+    assert_int_equal(store_next_run_after(s, 460), 500);
+    /* all due at 600: hi (5), again (4), mid (3), lo (1) */
+    int64_t want[] = {hi, again, mid, lo};
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(claim(s, 600, 1), want[i]);
+    assert_int_equal(store_next_run_after(s, 600), 0);
+
+    /* a retry whose run_after has already passed when it is recorded: ready at once */
+    int64_t now_id = add(s, "echo", 0, 2, NULL, 700);
+    assert_int_equal(claim(s, 700, 1), now_id);
+    o = (store_outcome){.state = TASK_PENDING, .now_ms = 710, .run_after_ms = 705};
+    assert_int_equal(store_finish(s, now_id, 1, &o), STORE_OK);
+    assert_int_equal(store_next_run_after(s, 710), 0);
+    assert_int_equal(store_has_ready(s, 710), 1);
+    assert_int_equal(claim(s, 710, 1), now_id);
+}
+
+/* ---------------------------------------------------------------- retention */
+
+/* n finished tasks (succeeded) with finished_at = at */
+static void
+add_finished(store *s, int n, int64_t at)
+{
+    assert_int_equal(store_begin(s), STORE_OK);     /* one commit: quicker */
+    for (int i = 0; i < n; i++) {
+        int64_t id = add(s, i % 2 ? "echo" : "sleep", 0, 1, NULL, 1);
+        assert_int_equal(claim(s, at, 1), id);
+        finish_ok(s, id, 1, i % 3 ? TASK_SUCCEEDED : TASK_FAILED, at);
+    }
+    assert_int_equal(store_commit(s), STORE_OK);
+}
+
+static void
+test_purge(void **state)
+{
+    struct fixture *f = *state;
+    store *s = f->s;
+    add_finished(s, 30, 100);           /* old */
+    int64_t keep_pending = add(s, "echo", 0, 1, NULL, 1);
+    int64_t running = add(s, "echo", 0, 1, NULL, 1);
+    assert_int_equal(claim(s, 50, 1), keep_pending);   /* the order: pending first */
+    finish_ok(s, keep_pending, 1, TASK_SUCCEEDED, 5000);
+    keep_pending = add(s, "echo", 0, 1, NULL, 1);
+    assert_int_equal(claim(s, 60, 1), running);
+    store_task t;
+    int64_t canceled = add(s, "echo", 0, 1, NULL, 1);
+    assert_int_equal(store_cancel(s, canceled, 150, &t), STORE_OK);
+    store_task_clear(&t);
+
+    /* before 200: the 30 old ones and the canceled one, 7 at a time, oldest first */
+    int deleted, total = 0, calls = 0;
+    do {
+        assert_int_equal(store_purge(s, 200, 7, &deleted), STORE_OK);
+        assert_true(deleted <= 7);
+        total += deleted;
+        calls++;
+    } while (deleted > 0);
+    assert_int_equal(total, 31);
+    assert_int_equal(calls, 6);
+    assert_int_equal(store_get(s, canceled, &t), STORE_NOTFOUND);
+    assert_int_equal(total_tasks(s), 3);       /* finished at 5000, pending, running */
+    assert_int_equal(state_of(s, keep_pending), TASK_PENDING);
+    assert_int_equal(state_of(s, running), TASK_RUNNING);
+    check_counts(s, f->path);
+    /* the one finished at 5000 goes once the cut-off passes it, not before */
+    assert_int_equal(store_purge(s, 5000, 100, &deleted), STORE_OK);
+    assert_int_equal(deleted, 0);
+    assert_int_equal(store_purge(s, 5001, 100, &deleted), STORE_OK);
+    assert_int_equal(deleted, 1);
+    check_counts(s, f->path);
+}
+
+/* A purge reads only what it deletes: thousands of retained finished tasks do not
+ * make it cost more. And with nothing expired it costs next to nothing. */
+static void
+test_purge_reads_only_expired(void **state)
+{
+    store *s = ((struct fixture *)*state)->s;
+    int deleted;
+    add_finished(s, 50, 100);
+    store_work(s);
+    assert_int_equal(store_purge(s, 200, 20, &deleted), STORE_OK);
+    assert_int_equal(deleted, 20);
+    int64_t few = store_work(s);
+
+    add_finished(s, 3000, 9000);        /* retained */
+    store_work(s);
+    assert_int_equal(store_purge(s, 200, 20, &deleted), STORE_OK);
+    assert_int_equal(deleted, 20);
+    int64_t many = store_work(s);
+    assert_int_equal(store_purge(s, 200, 20, &deleted), STORE_OK);
+    assert_int_equal(deleted, 10);
+    store_work(s);
+    assert_int_equal(store_purge(s, 200, 20, &deleted), STORE_OK);
+    assert_int_equal(deleted, 0);
+    int64_t none = store_work(s);
+    print_message("work of a purge of 20: %lld with 30 retained, %lld with 3030; "
+                  "of a purge with nothing to delete: %lld\n", (long long)few,
+                  (long long)many, (long long)none);
+    assert_true(many <= few + few / 4 + 50);
+    assert_true(none <= 60);
+}
+
+/* ---------------------------------------------------------------- upgrades */
+
+/* The version-1 schema, as the release before schema 2 wrote it (8e7da98). */
+static const char V1_SCHEMA[] =
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE tasks ("
+    "  id            INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  kind          TEXT    NOT NULL,"
+    "  state         TEXT    NOT NULL CHECK (state IN"
+    "                ('pending','running','succeeded','failed','canceled')),"
+    "  priority      INTEGER NOT NULL,"
+    "  input         TEXT    NOT NULL,"
+    "  result        TEXT,"
+    "  error_code    TEXT,"
+    "  error_message TEXT,"
+    "  attempts      INTEGER NOT NULL DEFAULT 0,"
+    "  max_attempts  INTEGER NOT NULL,"
+    "  timeout_ms    INTEGER NOT NULL,"
+    "  created_at    INTEGER NOT NULL,"
+    "  started_at    INTEGER,"
+    "  finished_at   INTEGER,"
+    "  run_after     INTEGER NOT NULL DEFAULT 0,"
+    "  idem_key      TEXT UNIQUE,"
+    "  owner         INTEGER"
+    ");"
+    "CREATE INDEX tasks_pending ON tasks (priority DESC, id, run_after)"
+    " WHERE state = 'pending';"
+    "CREATE INDEX tasks_state ON tasks (state, id);"
+    "CREATE INDEX tasks_kind ON tasks (kind, id);"
+    "INSERT INTO meta (key, value) VALUES ('cursor_secret', 'abcdef0123456789');"
+    "PRAGMA user_version = 1;";
+
+static void
+make_v1(const char *path)
+{
+    sql_exec(path, "PRAGMA journal_mode = WAL");
+    sql_exec(path, V1_SCHEMA);
+}
+
+struct lines {
+    int n;
+    int schema2;        /* lines that name the step's version */
+};
+
+static void
+count_line(void *arg, const char *line)
+{
+    struct lines *l = arg;
+    l->n++;
+    if (strncmp(line, "schema 2: ", 10) == 0)
+        l->schema2++;
+}
+
+static int
+has_index(const char *path, const char *name)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name = '%s'", name);
+    return (int)sql_int(path, sql);
+}
+
+static void
+test_upgrade_from_v1(void **state)
+{
+    struct fixture *f = *state;
+    make_v1(f->path);
+    /* what a version-1 service leaves: every state, keys, a retry waiting (id 5), a
+     * retry due (id 6), a task running (id 7) */
+    sql_exec(f->path,
+             "INSERT INTO tasks (kind, state, priority, input, result, attempts, max_attempts,"
+             " timeout_ms, created_at, started_at, finished_at, run_after, idem_key, owner)"
+             " VALUES"
+             " ('echo', 'succeeded', 0, '1', '1', 1, 1, 1000, 10, 11, 12, 0, 'key-a', 9),"
+             " ('echo', 'failed', 0, '2', NULL, 1, 1, 1000, 10, 11, 12, 0, NULL, 9),"
+             " ('sleep', 'canceled', 0, '3', NULL, 0, 1, 1000, 10, NULL, 12, 0, NULL, NULL),"
+             " ('echo', 'pending', 1, '4', NULL, 0, 1, 1000, 10, NULL, NULL, 0, 'key-b', NULL),"
+             " ('echo', 'pending', 9, '5', NULL, 1, 3, 1000, 10, 11, NULL, 999999, NULL, 9),"
+             " ('sleep', 'pending', 2, '6', NULL, 1, 3, 1000, 10, 11, NULL, 50, NULL, 9),"
+             " ('echo', 'running', 0, '7', NULL, 1, 1, 1000, 10, 11, NULL, 0, NULL, 9);");
+
+    /* a process other than the supervisor is told what is wrong and changes nothing */
+    char err[512] = "";
+    assert_null(store_open(f->path, STORE_SYNC_NORMAL, BUSY_MS, err, sizeof err));
+    assert_non_null(strstr(err, "version 1"));
+    assert_non_null(strstr(err, "needs 2"));
+    assert_int_equal(user_version_of(f->path), 1);
+
+    struct lines lines = {0};
+    int from = -1;
+    assert_int_equal(store_migrate(f->path, count_line, &lines, &from, err, sizeof err),
+                     STORE_OK);
+    assert_int_equal(from, 1);
+    assert_true(lines.schema2 >= 8);      /* a line per step, and the end */
+    f->s = store_open(f->path, STORE_SYNC_NORMAL, BUSY_MS, err, sizeof err);
+    assert_non_null(f->s);
+    store *s = f->s;
+    assert_int_equal(store_schema_version(s), 2);
+    assert_int_equal(sql_int(f->path, "SELECT count(*) FROM pragma_integrity_check"
+                                      " WHERE integrity_check <> 'ok'"), 0);
+    check_counts(s, f->path);
+    check_plans(s);
+    /* the table had rows: its version-1 key index stays, and still works */
+    assert_int_equal(has_index(f->path, "sqlite_autoindex_tasks_1"), 1);
+    assert_int_equal(has_index(f->path, "tasks_idem"), 0);
+    assert_int_equal(has_index(f->path, "tasks_pending"), 0);
+    assert_int_equal(has_index(f->path, "tasks_state"), 0);
+    store_new_task nt = {.kind = "echo", .input = "1", .max_attempts = 1, .timeout_ms = 1000,
+                         .idem_key = "key-a"};
+    store_task t;
+    assert_int_equal(store_insert(s, &nt, 100, &t), STORE_EXISTS);
+    assert_int_equal(t.id, 1);
+    store_task_clear(&t);
+    nt.idem_key = "key-c";
+    assert_int_equal(store_insert(s, &nt, 100, &t), STORE_OK);
+    int64_t c_id = t.id;
+    assert_true(c_id > 7);                      /* ids go on */
+    store_task_clear(&t);
+    assert_true(store_secret(s) == 0xabcdef0123456789ULL);
+
+    /* the running task is recovered as at any start; the waiting retry still waits */
+    int requeued, failed;
+    assert_int_equal(store_recover_running(s, 100, &requeued, &failed), STORE_OK);
+    assert_int_equal(failed, 1);
+    assert_int_equal(store_next_run_after(s, 100), 999999);
+    int64_t want[] = {6, 4, c_id};          /* priority 2 (due retry), 1, 0 */
+    for (size_t i = 0; i < 3; i++)
+        assert_int_equal(claim(s, 100, 1), want[i]);
+    assert_int_equal(store_claim_next(s, 100, 1, &t), STORE_EMPTY);
+    assert_int_equal(claim(s, 999999, 1), 5);
+    check_counts(s, f->path);
+
+    /* and it is done once: a second start finds version 2 */
+    store_close(f->s);
+    f->s = NULL;
+    lines = (struct lines){0};
+    assert_int_equal(store_migrate(f->path, count_line, &lines, &from, err, sizeof err),
+                     STORE_OK);
+    assert_int_equal(from, 2);
+    assert_int_equal(lines.n, 0);
+}
+
+/* An empty version-1 table (even one whose tasks were all purged) is rebuilt: the
+ * idempotency index becomes partial, and ids still never repeat. */
+static void
+test_upgrade_empty_v1(void **state)
+{
+    struct fixture *f = *state;
+    make_v1(f->path);
+    sql_exec(f->path, "INSERT INTO tasks (kind, state, priority, input, max_attempts,"
+                      " timeout_ms, created_at) VALUES ('echo', 'pending', 0, '1', 1, 1, 1),"
+                      " ('echo', 'pending', 0, '1', 1, 1, 1); DELETE FROM tasks;");
+    char err[512] = "";
+    int from = -1;
+    assert_int_equal(store_migrate(f->path, NULL, NULL, &from, err, sizeof err), STORE_OK);
+    assert_int_equal(from, 1);
+    assert_int_equal(has_index(f->path, "sqlite_autoindex_tasks_1"), 0);
+    assert_int_equal(has_index(f->path, "tasks_idem"), 1);
+    f->s = store_open(f->path, STORE_SYNC_NORMAL, BUSY_MS, err, sizeof err);
+    assert_non_null(f->s);
+    assert_int_equal(add(f->s, "echo", 0, 1, "k", 1), 3);
+    store_new_task nt = {.kind = "sleep", .input = "2", .max_attempts = 1, .timeout_ms = 1,
+                         .idem_key = "k"};
+    store_task t;
+    assert_int_equal(store_insert(f->s, &nt, 2, &t), STORE_EXISTS);
+    assert_int_equal(t.id, 3);
+    store_task_clear(&t);
+    check_plans(f->s);
+    check_counts(f->s, f->path);
+}
+
+static void
+test_new_database_layout(void **state)
+{
+    struct fixture *f = *state;
+    /* a new database goes through version 1 and 2 at once: the partial key index */
+    assert_int_equal(has_index(f->path, "sqlite_autoindex_tasks_1"), 0);
+    assert_int_equal(has_index(f->path, "tasks_idem"), 1);
+    assert_int_equal(sql_int(f->path, "SELECT count(*) FROM sqlite_schema WHERE type ="
+                                      " 'trigger' AND tbl_name = 'tasks'"), 3);
+    assert_int_equal(sql_int(f->path, "SELECT count(*) FROM pragma_index_list('tasks')"
+                                      " WHERE name = 'tasks_idem' AND \"unique\" AND partial"),
+                     1);
+}
+
 /* ---------------------------------------------------------------- state names */
 
 static void
@@ -1425,6 +2188,18 @@ main(void)
         cmocka_unit_test_setup_teardown(test_lock_creates_parent_dirs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock_relative_path, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_claims_never_duplicate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_count_kinds, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_counts_never_drift, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_query_plans, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_waiting_tasks_are_not_stepped_over, setup_open,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_due_retries_keep_priority_order, setup_open,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_purge, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_purge_reads_only_expired, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_upgrade_from_v1, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upgrade_empty_v1, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_new_database_layout, setup_open, teardown),
         cmocka_unit_test(test_state_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
