@@ -133,9 +133,13 @@ static const char SQL_LIST_STATE_KINDS[] =
 static const char SQL_LIST_STATE_IDS[] =
     "SELECT id FROM tasks INDEXED BY tasks_state_kind"
     " WHERE state = ?1 AND kind = ?2 AND id < ?3 ORDER BY id DESC LIMIT ?4";
-/* a purge's commit waits for no fsync: the next submission's commit covers it */
+/* A purge's commit waits for no fsync: the next submission's commit covers it.
+ * Never prepared ahead: SQLite applies this pragma when it is prepared, not run. */
 static const char SQL_SYNC_NORMAL[] = "PRAGMA synchronous = NORMAL";
 static const char SQL_SYNC_FULL[] = "PRAGMA synchronous = FULL";
+static const char SQL_SETTINGS[] =
+    "SELECT s.synchronous, j.journal_mode FROM pragma_synchronous AS s,"
+    " pragma_journal_mode AS j";
 
 /* ---------------------------------------------------------------- the store */
 
@@ -143,8 +147,8 @@ enum stmt_id {
     S_INSERT, S_GET, S_GET_BRIEF, S_GET_BY_KEY, S_CANCEL, S_HAS_READY, S_PROMOTE, S_CLAIM,
     S_FINISH, S_RELEASE, S_RECOVER, S_NEXT_RUN_AFTER, S_PURGE, S_COUNT, S_COUNT_PENDING,
     S_COUNT_KINDS, S_LIST_ALL, S_LIST_KIND, S_LIST_STATE_KIND, S_LIST_STATE_KINDS,
-    S_LIST_STATE_IDS, S_PING, S_SECRET, S_SYNC_NORMAL, S_SYNC_FULL, S_BEGIN, S_BEGIN_READ,
-    S_COMMIT, S_ROLLBACK, S_COUNT_OF
+    S_LIST_STATE_IDS, S_PING, S_SECRET, S_BEGIN, S_BEGIN_READ, S_COMMIT, S_ROLLBACK,
+    S_COUNT_OF
 };
 
 static const struct {
@@ -174,8 +178,6 @@ static const struct {
     [S_LIST_STATE_IDS] = {"list_state_ids", SQL_LIST_STATE_IDS},
     [S_PING] = {"ping", SQL_PING},
     [S_SECRET] = {"secret", SQL_SECRET},
-    [S_SYNC_NORMAL] = {"sync_normal", SQL_SYNC_NORMAL},
-    [S_SYNC_FULL] = {"sync_full", SQL_SYNC_FULL},
     [S_BEGIN] = {"begin", "BEGIN IMMEDIATE"},
     [S_BEGIN_READ] = {"begin_read", "BEGIN"},
     [S_COMMIT] = {"commit", "COMMIT"},
@@ -1011,33 +1013,46 @@ store_purge(store *s, int64_t before_ms, int limit, int *deleted)
     *deleted = 0;
     /* no fsync for this commit (see store.h); the connection's mode comes back after */
     int relaxed = s->sync == STORE_SYNC_FULL && sqlite3_get_autocommit(s->db);
-    int ret = relaxed ? exec_stmt(s, S_SYNC_NORMAL) : STORE_OK;
-    if (ret != STORE_OK)
-        return ret;
+    int rc = relaxed ? sqlite3_exec(s->db, SQL_SYNC_NORMAL, NULL, NULL, NULL) : SQLITE_OK;
+    if (rc != SQLITE_OK)
+        return fail(s, "purge", rc);
     sqlite3_stmt *st = s->st[S_PURGE];
     sqlite3_bind_int64(st, 1, before_ms);
     sqlite3_bind_int(st, 2, limit);
-    int rc = sqlite3_step(st);
+    rc = sqlite3_step(st);
     stmt_done(st);
-    ret = rc == SQLITE_DONE ? STORE_OK : fail(s, "purge", rc);
+    int ret = rc == SQLITE_DONE ? STORE_OK : fail(s, "purge", rc);
     if (ret == STORE_OK)
         *deleted = sqlite3_changes(s->db);
-    if (relaxed) {
-        int back = exec_stmt(s, S_SYNC_FULL);
-        if (back != STORE_OK && ret == STORE_OK)
-            ret = back;
-    }
+    if (relaxed && (rc = sqlite3_exec(s->db, SQL_SYNC_FULL, NULL, NULL, NULL)) != SQLITE_OK &&
+        ret == STORE_OK)
+        ret = fail(s, "purge", rc);
     return ret;
 }
 
 int
 store_explain(store *s, store_plan_fn *fn, void *arg)
 {
+    /* first the connection's own settings: how durable a commit is */
+    sqlite3_stmt *set;
+    int rc = sqlite3_prepare_v2(s->db, SQL_SETTINGS, -1, &set, NULL);
+    if (rc != SQLITE_OK)
+        return fail(s, "settings", rc);
+    if ((rc = sqlite3_step(set)) == SQLITE_ROW) {
+        static const char *const SYNC[] = {"OFF", "NORMAL", "FULL", "EXTRA"};
+        int level = sqlite3_column_int(set, 0);
+        char line[128];
+        snprintf(line, sizeof line, "synchronous=%s journal_mode=%s\n",
+                 level >= 0 && level < 4 ? SYNC[level] : "?",
+                 (const char *)sqlite3_column_text(set, 1));
+        fn(arg, "connection", line);
+    }
+    sqlite3_finalize(set);
     for (int i = 0; i < S_COUNT_OF; i++) {
         char sql[2048];
         snprintf(sql, sizeof sql, "EXPLAIN QUERY PLAN %s", STMTS[i].sql);
         sqlite3_stmt *st;
-        int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+        rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
         if (rc != SQLITE_OK)
             return fail(s, STMTS[i].name, rc);
         char plan[4096] = "";

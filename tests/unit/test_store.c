@@ -1645,6 +1645,8 @@ test_counts_never_drift(void **state)
     (void)purged;
 }
 
+static void add_finished(store *s, int n, int64_t at);
+
 /* ---------------------------------------------------------------- query plans */
 
 struct plans {
@@ -1737,6 +1739,31 @@ test_query_plans(void **state)
     store_close(f->s);
     f->s = open_new(f->path, STORE_SYNC_NORMAL);
     check_plans(f->s);
+}
+
+/* The durability a connection was opened with is the one it has (a statement
+ * prepared at open once changed it for every connection), also after a purge, whose
+ * own commit relaxes it for a moment. */
+static void
+test_connection_durability(void **state)
+{
+    struct fixture *f = *state;
+    static struct plans p;
+    p.n = 0;
+    assert_int_equal(store_explain(f->s, collect_plan, &p), STORE_OK);
+    assert_string_equal(plan_of(&p, "connection"), "synchronous=NORMAL journal_mode=wal\n");
+
+    char err[256];
+    store *full = store_open(f->path, STORE_SYNC_FULL, BUSY_MS, err, sizeof err);
+    assert_non_null(full);
+    add_finished(full, 5, 100);
+    int deleted;
+    assert_int_equal(store_purge(full, 200, 10, &deleted), STORE_OK);
+    assert_int_equal(deleted, 5);
+    p.n = 0;
+    assert_int_equal(store_explain(full, collect_plan, &p), STORE_OK);
+    assert_string_equal(plan_of(&p, "connection"), "synchronous=FULL journal_mode=wal\n");
+    store_close(full);
 }
 
 /* ---------------------------------------------------------------- waiting retries */
@@ -2191,6 +2218,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_count_kinds, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_counts_never_drift, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_query_plans, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_connection_durability, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_waiting_tasks_are_not_stepped_over, setup_open,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_due_retries_keep_priority_order, setup_open,
