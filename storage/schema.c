@@ -65,14 +65,18 @@ static const struct step V1[] = {
  * tasks: the copy and the extra index builds alone take over a minute). So a table
  * with rows keeps its version-1 index; an empty one is rebuilt with the partial
  * index. The insert's upsert target (idem_key) WHERE idem_key IS NOT NULL matches
- * either. The sequence of ids carries over: ids are never reused. */
+ * either. The rebuilt table also checks `state` with comparisons instead of version
+ * 1's IN list (the same constraint, cheaper to check). The sequence of ids carries
+ * over: ids are never reused. */
 static const char SQL_REBUILD_EMPTY_TASKS[] =
     "ALTER TABLE tasks RENAME TO tasks_v1;"
     "CREATE TABLE tasks ("
     "  id            INTEGER PRIMARY KEY AUTOINCREMENT,"
     "  kind          TEXT    NOT NULL,"
-    "  state         TEXT    NOT NULL CHECK (state IN"
-    "                ('pending','running','succeeded','failed','canceled')),"
+    /* comparisons, not IN (...): SQLite builds a temporary B-tree for a constant IN
+     * list each time it checks one, i.e. on every insert and state change */
+    "  state         TEXT    NOT NULL CHECK (state = 'pending' OR state = 'running'"
+    "                OR state = 'succeeded' OR state = 'failed' OR state = 'canceled'),"
     "  priority      INTEGER NOT NULL,"
     "  input         TEXT    NOT NULL,"
     "  result        TEXT,"
@@ -144,31 +148,42 @@ static const struct step V2[] = {
      "CREATE INDEX tasks_delayed ON tasks (run_after) WHERE state = 'pending' AND delayed = 1;"
      "DROP INDEX IF EXISTS tasks_pending;",
      NULL},
-    /* retention deletes the oldest finished tasks first, reading nothing else */
+    /* retention deletes the oldest finished tasks first, reading nothing else. A task
+     * has a finished_at exactly when it is terminal (every statement that ends a task
+     * sets it; every one that makes it pending or running clears it), and IS NOT NULL
+     * is cheap to check on each update, where a constant IN list is not (see above) */
     {"index tasks_finished (finished_at) of finished tasks",
-     "CREATE INDEX tasks_finished ON tasks (finished_at)"
-     " WHERE state IN ('succeeded', 'failed', 'canceled');",
+     "CREATE INDEX tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;",
      NULL},
-    /* Counts per (state, kind), exact: the triggers change them in the statement
-     * (so the transaction) that changes a task, whoever runs it. */
+    /* Counts per (state, kind), exact: triggers change them in the statement (so the
+     * transaction) that changes a task, whoever runs it. `running` is not kept: it is
+     * read from tasks_state_kind, where running tasks are at most one per worker (and
+     * every task passes through it, so keeping it would double the triggers' work). */
     {"counts per state and kind",
      "CREATE TABLE task_counts ("
      "  state TEXT NOT NULL, kind TEXT NOT NULL, n INTEGER NOT NULL,"
      "  PRIMARY KEY (state, kind)) WITHOUT ROWID;"
      "INSERT INTO task_counts (state, kind, n)"
      " SELECT state, kind, count(*) FROM tasks INDEXED BY tasks_state_kind"
-     " GROUP BY state, kind;"
-     "CREATE TRIGGER task_counts_insert AFTER INSERT ON tasks BEGIN"
+     " WHERE state <> 'running' GROUP BY state, kind;"
+     "CREATE TRIGGER task_counts_insert AFTER INSERT ON tasks"
+     " WHEN NEW.state <> 'running' BEGIN"
      "  INSERT INTO task_counts (state, kind, n) VALUES (NEW.state, NEW.kind, 1)"
      "   ON CONFLICT (state, kind) DO UPDATE SET n = n + 1;"
      " END;"
-     "CREATE TRIGGER task_counts_update AFTER UPDATE OF state, kind ON tasks"
-     " WHEN OLD.state IS NOT NEW.state OR OLD.kind IS NOT NEW.kind BEGIN"
+     "CREATE TRIGGER task_counts_leave AFTER UPDATE OF state, kind ON tasks"
+     " WHEN OLD.state <> 'running' AND (OLD.state <> NEW.state OR OLD.kind <> NEW.kind)"
+     " BEGIN"
      "  UPDATE task_counts SET n = n - 1 WHERE state = OLD.state AND kind = OLD.kind;"
+     " END;"
+     "CREATE TRIGGER task_counts_enter AFTER UPDATE OF state, kind ON tasks"
+     " WHEN NEW.state <> 'running' AND (OLD.state <> NEW.state OR OLD.kind <> NEW.kind)"
+     " BEGIN"
      "  INSERT INTO task_counts (state, kind, n) VALUES (NEW.state, NEW.kind, 1)"
      "   ON CONFLICT (state, kind) DO UPDATE SET n = n + 1;"
      " END;"
-     "CREATE TRIGGER task_counts_delete AFTER DELETE ON tasks BEGIN"
+     "CREATE TRIGGER task_counts_delete AFTER DELETE ON tasks"
+     " WHEN OLD.state <> 'running' BEGIN"
      "  UPDATE task_counts SET n = n - 1 WHERE state = OLD.state AND kind = OLD.kind;"
      " END;",
      NULL},

@@ -11,7 +11,11 @@
  *      the tasks table, no sort (tests/unit/test_store.c checks each query plan).
  *      The counts per (state, kind) live in task_counts, kept by triggers in the
  *      statement that changes a task (schema.c), so reading them costs the same at
- *      ten million tasks as at ten.
+ *      ten million tasks as at ten; `running` is counted from tasks_state_kind, where
+ *      there is at most one running task per worker.
+ *  (6) No constant IN (...) list on the path of a task: SQLite builds a temporary
+ *      B-tree for one each time it runs (about 30,000 instructions); comparisons
+ *      joined by OR / AND cost next to nothing.
  */
 #include "storage/store.h"
 #include "storage/schema.h"
@@ -58,11 +62,15 @@ static const char SQL_CANCEL[] =
  * INDEXED BY: without ANALYZE statistics the planner may prefer another index and
  * sort (seen with version 1: 30 claims/s with 20,000 pending). */
 #define PROMOTE_BATCH 100
+static const char SQL_DUE[] =
+    "SELECT 1 FROM tasks INDEXED BY tasks_delayed"
+    " WHERE state = 'pending' AND delayed = 1 AND run_after <= ?1 LIMIT 1";
 static const char SQL_HAS_READY[] =
     "SELECT EXISTS (SELECT 1 FROM tasks INDEXED BY tasks_ready"
     "               WHERE state = 'pending' AND delayed = 0)"
     " OR EXISTS (SELECT 1 FROM tasks INDEXED BY tasks_delayed"
     "            WHERE state = 'pending' AND delayed = 1 AND run_after <= ?1)";
+/* only when SQL_DUE found one: the IN (SELECT ...) costs a temporary B-tree */
 static const char SQL_PROMOTE[] =
     "UPDATE tasks SET delayed = 0"
     " WHERE id IN (SELECT id FROM tasks INDEXED BY tasks_delayed"
@@ -107,13 +115,20 @@ static const char SQL_NEXT_RUN_AFTER[] =
  * never wait long behind it */
 static const char SQL_PURGE[] =
     "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks INDEXED BY tasks_finished"
-    " WHERE state IN ('succeeded', 'failed', 'canceled') AND finished_at < ?1"
+    " WHERE finished_at < ?1 AND state <> 'pending' AND state <> 'running'"
     " ORDER BY finished_at LIMIT ?2)";
-/* task_counts: a handful of rows (5 per kind) */
-static const char SQL_COUNT[] = "SELECT state, sum(n) FROM task_counts GROUP BY state";
+/* task_counts: a handful of rows (4 per kind); running tasks, at most one per worker,
+ * from the index. One statement each: one snapshot. */
+static const char SQL_COUNT[] =
+    "SELECT state, sum(n) FROM task_counts GROUP BY state"
+    " UNION ALL SELECT 'running', count(*) FROM tasks INDEXED BY tasks_state_kind"
+    " WHERE state = 'running'";
 static const char SQL_COUNT_PENDING[] =
     "SELECT coalesce(sum(n), 0) FROM task_counts WHERE state = 'pending'";
-static const char SQL_COUNT_KINDS[] = "SELECT state, kind, n FROM task_counts WHERE n <> 0";
+static const char SQL_COUNT_KINDS[] =
+    "SELECT state, kind, n FROM task_counts WHERE n <> 0"
+    " UNION ALL SELECT 'running', kind, count(*) FROM tasks INDEXED BY tasks_state_kind"
+    " WHERE state = 'running' GROUP BY kind";
 static const char SQL_PING[] = "SELECT 1";
 static const char SQL_SECRET[] = "SELECT value FROM meta WHERE key = 'cursor_secret'";
 /* Lists, newest first, one statement per filter so each walks its index from the
@@ -130,6 +145,8 @@ static const char SQL_LIST_STATE_KIND[] =
     " WHERE state = ?1 AND kind = ?2 AND id < ?3 ORDER BY id DESC LIMIT ?4";
 static const char SQL_LIST_STATE_KINDS[] =
     "SELECT kind FROM task_counts WHERE state = ?1 AND n > 0";
+static const char SQL_LIST_RUNNING_KINDS[] =
+    "SELECT DISTINCT kind FROM tasks INDEXED BY tasks_state_kind WHERE state = 'running'";
 static const char SQL_LIST_STATE_IDS[] =
     "SELECT id FROM tasks INDEXED BY tasks_state_kind"
     " WHERE state = ?1 AND kind = ?2 AND id < ?3 ORDER BY id DESC LIMIT ?4";
@@ -144,10 +161,10 @@ static const char SQL_SETTINGS[] =
 /* ---------------------------------------------------------------- the store */
 
 enum stmt_id {
-    S_INSERT, S_GET, S_GET_BRIEF, S_GET_BY_KEY, S_CANCEL, S_HAS_READY, S_PROMOTE, S_CLAIM,
-    S_FINISH, S_RELEASE, S_RECOVER, S_NEXT_RUN_AFTER, S_PURGE, S_COUNT, S_COUNT_PENDING,
-    S_COUNT_KINDS, S_LIST_ALL, S_LIST_KIND, S_LIST_STATE_KIND, S_LIST_STATE_KINDS,
-    S_LIST_STATE_IDS, S_PING, S_SECRET, S_BEGIN, S_BEGIN_READ, S_COMMIT, S_ROLLBACK,
+    S_INSERT, S_GET, S_GET_BRIEF, S_GET_BY_KEY, S_CANCEL, S_HAS_READY, S_DUE, S_PROMOTE,
+    S_CLAIM, S_FINISH, S_RELEASE, S_RECOVER, S_NEXT_RUN_AFTER, S_PURGE, S_COUNT,
+    S_COUNT_PENDING, S_COUNT_KINDS, S_LIST_ALL, S_LIST_KIND, S_LIST_STATE_KIND,
+    S_LIST_STATE_KINDS, S_LIST_RUNNING_KINDS, S_LIST_STATE_IDS, S_PING, S_SECRET, S_BEGIN, S_BEGIN_READ, S_COMMIT, S_ROLLBACK,
     S_COUNT_OF
 };
 
@@ -161,6 +178,7 @@ static const struct {
     [S_GET_BY_KEY] = {"get_by_key", SQL_GET_BY_KEY},
     [S_CANCEL] = {"cancel", SQL_CANCEL},
     [S_HAS_READY] = {"has_ready", SQL_HAS_READY},
+    [S_DUE] = {"due", SQL_DUE},
     [S_PROMOTE] = {"promote", SQL_PROMOTE},
     [S_CLAIM] = {"claim", SQL_CLAIM},
     [S_FINISH] = {"finish", SQL_FINISH},
@@ -175,6 +193,7 @@ static const struct {
     [S_LIST_KIND] = {"list_kind", SQL_LIST_KIND},
     [S_LIST_STATE_KIND] = {"list_state_kind", SQL_LIST_STATE_KIND},
     [S_LIST_STATE_KINDS] = {"list_state_kinds", SQL_LIST_STATE_KINDS},
+    [S_LIST_RUNNING_KINDS] = {"list_running_kinds", SQL_LIST_RUNNING_KINDS},
     [S_LIST_STATE_IDS] = {"list_state_ids", SQL_LIST_STATE_IDS},
     [S_PING] = {"ping", SQL_PING},
     [S_SECRET] = {"secret", SQL_SECRET},
@@ -586,17 +605,19 @@ cmp_id_desc(const void *a, const void *b)
     return x < y ? 1 : x > y ? -1 : 0;
 }
 
-/* The kinds that have tasks in state (from task_counts): *kinds[*nk], each freed by
- * the caller, then the array. */
+/* The kinds that have tasks in state (from task_counts, or for `running` from the
+ * index): *kinds[*nk], each freed by the caller, then the array. */
 static int
 kinds_in_state(store *s, const char *state, char ***kinds, size_t *nk)
 {
-    sqlite3_stmt *st = s->st[S_LIST_STATE_KINDS];
+    int running = strcmp(state, "running") == 0;
+    sqlite3_stmt *st = s->st[running ? S_LIST_RUNNING_KINDS : S_LIST_STATE_KINDS];
     size_t cap = 0;
     int rc, ret = STORE_OK;
     *kinds = NULL;
     *nk = 0;
-    sqlite3_bind_text(st, 1, state, -1, SQLITE_STATIC);
+    if (!running)
+        sqlite3_bind_text(st, 1, state, -1, SQLITE_STATIC);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         if (*nk == cap) {
             cap = cap ? cap * 2 : 8;
@@ -759,11 +780,17 @@ static int
 claim_locked(store *s, int64_t now_ms, long owner, store_task *out)
 {
     *out = (store_task){0};
-    sqlite3_stmt *p = s->st[S_PROMOTE];
-    sqlite3_bind_int64(p, 1, now_ms);
-    sqlite3_bind_int(p, 2, PROMOTE_BATCH);
-    int rc = sqlite3_step(p);
-    stmt_done(p);
+    sqlite3_stmt *due = s->st[S_DUE];
+    sqlite3_bind_int64(due, 1, now_ms);
+    int rc = sqlite3_step(due);
+    stmt_done(due);
+    if (rc == SQLITE_ROW) {
+        sqlite3_stmt *p = s->st[S_PROMOTE];
+        sqlite3_bind_int64(p, 1, now_ms);
+        sqlite3_bind_int(p, 2, PROMOTE_BATCH);
+        rc = sqlite3_step(p);
+        stmt_done(p);
+    }
     if (rc != SQLITE_DONE)
         return fail(s, "promote", rc);
     sqlite3_stmt *st = s->st[S_CLAIM];
@@ -1063,6 +1090,18 @@ store_explain(store *s, store_plan_fn *fn, void *arg)
             len += n > 0 ? (size_t)n : 0;
         }
         sqlite3_finalize(st);
+        /* temporary B-trees the plan does not show: constant IN lists, RETURNING */
+        snprintf(sql, sizeof sql, "EXPLAIN %s", STMTS[i].sql);
+        int ephemeral = 0;
+        if ((rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL)) != SQLITE_OK)
+            return fail(s, STMTS[i].name, rc);
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            const char *op = (const char *)sqlite3_column_text(st, 1);
+            ephemeral += op != NULL && strcmp(op, "OpenEphemeral") == 0;
+        }
+        sqlite3_finalize(st);
+        if (ephemeral > 0 && len < sizeof plan)
+            snprintf(plan + len, sizeof plan - len, "ephemeral tables: %d\n", ephemeral);
         if (plan[0] != '\0')
             fn(arg, STMTS[i].name, plan);
     }
