@@ -925,6 +925,72 @@ test_list_filters(void **state)
     free_list(items, n);
 }
 
+/* By state alone, the store merges the kinds that have tasks in that state (for
+ * `running`, the kinds read from the index): every page, newest first, through the
+ * cursor, equals what a filter over all the tasks gives. */
+static void
+test_list_by_state_merges_kinds(void **state)
+{
+    store *s = ((struct fixture *)*state)->s;
+    static const char *const kinds[] = {"echo", "sleep", "scan"};
+    enum { N = 60 };
+    int64_t ids[N];
+    enum task_state st[N];
+    for (int i = 0; i < N; i++) {
+        ids[i] = add(s, kinds[(i * 7) % 3], 0, 1, NULL, 1);
+        st[i] = TASK_PENDING;
+    }
+    /* claims go in id order: claim 40, finish some, cancel some of the rest */
+    for (int i = 0; i < 40; i++) {
+        assert_int_equal(claim(s, 2, 1), ids[i]);
+        st[i] = TASK_RUNNING;
+    }
+    for (int i = 0; i < 40; i++) {
+        if (i % 3 == 0)
+            continue;       /* stays running */
+        enum task_state to = i % 3 == 1 ? TASK_SUCCEEDED : TASK_FAILED;
+        finish_ok(s, ids[i], 1, to, 3);
+        st[i] = to;
+    }
+    for (int i = 40; i < N; i += 2) {
+        store_task t;
+        assert_int_equal(store_cancel(s, ids[i], 4, &t), STORE_OK);
+        store_task_clear(&t);
+        st[i] = TASK_CANCELED;
+    }
+    for (int want = 0; want < TASK_STATE_COUNT; want++) {
+        for (int limit = 1; limit <= 7; limit += 3) {
+            int next = N - 1;       /* the expected item, walking down */
+            store_filter f = {.has_state = 1, .state = (enum task_state)want, .limit = limit};
+            for (int page = 0;; page++) {
+                store_task *items;
+                size_t n;
+                int more;
+                assert_int_equal(store_list(s, &f, &items, &n, &more), STORE_OK);
+                for (size_t k = 0; k < n; k++) {
+                    while (next >= 0 && st[next] != (enum task_state)want)
+                        next--;
+                    assert_true(next >= 0);
+                    assert_int_equal(items[k].id, ids[next]);
+                    assert_int_equal(items[k].state, want);
+                    assert_string_equal(items[k].kind, kinds[(next * 7) % 3]);
+                    next--;
+                }
+                int64_t last = n > 0 ? items[n - 1].id : 0;
+                free_list(items, n);
+                if (!more)
+                    break;
+                assert_int_equal(n, (size_t)limit);
+                f.before_id = last;
+                assert_true(page < N);
+            }
+            while (next >= 0 && st[next] != (enum task_state)want)
+                next--;
+            assert_int_equal(next, -1);     /* every one of them was listed */
+        }
+    }
+}
+
 static void
 test_list_limit_and_more(void **state)
 {
@@ -2235,6 +2301,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_recover_running, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_count_states, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_list_filters, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_list_by_state_merges_kinds, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_list_limit_and_more, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_list_paging_covers_all_once, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_idempotency_key, setup_open, teardown),
