@@ -6,7 +6,7 @@
 #   bench/run.sh ab REV           the working tree against git revision REV: no-op tasks
 #                                 end to end (wrk and batch), the two alternating
 #
-# `scale` (not part of `all`: it takes about 15 minutes and a few GB of disk) fills
+# `scale` (not part of `all`: it takes about 7 minutes and 5 GB of disk) fills
 # databases of 10^4, 10^6 and 10^7 finished tasks and measures what must not grow
 # with them; see _bench_scale below.
 #
