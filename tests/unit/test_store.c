@@ -2228,6 +2228,33 @@ test_upgrade_empty_v1(void **state)
     check_counts(f->s, f->path);
 }
 
+/* An upgrade that fails half-way (here: a table in the way of the counts, the last
+ * step) changes nothing: the database is still at schema 1, with its indexes, and the
+ * error names the step. */
+static void
+test_upgrade_failure_rolls_back(void **state)
+{
+    struct fixture *f = *state;
+    make_v1(f->path);
+    sql_exec(f->path, "INSERT INTO tasks (kind, state, priority, input, max_attempts,"
+                      " timeout_ms, created_at) VALUES ('echo', 'pending', 0, '1', 1, 1, 1);"
+                      "CREATE TABLE task_counts (x);");
+    char err[512] = "";
+    int from = -1;
+    assert_int_equal(store_migrate(f->path, NULL, NULL, &from, err, sizeof err), STORE_ERR);
+    assert_int_equal(from, 1);
+    assert_non_null(strstr(err, "counts per state and kind"));
+    assert_non_null(strstr(err, "task_counts"));
+    assert_int_equal(user_version_of(f->path), 1);
+    assert_int_equal(has_index(f->path, "tasks_state"), 1);
+    assert_int_equal(has_index(f->path, "tasks_pending"), 1);
+    assert_int_equal(has_index(f->path, "tasks_state_kind"), 0);
+    assert_int_equal(sql_int(f->path, "SELECT count(*) FROM pragma_table_info('tasks')"
+                                      " WHERE name = 'delayed'"), 0);
+    assert_int_equal(sql_int(f->path, "SELECT count(*) FROM tasks"), 1);
+    assert_null(store_open(f->path, STORE_SYNC_NORMAL, BUSY_MS, err, sizeof err));
+}
+
 static void
 test_new_database_layout(void **state)
 {
@@ -2324,6 +2351,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_purge_reads_only_expired, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_upgrade_from_v1, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upgrade_empty_v1, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upgrade_failure_rolls_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_new_database_layout, setup_open, teardown),
         cmocka_unit_test(test_state_names),
     };
