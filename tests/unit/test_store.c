@@ -80,7 +80,12 @@ setup_open(void **state)
         return -1;
     struct fixture *f = *state;
     f->s = open_new(f->path, STORE_SYNC_NORMAL);
-    return f->s != NULL ? 0 : -1;
+    if (f->s == NULL) {
+        nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);  /* cmocka skips the teardown */
+        free(f);
+        return -1;
+    }
+    return 0;
 }
 
 static int
