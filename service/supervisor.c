@@ -1,9 +1,9 @@
 /* supervisor.c -- the parent of every warmpool process. Single-threaded.
  *
  * Start-up, in this order (main() calls supervisor_run()):
- *   1. lock the database (one instance per file), open it, migrate, hand back the
- *      tasks a previous run left `running`, and CLOSE it: no SQLite connection is
- *      ever carried across fork();
+ *   1. start the instance in the store (store_start: SQLite locks the file, PostgreSQL
+ *      registers the instance), migrate, hand back the tasks a previous run left
+ *      `running`, and close every connection: none is ever carried across fork();
  *   2. bind the listening socket (kept here, so a restarted HTTP process reuses it);
  *   3. create what the children share: the worker table (shared memory), the wake-up
  *      channel, and the notify pipe (workers -> HTTP process); become a
@@ -81,7 +81,7 @@ struct zygote {
 static struct {
     const struct config *cfg;
     pid_t pid;
-    int lock_fd, listen_fd, notify_rd, notify_wr, sig_fd;
+    int listen_fd, notify_rd, notify_wr, sig_fd;
     struct wake *wake;              /* wakes idle workers (common/wake.h) */
     sigset_t sigs;                  /* blocked here, taken through sig_fd */
     struct shared *sh;
@@ -163,35 +163,41 @@ log_migration(void *arg, const char *line)
     log_info("database: %s", line);
 }
 
+/* The instance as the store knows it: a name for people ("host:port"), this host, the
+ * supervisor's pid, the number of workers and the lease. */
+static void
+describe_instance(const struct config *cfg, store_instance *inst)
+{
+    *inst = (store_instance){.pid = (long)getpid(), .workers = cfg->workers,
+                             .lease_ms = STORE_DEFAULT_LEASE_MS,
+                             .started_at_ms = S.started_at_ms};
+    if (gethostname(inst->host, sizeof inst->host) != 0)
+        snprintf(inst->host, sizeof inst->host, "localhost");
+    inst->host[sizeof inst->host - 1] = '\0';
+    snprintf(inst->name, sizeof inst->name, "%.100s:%d", inst->host, cfg->listen_port);
+}
+
+/* The one place the schema is created or upgraded, and where what a previous run left
+ * running is handed back: before any child exists. */
 static int
 prepare_database(const struct config *cfg)
 {
-    char err[1024];
-    int rc = store_lock(cfg->db_path, &S.lock_fd, err, sizeof err);
-    if (rc != STORE_OK) {
+    char err[1024], where[1024];
+    store_instance inst;
+    store_start_report rep;
+    describe_instance(cfg, &inst);
+    store_describe(cfg->db_path, where, sizeof where);
+    if (store_start(cfg->db_path, &inst, log_migration, NULL, &rep, err, sizeof err) !=
+        STORE_OK) {
         log_error("%s", err);
         return -1;
     }
-    /* the one place the schema is created or upgraded: before any child exists */
-    if (store_migrate(cfg->db_path, log_migration, NULL, NULL, err, sizeof err) != STORE_OK) {
-        log_error("%s", err);
-        return -1;
-    }
-    store *st = store_open(cfg->db_path, STORE_SYNC_FULL, 5000, err, sizeof err);
-    if (st == NULL) {
-        log_error("%s", err);
-        return -1;
-    }
-    int requeued = 0, failed = 0;
-    rc = store_recover_running(st, clock_now_ms(), &requeued, &failed);
-    if (rc != STORE_OK)
-        log_error("recovering tasks left running: %s", store_errmsg(st));
-    else if (requeued + failed > 0)
+    if (rep.requeued + rep.failed > 0)
         log_warn("%d task(s) were left running by the previous run: %d back to pending, "
-                 "%d failed (worker_lost)", requeued + failed, requeued, failed);
-    log_info("database %s (schema version %d)", cfg->db_path, store_schema_version(st));
-    store_close(st);            /* before any fork */
-    return rc == STORE_OK ? 0 : -1;
+                 "%d failed (worker_lost)", rep.requeued + rep.failed, rep.requeued,
+                 rep.failed);
+    log_info("database %s (schema version %d)", where, rep.version);
+    return 0;
 }
 
 /* Each HTTP connection is a descriptor of the HTTP process: raise the soft
@@ -529,7 +535,7 @@ release_tasks_of(pid_t pid, int timed_out, const char *why)
     /* supervisor_release_fail=N: the first N hand-backs fail as if the open had */
     char err[512] = "fault point supervisor_release_fail", msg[256];
     store *st = fault_countdown("supervisor_release_fail") ? NULL
-                : store_open(S.cfg->db_path, STORE_SYNC_FULL, 10000, err, sizeof err);
+                : store_open(S.cfg->db_path, STORE_DURABLE, 10000, err, sizeof err);
     if (st == NULL) {
         log_error("cannot open the database to hand back worker %ld's task: %s (retrying)",
                   (long)pid, err);
@@ -539,7 +545,6 @@ release_tasks_of(pid_t pid, int timed_out, const char *why)
         snprintf(msg, sizeof msg, "the task ran past its timeout_ms and its worker was killed");
     else
         snprintf(msg, sizeof msg, "the worker running this task %s", why);
-    store_set_autocheckpoint(st, 0);    /* leave it to the HTTP writer thread */
     store_task_ref refs[8];
     size_t n = 0;
     int rc = store_release_lost(st, (long)pid, clock_now_ms(),
@@ -1039,7 +1044,7 @@ supervisor_run(const struct config *cfg)
     S.cfg = cfg;
     S.pid = getpid();
     S.serving = S.loading = S.retiring = S.exit_code = -1;
-    S.lock_fd = S.listen_fd = S.sig_fd = -1;
+    S.listen_fd = S.sig_fd = -1;
     S.started_at_ms = clock_now_ms();
     log_set_role("supervisor");
 
@@ -1099,7 +1104,7 @@ supervisor_run(const struct config *cfg)
     if (S.listen_fd >= 0)
         close(S.listen_fd);
     close(S.sig_fd);
-    close(S.lock_fd);
+    store_instance_end();
     if (rc == 0)
         log_info("stopped");
     return rc;

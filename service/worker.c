@@ -303,12 +303,13 @@ worker_main(const struct worker_env *env)
     struct slot *slot = &env->sh->slots[env->slot];
     atomic_store(&slot->pid, (int)getpid());
     char err[512];
-    store *st = store_open(env->cfg->db_path, STORE_SYNC_NORMAL, 5000, err, sizeof err);
+    /* relaxed: a result lost to power loss or a database crash means the task runs
+     * again (docs/reliability.md) */
+    store *st = store_open(env->cfg->db_path, STORE_RELAXED, 5000, err, sizeof err);
     if (st == NULL) {
         log_error("opening the database: %s", err);
         _exit(1);
     }
-    store_set_autocheckpoint(st, 0);    /* the HTTP writer thread checkpoints, alone */
     if (kinds_worker_init(err, sizeof err) != 0) {
         log_error("%s", err);
         store_close(st);
