@@ -84,6 +84,13 @@ store_describe(const char *db, char *out, size_t outlen)
 
 /* ---------------------------------------------------------------- this instance */
 
+int64_t
+store_heartbeat_every_ms(int64_t lease_ms)
+{
+    int64_t every = lease_ms / 4;
+    return every > 1000 ? 1000 : every < 100 ? 100 : every;
+}
+
 static store_instance g_self;
 static int g_have_self;
 static const struct store_ops *g_self_ops;      /* whose store_start() made it */

@@ -164,6 +164,9 @@ typedef struct store_instance {
 } store_instance;
 
 #define STORE_DEFAULT_LEASE_MS 10000
+/* How often an instance with this lease renews it (store_heartbeat): a quarter of the
+ * lease, at most once a second, at least every 100 ms. */
+int64_t store_heartbeat_every_ms(int64_t lease_ms);
 
 typedef struct store_start_report {
     int from_version;       /* the schema version found (0: a new database) */
