@@ -86,6 +86,15 @@ stopping(const struct worker_env *env)
     return g_stop;
 }
 
+/* May this worker claim now? Only while the instance's lease holds (agent.h): an
+ * instance that cannot renew it (its agent cut off from the database, its supervisor
+ * stopped) must not take tasks that the other instances will soon take back. */
+static int
+lease_holds(const struct worker_env *env)
+{
+    return clock_mono_ms() < atomic_load(&env->sh->lease_until_ms);
+}
+
 /* Delay before retry number `attempt` (1-based): base * 2^(attempt-1), capped, with
  * up to 25% jitter so that tasks failing together do not retry together. */
 static int64_t
@@ -220,7 +229,7 @@ record(const struct worker_env *env, store *st, const store_task *t, const store
     int fresh = next != NULL && !worn_out(env, 1, 1);
     for (int tries = 0;; tries++) {
         /* stopping is asked again on every try: a drain may begin meanwhile */
-        int go_on = fresh && !stopping(env);
+        int go_on = fresh && !stopping(env) && lease_holds(env);
         int rc = go_on ? store_finish_claim(st, t->id, t->attempts, o, clock_now_ms(),
                                             (long)getpid(), next, claimed)
                        : store_finish(st, t->id, t->attempts, o);
@@ -318,11 +327,17 @@ worker_main(const struct worker_env *env)
     fault_pause("worker_start_pause_ms");  /* fault point: a slow start, before ready */
     atomic_store(&slot->state, SLOT_IDLE);
     long self = (long)getpid();
-    long claim_errors = 0, idle_waits = 0;
+    long claim_errors = 0, idle_waits = 0, lease_lapsed = 0;
     log_debug("worker ready in slot %d", env->slot);
 
     while (!stopping(env)) {
-        int ready = store_has_ready(st, clock_now_ms());
+        int ready = 0;
+        if (lease_holds(env)) {
+            ready = store_has_ready(st, clock_now_ms());
+            lease_lapsed = 0;
+        } else if (!lease_lapsed++) {
+            log_debug("not claiming: this instance's lease is not renewed");
+        }
         if (ready != 0) {               /* yes, or unknown: try to claim */
             store_task t;
             int rc = store_claim_next(st, clock_now_ms(), self, &t);

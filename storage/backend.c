@@ -76,6 +76,12 @@ ops_of(const char *db)
     return store_backend_of(db) == STORE_POSTGRES ? &store_pg_ops : &store_sqlite_ops;
 }
 
+int
+store_name_check(const char *db, char *err, size_t errlen)
+{
+    return ops_of(db)->name_check(db, err, errlen);
+}
+
 void
 store_describe(const char *db, char *out, size_t outlen)
 {

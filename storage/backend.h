@@ -20,6 +20,7 @@ struct store_ops {
                  store_start_report *rep, char *err, size_t errlen);
     void (*instance_end)(void);
     void (*describe)(const char *db, char *out, size_t outlen);
+    int (*name_check)(const char *db, char *err, size_t errlen);
     store *(*open)(const char *db, int flags, int busy_ms, char *err, size_t errlen);
     void (*close)(store *s);
     int (*schema_version)(store *s);

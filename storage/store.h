@@ -132,6 +132,9 @@ typedef struct store store;
 /* Which implementation a database name selects. */
 enum store_backend { STORE_SQLITE = 0, STORE_POSTGRES };
 enum store_backend store_backend_of(const char *db);
+/* 0 when db is a name the store can open; -1 with what is wrong in err (never the
+ * name itself: a URI may hold a password). Paths always pass. */
+int store_name_check(const char *db, char *err, size_t errlen);
 /* The database's name as it may be logged: the path, or the URI without its password
  * (postgresql://user@host:port/dbname). */
 void store_describe(const char *db, char *out, size_t outlen);

@@ -464,6 +464,22 @@ pg_describe(const char *db, char *out, size_t outlen)
     PQconninfoFree(opts);
 }
 
+static int
+pg_name_check(const char *db, char *err, size_t errlen)
+{
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(db, &perr);
+    if (opts == NULL) {
+        /* libpq's message may quote the URI: say only that it is wrong */
+        snprintf(err, errlen, "not a PostgreSQL connection URI libpq can read "
+                 "(postgresql://[user[:password]@][host][:port][/dbname][?param=value&...])");
+        PQfreemem(perr);
+        return -1;
+    }
+    PQconninfoFree(opts);
+    return 0;
+}
+
 /* Connects to uri; the URI's own parameters win over these defaults: a bounded connect,
  * TCP keepalives and a send timeout, so that a server that vanishes without a word (a
  * partition) is noticed within seconds. NULL with the reason in err. */
@@ -1698,6 +1714,7 @@ const struct store_ops store_pg_ops = {
     .start = pg_start,
     .instance_end = pg_instance_end,
     .describe = pg_describe,
+    .name_check = pg_name_check,
     .open = pg_open,
     .close = pg_close,
     .schema_version = pg_schema_version,

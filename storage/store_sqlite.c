@@ -1259,6 +1259,13 @@ sq_describe(const char *db, char *out, size_t outlen)
     snprintf(out, outlen, "%s", db);
 }
 
+static int
+sq_name_check(const char *db, char *err, size_t errlen)
+{
+    (void)db, (void)err, (void)errlen;
+    return 0;
+}
+
 /* One instance per file: the lock, the schema, then what a previous run left running
  * (every running task: no other instance can have any). */
 static int
@@ -1387,6 +1394,7 @@ const struct store_ops store_sqlite_ops = {
     .start = sq_start,
     .instance_end = sq_instance_end,
     .describe = sq_describe,
+    .name_check = sq_name_check,
     .open = sq_open,
     .close = sq_close,
     .schema_version = sq_schema_version,
