@@ -325,6 +325,8 @@ struct store {
     int listening;              /* store_listen() was called */
     int resync;                 /* a RESYNC event is due */
     int beat_ok;                /* the last heartbeat worked */
+    int reclaim;                /* a connection was lost: a claim's answer may have been
+                                 * lost with it (see q_claim) */
     int64_t next_try_ms;        /* monotonic: no connection attempt before */
     char where[256];            /* store_describe() of the URI */
 };
@@ -396,6 +398,7 @@ drop_conn(store *s)
     s->in_tx = 0;
     s->tx_inserted = 0;
     memset(s->prepared, 0, sizeof s->prepared);
+    s->reclaim = 1;
     if (s->listening)
         s->resync = 1;
     s->next_try_ms = clock_mono_ms() + RECONNECT_MS;
@@ -551,13 +554,22 @@ static int
 ensure(store *s)
 {
     if (s->conn != NULL && PQstatus(s->conn) == CONNECTION_OK) {
-        struct pollfd p = {.fd = PQsocket(s->conn), .events = POLLIN};
-        if (s->in_tx || poll(&p, 1, 0) <= 0)
+        if (s->in_tx)
             return STORE_OK;
-        if (PQconsumeInput(s->conn) && PQstatus(s->conn) == CONNECTION_OK)
-            return STORE_OK;
-        fail_res(s, "connection", NULL);
-        return STORE_UNAVAILABLE;
+        /* a server that ended the session sends an error, then closes: reading it may
+         * take more than one call before libpq sees the end */
+        for (int i = 0; i < 4; i++) {
+            struct pollfd p = {.fd = PQsocket(s->conn), .events = POLLIN};
+            if (poll(&p, 1, 0) <= 0)
+                return STORE_OK;
+            if (!PQconsumeInput(s->conn) || PQstatus(s->conn) != CONNECTION_OK) {
+                fail_res(s, "connection", NULL);
+                break;
+            }
+        }
+        if (s->conn != NULL)
+            return STORE_OK;            /* only notifications kept coming */
+        s->next_try_ms = 0;             /* found broken before use: try again at once */
     }
     if (s->conn != NULL)
         drop_conn(s);
@@ -688,6 +700,23 @@ run(store *s, struct q *q, int nq, int tx, const char *what)
     return rc;
 }
 
+/* run() for statements that only read (or whose repetition changes nothing): when the
+ * connection turns out broken during the call (a server restarted since the last one),
+ * it is made again at once and the call tried once more, so that the first request
+ * after a restart does not fail. Writes are never repeated here: a commit whose answer
+ * was lost may have happened. */
+static int
+run_read(store *s, struct q *q, int nq, const char *what)
+{
+    int was_up = s->conn != NULL && !s->in_tx;
+    int rc = run(s, q, nq, 0, what);
+    if (rc == STORE_UNAVAILABLE && was_up && s->conn == NULL && !s->in_tx) {
+        s->next_try_ms = 0;
+        rc = run(s, q, nq, 0, what);
+    }
+    return rc;
+}
+
 /* ---------------------------------------------------------------- rows */
 
 static char *
@@ -794,7 +823,7 @@ one_value(store *s, int id, const char *what, int *rc)
 {
     struct q q;
     q_init(&q, id);
-    *rc = run(s, &q, 1, 0, what);
+    *rc = run_read(s, &q, 1, what);
     if (*rc != STORE_OK)
         return NULL;
     char *v = PQntuples(q.res) > 0 ? val_dup(q.res, 0, 0) : NULL;
@@ -974,7 +1003,7 @@ pg_get(store *s, int64_t id, store_task *out)
     q_init(&q, S_GET);
     q_i64(&q, id);
     *out = (store_task){0};
-    int rc = run(s, &q, 1, 0, "get");
+    int rc = run_read(s, &q, 1, "get");
     if (rc == STORE_OK)
         rc = one_task(s, q.res, out, STORE_NOTFOUND);
     q_clear(&q, 1);
@@ -1008,7 +1037,7 @@ pg_list(store *s, const store_filter *f, store_task **items, size_t *n, int *mor
     }
     q_i64(&q, before);
     q_i64(&q, want);
-    int rc = run(s, &q, 1, 0, "list");
+    int rc = run_read(s, &q, 1, "list");
     if (rc != STORE_OK)
         return rc;
     int rows = PQntuples(q.res);
@@ -1065,7 +1094,7 @@ pg_has_ready(store *s, int64_t now_ms)
     struct q q;
     q_init(&q, S_HAS_READY);
     q_i64(&q, now_ms);
-    int rc = run(s, &q, 1, 0, "has_ready");
+    int rc = run_read(s, &q, 1, "has_ready");
     if (rc != STORE_OK)
         return -rc;
     int yes = PQntuples(q.res) > 0 && PQgetvalue(q.res, 0, 0)[0] == 't';
@@ -1073,27 +1102,49 @@ pg_has_ready(store *s, int64_t now_ms)
     return yes;
 }
 
-static void
-q_promote_claim(struct q *q, int64_t now_ms, long owner)
+/* The claim: [a hand-back of this worker's lost claims,] due retries promoted, the
+ * first ready task taken. A worker runs one task at a time and claims only when it runs
+ * none, so a task `running` under its name when it claims is a claim whose answer was
+ * lost with a connection (it committed, the worker never learnt of it): once a
+ * connection was lost, the next claim hands such tasks back first, rather than leaving
+ * them running under a worker that does not know them until it dies. Returns how many
+ * statements it set: 2 or 3, the claim last. */
+static int
+q_claim(store *s, struct q *q, int64_t now_ms, long owner)
 {
-    q_init(&q[0], S_PROMOTE);
-    q_i64(&q[0], now_ms);
-    q_init(&q[1], S_CLAIM);
-    q_i64(&q[1], now_ms);
-    q_i64(&q[1], self_id());
-    q_i64(&q[1], owner);
+    int k = 0;
+    if (s->reclaim) {
+        q_init(&q[k], S_RELEASE);
+        q_i64(&q[k], self_id());
+        q_i64(&q[k], owner);
+        q_i64(&q[k], now_ms);
+        q_str(&q[k], "worker_lost");
+        q_str(&q[k], "the answer to this task's claim was lost with the connection to the "
+                     "database");
+        k++;
+    }
+    q_init(&q[k], S_PROMOTE);
+    q_i64(&q[k], now_ms);
+    k++;
+    q_init(&q[k], S_CLAIM);
+    q_i64(&q[k], now_ms);
+    q_i64(&q[k], self_id());
+    q_i64(&q[k], owner);
+    return k + 1;
 }
 
 static int
 pg_claim_next(store *s, int64_t now_ms, long owner, store_task *out)
 {
-    struct q q[2];
-    q_promote_claim(q, now_ms, owner);
+    struct q q[3];
+    int nq = q_claim(s, q, now_ms, owner);
     *out = (store_task){0};
-    int rc = run(s, q, 2, 0, "claim");
-    if (rc == STORE_OK)
-        rc = one_task(s, q[1].res, out, STORE_EMPTY);
-    q_clear(q, 2);
+    int rc = run(s, q, nq, 0, "claim");
+    if (rc == STORE_OK) {
+        s->reclaim = 0;
+        rc = one_task(s, q[nq - 1].res, out, STORE_EMPTY);
+    }
+    q_clear(q, nq);
     return rc;
 }
 
@@ -1139,22 +1190,24 @@ pg_finish(store *s, int64_t id, int attempt, const store_outcome *o)
     return changed ? STORE_OK : conflict(s, id, attempt);
 }
 
-/* finish, promote, claim: one pipeline, one transaction, one round trip */
+/* finish, [hand back lost claims,] promote, claim: one pipeline, one transaction, one
+ * round trip. The finish comes first: the task it records is this worker's own. */
 static int
 pg_finish_claim(store *s, int64_t id, int attempt, const store_outcome *o, int64_t now_ms,
                 long owner, store_task *next, int *claimed)
 {
     *claimed = 0;
     *next = (store_task){0};
-    struct q q[3];
+    struct q q[4];
     q_finish(&q[0], id, attempt, o);
-    q_promote_claim(&q[1], now_ms, owner);
-    int rc = run(s, q, 3, 0, "finish and claim");
+    int nq = 1 + q_claim(s, &q[1], now_ms, owner);
+    int rc = run(s, q, nq, 0, "finish and claim");
     if (rc != STORE_OK)
         return rc;
+    s->reclaim = 0;
     int changed = PQntuples(q[0].res) > 0;
-    rc = one_task(s, q[2].res, next, STORE_EMPTY);
-    q_clear(q, 3);
+    rc = one_task(s, q[nq - 1].res, next, STORE_EMPTY);
+    q_clear(q, nq);
     if (rc == STORE_ERR)
         return rc;      /* out of memory reading a row that was claimed: its worker's
                          * death hands it back */
@@ -1286,7 +1339,7 @@ pg_count_states(store *s, int64_t counts[TASK_STATE_COUNT])
     memset(counts, 0, sizeof(int64_t) * TASK_STATE_COUNT);
     struct q q;
     q_init(&q, S_COUNT);
-    int rc = run(s, &q, 1, 0, "count");
+    int rc = run_read(s, &q, 1, "count");
     if (rc != STORE_OK)
         return rc;
     for (int i = 0; i < PQntuples(q.res); i++) {
@@ -1305,7 +1358,7 @@ pg_count_kinds(store *s, store_kind_counts **out, size_t *n)
     *n = 0;
     struct q q;
     q_init(&q, S_COUNT_KINDS);
-    int rc = run(s, &q, 1, 0, "count kinds");
+    int rc = run_read(s, &q, 1, "count kinds");
     if (rc != STORE_OK)
         return rc;
     store_kind_counts *v = NULL;
@@ -1354,7 +1407,7 @@ pg_next_run_after(store *s, int64_t now_ms)
     struct q q;
     q_init(&q, S_NEXT_RUN_AFTER);
     q_i64(&q, now_ms);
-    if (run(s, &q, 1, 0, "next run_after") != STORE_OK)
+    if (run_read(s, &q, 1, "next run_after") != STORE_OK)
         return 0;
     int64_t t = PQntuples(q.res) > 0 ? val_i64(q.res, 0, 0) : 0;
     q_clear(&q, 1);
@@ -1401,7 +1454,7 @@ pg_ping(store *s)
 {
     struct q q;
     q_init(&q, S_PING);
-    int rc = run(s, &q, 1, 0, "ping");
+    int rc = run_read(s, &q, 1, "ping");
     q_clear(&q, 1);
     return rc;
 }
@@ -1556,7 +1609,7 @@ pg_instances(store *s, store_instance **out, size_t *n)
 {
     struct q q;
     q_init(&q, S_INSTANCES);
-    int rc = run(s, &q, 1, 0, "instances");
+    int rc = run_read(s, &q, 1, "instances");
     if (rc != STORE_OK)
         return rc;
     int rows = PQntuples(q.res);
