@@ -546,6 +546,7 @@ static void
 releaser_main(pid_t pid, int timed_out, const char *why)
 {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
+    prctl(PR_SET_NAME, "warmpool-release");
     char err[512], msg[256];
     store *st = store_open(S.cfg->db_path, STORE_DURABLE, 10000, err, sizeof err);
     if (st == NULL) {

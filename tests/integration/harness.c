@@ -294,6 +294,12 @@ void wp_pg_sql(const char *uri, const char *sql, char *out, size_t cap) {
     PQfinish(c);
 }
 
+/* Databases made during the current test: dropped at its teardown (a directory a test
+ * manages itself may outlive every server that used it). */
+#define WP_MAX_PG_DBS 64
+static char g_pg_dbs[WP_MAX_PG_DBS][64];
+static int g_npg_dbs;
+
 void wp_pg_create(char *uri, size_t cap, char *name, size_t name_cap) {
     static unsigned counter;
     snprintf(name, name_cap, "wpit_%ld_%u_%lld", (long)getpid(), ++counter,
@@ -302,6 +308,7 @@ void wp_pg_create(char *uri, size_t cap, char *name, size_t name_cap) {
     snprintf(sql, sizeof sql, "CREATE DATABASE %s", name);
     wp_pg_sql(NULL, sql, NULL, 0);
     pg_uri_for(name, uri, cap);
+    if (g_npg_dbs < WP_MAX_PG_DBS) snprintf(g_pg_dbs[g_npg_dbs++], 64, "%s", name);
 }
 
 void wp_pg_drop(const char *name) {
@@ -435,6 +442,8 @@ int wp_test_teardown(void **state) {
         if (s && s->test_scoped) wp_server_free(s);
     }
     kill_strays();
+    for (int i = 0; i < g_npg_dbs && !getenv("WARMPOOL_IT_KEEP"); i++) wp_pg_drop(g_pg_dbs[i]);
+    g_npg_dbs = 0;
     g_in_test = false;
     return 0;
 }
@@ -631,7 +640,8 @@ void wp_server_free(wp_server *s) {
     }
     reg_del(s);
     kill_strays();
-    if (s->pg_name[0] != '\0' && !getenv("WARMPOOL_IT_KEEP")) wp_pg_drop(s->pg_name);
+    /* a directory and its database go together */
+    if (s->owns_dir && s->pg_name[0] != '\0' && !getenv("WARMPOOL_IT_KEEP")) wp_pg_drop(s->pg_name);
     if (s->owns_dir && !getenv("WARMPOOL_IT_KEEP")) wp_remove_tree(s->dir);
     free(s);
 }
