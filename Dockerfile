@@ -6,9 +6,12 @@
 # Two stages on Debian 12: "build" compiles warmpool with the -dev packages
 # and runs the unit tests (a failing test fails the build); the runtime stage
 # has only the shared libraries the binary links (found by dpkg-shlibdeps), the
-# binary, and a non-root user. warmpool is PID 1 and handles SIGTERM itself:
-# `docker stop` stops new work, lets running tasks finish (WARMPOOL_GRACE_MS)
-# and exits 0. Data lives in the /data volume. See docker/README.md.
+# binary, and a non-root user. The entrypoint (docker/entrypoint.sh) starts as
+# root, gives /data to that user (so a root-owned bind mount works) and drops to
+# it with setpriv; started with --user UID it runs as UID if /data is writable.
+# warmpool is PID 1 and handles SIGTERM itself: `docker stop` stops new work,
+# lets running tasks finish (WARMPOOL_GRACE_MS) and exits 0. Data lives in the
+# /data volume. See docker/README.md.
 ARG BASE=debian:bookworm-slim
 
 # --------------------------------------------------------------------- build
@@ -52,6 +55,7 @@ RUN cmake --install /build --prefix /out/usr/local --strip \
 # ------------------------------------------------------------------- runtime
 FROM ${BASE}
 ARG DEBIAN_FRONTEND=noninteractive
+# Checklist: docker/entrypoint.sh's APP_UID is the same.
 ARG APP_UID=10001
 COPY --from=build /out/runtime-packages /tmp/runtime-packages
 RUN apt-get update \
@@ -62,12 +66,16 @@ RUN apt-get update \
  && useradd --system --uid "${APP_UID}" --gid warmpool --home-dir /data --no-create-home \
         --shell /usr/sbin/nologin warmpool \
  && mkdir -p /data \
- && chown warmpool:warmpool /data
+ && chown "${APP_UID}:0" /data && chmod 0775 /data
+# /data is the service user's and group 0's: a new named volume is a copy of it, so
+# it also works for an arbitrary uid (docker run --user 12345, OpenShift), whose
+# group is 0.
 
 COPY --from=build /out/usr/local/ /usr/local/
+COPY --chmod=0755 docker/entrypoint.sh /usr/local/bin/warmpool-entrypoint
 # fail the build here, not at run time, if a shared library is missing
 RUN ! find /usr/local/bin /usr/local/lib -type f -exec ldd {} + 2>/dev/null | grep 'not found' \
- && warmpool --help >/dev/null
+ && warmpool --help >/dev/null && setpriv --version >/dev/null
 
 # Every flag has a WARMPOOL_* twin; `docker run -e WARMPOOL_WORKERS=4` or
 # flags after the image name (`docker run IMAGE --workers 4`) override these.
@@ -78,12 +86,13 @@ ENV WARMPOOL_LISTEN=0.0.0.0:8080 \
 VOLUME /data
 WORKDIR /data
 EXPOSE 8080
-USER ${APP_UID}:${APP_UID}
+# No USER: the entrypoint starts as root only to fix /data, then runs warmpool as
+# APP_UID (setpriv, no new privileges). `--user UID[:GID]` skips the root part.
 STOPSIGNAL SIGTERM
 # `warmpool healthcheck` GETs /healthz on WARMPOOL_LISTEN: no curl in the image
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["warmpool", "healthcheck"]
-ENTRYPOINT ["warmpool"]
+ENTRYPOINT ["warmpool-entrypoint"]
 
 LABEL org.opencontainers.image.title="warmpool" \
       org.opencontainers.image.description="HTTP job server for CPU-heavy tasks with a preloaded, copy-on-write context"

@@ -39,6 +39,8 @@ struct api_config {
     int64_t max_pending;        /* 0: no cap */
     int64_t retention_ms;       /* 0: keep finished tasks */
     int (*request_reload)(void);    /* POST /v1/admin/reload; NULL: no such route */
+    const char *const *cors_origins;    /* --cors-origin: "*" or origins; may be NULL */
+    int ncors_origins;                  /* 0: no CORS headers at all */
     struct api_hooks hooks;
 };
 

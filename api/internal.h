@@ -14,6 +14,7 @@
 #define API_MAX_WAIT_S 60
 #define API_MAX_LIMIT 1000
 #define API_DEFAULT_LIMIT 100
+#define API_MAX_REQUEST_ID 128     /* X-Request-Id taken from a request: 1..128 safe chars */
 
 struct writer;
 struct req;
@@ -84,11 +85,13 @@ typedef enum MHD_Result (*api_handler)(struct api_ctx *ctx, struct MHD_Connectio
 
 struct req {
     api_handler handler;        /* NULL: no route; see status */
+    const char *route;          /* the route's template ("/v1/tasks/{id}"), or NULL */
     char allow[64];             /* for 405: the methods the path takes */
     char *id;                   /* the {id} path segment, when the route has one */
     char *body;                 /* not NUL-terminated */
     size_t len;                 /* invariant: len <= max_body_bytes */
-    unsigned int reject;        /* non-zero: the answer is decided (413...) */
+    unsigned int reject;        /* non-zero: the answer is decided (413, 404, 405; 204: a
+                                 * CORS preflight) */
     enum req_phase phase;
     /* a submission being committed */
     struct writer_job job;
@@ -96,16 +99,40 @@ struct req {
     char **inputs;              /* JSON texts of the inputs, owned */
     char *idem_key;
     json_t *doc;                /* the parsed body, kept for idempotency comparison */
-    /* a GET ?wait= being held */
+    /* a GET ?wait= or POST ?wait= being held */
     struct waiter wait;
+    int wait_s;                 /* POST /v1/tasks?wait=S */
+    unsigned int hold_status;   /* POST ?wait: the status if the task is not done in time */
+    /* for the answer's headers and the access log (access.c, cors.c, reply.c) */
+    char method[16];            /* cut to 15 characters */
+    char request_id[API_MAX_REQUEST_ID + 1];
+    int64_t start_us;           /* monotonic, when the headers arrived */
+    unsigned int status;        /* of the answer queued; 0 while there is none */
+    size_t bytes;               /* body bytes of that answer */
+    int cors;                   /* --cors-origin is set: answers vary by Origin */
+    const char *cors_origin;    /* Access-Control-Allow-Origin for this request, or NULL */
 };
 
 /* ---------------------------------------------------------------- routes.c */
 /* Finds the handler for method and path. 0 found (r->handler, r->id set); 404 no such
  * path; 405 path known, method not (r->allow set). */
 int routes_match(const char *method, const char *path, struct req *r);
+/* The table itself, for the test that holds it against api/openapi.json. */
+size_t routes_count(void);
+void routes_at(size_t i, const char **method, const char **pattern);
 
 /* ---------------------------------------------------------------- reply.c */
+/* The request whose handler runs on this thread: every answer queued from this thread
+ * carries its request id and CORS headers, and its status and size are noted there for
+ * the access log. server.c binds it around each call of a handler (NULL: none). */
+void api_reply_bind(struct req *r);
+/* Queues resp (adding the headers every answer has) and drops the caller's reference;
+ * resp NULL is out of memory (MHD_NO). */
+enum MHD_Result api_reply_queue(struct MHD_Connection *conn, unsigned int status,
+                                struct MHD_Response *resp, size_t body_bytes);
+/* Queues len bytes of static data (not copied, never freed) as the reply. */
+enum MHD_Result api_reply_static(struct MHD_Connection *conn, unsigned int status,
+                                 const char *content_type, const char *data, size_t len);
 /* Queues body as the reply (steals body). extra_header/value may be NULL. */
 enum MHD_Result api_reply_json(struct MHD_Connection *conn, unsigned int status, json_t *body,
                                const char *extra_header, const char *extra_value);
@@ -147,6 +174,32 @@ enum MHD_Result api_stats(struct api_ctx *, struct MHD_Connection *, struct req 
 enum MHD_Result api_healthz(struct api_ctx *, struct MHD_Connection *, struct req *);
 enum MHD_Result api_readyz(struct api_ctx *, struct MHD_Connection *, struct req *);
 enum MHD_Result api_admin_reload(struct api_ctx *, struct MHD_Connection *, struct req *);
+
+/* ---------------------------------------------------------------- openapi.c */
+/* GET /openapi.json: the document built into the binary from api/openapi.json. */
+enum MHD_Result api_openapi(struct api_ctx *, struct MHD_Connection *, struct req *);
+extern const char API_OPENAPI_JSON[];
+extern const size_t API_OPENAPI_JSON_LEN;
+
+/* ---------------------------------------------------------------- access.c */
+/* First call of a request: notes its method and start, and takes its X-Request-Id when
+ * the client sent a sane one (access_request_id_ok), else makes one up. */
+void access_begin(struct req *r, struct MHD_Connection *conn, const char *method);
+/* 1..API_MAX_REQUEST_ID characters, each a letter, digit, '-', '_', '.' or ':'. */
+int access_request_id_ok(const char *id);
+/* The access log line of a finished (or aborted) request, at info. */
+void access_log(const struct req *r, struct MHD_Connection *conn,
+                enum MHD_RequestTerminationCode toe);
+
+/* ---------------------------------------------------------------- cors.c */
+/* The Access-Control-Allow-Origin value for a request from origin (NULL: no Origin
+ * header): "*" or the origin itself when --cors-origin allows it, else NULL. */
+const char *cors_allow_origin(const struct api_config *cfg, const char *origin);
+/* Adds the CORS headers of an ordinary answer to r's request. */
+void cors_add_headers(struct MHD_Response *resp, const struct req *r);
+/* Answers an OPTIONS request on a known path (CORS on): 204 with the methods and,
+ * for an allowed origin, the Access-Control-Allow-* headers of a preflight. */
+enum MHD_Result cors_preflight(struct MHD_Connection *conn, struct req *r);
 
 /* ---------------------------------------------------------------- server.c */
 /* This thread's store connection (opened on first use); NULL on failure. */

@@ -13,27 +13,64 @@ static atomic_int g_closing;
 
 void api_reply_set_closing(void) { atomic_store(&g_closing, 1); }
 
+/* Handlers answer on the thread that MHD called them on, so the request being
+ * answered is a thread-local: no handler has to pass it down. */
+static _Thread_local struct req *tl_req;
+
+void api_reply_bind(struct req *r) { tl_req = r; }
+
+enum MHD_Result
+api_reply_queue(struct MHD_Connection *conn, unsigned int status, struct MHD_Response *resp,
+                size_t body_bytes)
+{
+    if (resp == NULL) {
+        log_error("out of memory building a %u reply", status);
+        return MHD_NO;              /* MHD drops the connection */
+    }
+    struct req *r = tl_req;
+    if (r != NULL) {
+        MHD_add_response_header(resp, "X-Request-Id", r->request_id);
+        cors_add_headers(resp, r);
+    }
+    if (atomic_load(&g_closing))
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result ret = MHD_queue_response(conn, status, resp);
+    MHD_destroy_response(resp);     /* our reference; the queue keeps its own */
+    if (r != NULL && ret == MHD_YES) {
+        r->status = status;
+        r->bytes = body_bytes;
+    }
+    return ret;
+}
+
+enum MHD_Result
+api_reply_static(struct MHD_Connection *conn, unsigned int status, const char *content_type,
+                 const char *data, size_t len)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, (void *)data, MHD_RESPMEM_PERSISTENT);
+    if (resp != NULL)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    return api_reply_queue(conn, status, resp, len);
+}
+
 enum MHD_Result
 api_reply_json(struct MHD_Connection *conn, unsigned int status, json_t *body,
                const char *extra_header, const char *extra_value)
 {
     char *text = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     json_decref(body);
+    size_t len = text != NULL ? strlen(text) : 0;
     struct MHD_Response *resp = text == NULL ? NULL
-        : MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+        : MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
     if (resp == NULL) {
         free(text);                 /* MHD adopts text only on success */
-        log_error("out of memory building a %u reply", status);
-        return MHD_NO;              /* MHD drops the connection */
+        return api_reply_queue(conn, status, NULL, 0);
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     if (extra_header != NULL)
         MHD_add_response_header(resp, extra_header, extra_value);
-    if (atomic_load(&g_closing))
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
-    enum MHD_Result ret = MHD_queue_response(conn, status, resp);
-    MHD_destroy_response(resp);     /* our reference; the queue keeps its own */
-    return ret;
+    return api_reply_queue(conn, status, resp, len);
 }
 
 enum MHD_Result

@@ -1,5 +1,9 @@
 /* routes.c -- the one table of every URL the API serves: method, path, handler.
  *
+ * Checklist for a new route: add it here, describe it in api/openapi.json (the unit
+ * test test_routes.c fails until every route of this table is there, and the contract
+ * test calls each documented one), and in docs/api.md.
+ *
  * A pattern segment "{id}" matches any one non-empty path segment; the handler
  * decides whether it is a valid id (an invalid one is a 404, never a 500). */
 #include "api/internal.h"
@@ -24,6 +28,7 @@ static const struct route ROUTES[] = {
     {"GET",    "/healthz",        api_healthz},
     {"GET",    "/readyz",         api_readyz},
     {"POST",   "/v1/admin/reload", api_admin_reload},
+    {"GET",    "/openapi.json",   api_openapi},
 };
 #define N_ROUTES (sizeof ROUTES / sizeof ROUTES[0])
 
@@ -62,6 +67,7 @@ routes_match(const char *method, const char *path, struct req *r)
             continue;
         path_known = 1;
         exact_known |= seg == NULL;
+        r->route = ROUTES[i].pattern;
         if (strcmp(method, ROUTES[i].method) == 0) {
             r->handler = ROUTES[i].handler;
             if (seg != NULL) {
@@ -82,4 +88,13 @@ routes_match(const char *method, const char *path, struct req *r)
         }
     }
     return path_known ? 405 : 404;
+}
+
+size_t routes_count(void) { return N_ROUTES; }
+
+void
+routes_at(size_t i, const char **method, const char **pattern)
+{
+    *method = ROUTES[i].method;
+    *pattern = ROUTES[i].pattern;
 }

@@ -137,18 +137,25 @@ authorized(struct api_ctx *ctx, struct MHD_Connection *conn, const char *url)
 }
 
 static enum MHD_Result
-on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-           const char *version, const char *data, size_t *data_size, void **con_cls)
+handle_request(struct api_ctx *ctx, struct MHD_Connection *conn, struct req *r,
+               const char *url, const char *method, const char *data, size_t *data_size)
 {
-    struct api_ctx *ctx = cls;
-    struct req *r = *con_cls;
-    (void)version;
-
-    if (r == NULL) {                    /* 1st call: headers only; freed in on_completed() */
-        r = calloc(1, sizeof *r);
-        if (r == NULL)
+    if (r->start_us == 0) {             /* 1st call: headers only */
+        access_begin(r, conn, method);
+        int m = routes_match(method, url, r);
+        if (m == 500)
             return MHD_NO;
-        *con_cls = r;
+        r->reject = (unsigned int)m;
+        r->cors = ctx->cfg->ncors_origins > 0;
+        r->cors_origin = cors_allow_origin(
+            ctx->cfg, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin"));
+        /* a browser's preflight carries no credentials: it passes the token check, and
+         * is answered once the request is read (answering now would close the
+         * connection) */
+        if (r->cors && m == MHD_HTTP_METHOD_NOT_ALLOWED && strcmp(method, "OPTIONS") == 0) {
+            r->reject = MHD_HTTP_NO_CONTENT;
+            return MHD_YES;
+        }
         if (!authorized(ctx, conn, url))
             return api_reply_json(conn, MHD_HTTP_UNAUTHORIZED,
                                   json_pack("{s:{s:s, s:s}}", "error", "code", "unauthorized",
@@ -156,10 +163,6 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
                                             "`Authorization: Bearer <token>`"),
                                   MHD_HTTP_HEADER_WWW_AUTHENTICATE,
                                   "Bearer realm=\"warmpool\"");
-        int m = routes_match(method, url, r);
-        if (m == 500)
-            return MHD_NO;
-        r->reject = (unsigned int)m;
         /* a declared length over the cap is refused now, without reading the body */
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -174,7 +177,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
     }
     if (*data_size != 0) {              /* a body chunk: MHD forbids replying now */
         if (r->reject == 0 || r->reject == MHD_HTTP_NOT_FOUND ||
-            r->reject == MHD_HTTP_METHOD_NOT_ALLOWED) {
+            r->reject == MHD_HTTP_METHOD_NOT_ALLOWED || r->reject == MHD_HTTP_NO_CONTENT) {
             unsigned int st = body_append(r, data, *data_size, ctx->cfg->max_body_bytes);
             if (st != 0)
                 r->reject = st;
@@ -185,6 +188,8 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
     switch (r->reject) {                /* whole body seen: now we may answer */
     case 0:
         return r->handler(ctx, conn, r);
+    case MHD_HTTP_NO_CONTENT:
+        return cors_preflight(conn, r);
     case MHD_HTTP_CONTENT_TOO_LARGE:
         return reply_too_large(ctx, conn);
     case MHD_HTTP_NOT_FOUND:
@@ -204,16 +209,33 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
     }
 }
 
+static enum MHD_Result
+on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+           const char *version, const char *data, size_t *data_size, void **con_cls)
+{
+    (void)version;
+    struct req *r = *con_cls;
+    if (r == NULL) {                    /* freed in on_completed() */
+        r = calloc(1, sizeof *r);
+        if (r == NULL)
+            return MHD_NO;
+        *con_cls = r;
+    }
+    api_reply_bind(r);                  /* the answers queued below are r's */
+    enum MHD_Result ret = handle_request(cls, conn, r, url, method, data, data_size);
+    api_reply_bind(NULL);
+    return ret;
+}
+
 static void
 on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
              enum MHD_RequestTerminationCode toe)
 {
     struct api_ctx *ctx = cls;
     struct req *r = *con_cls;
-    (void)conn;
-    (void)toe;
     if (r == NULL)
         return;
+    access_log(r, conn, toe);
     if (r->wait.active)                 /* cannot happen while suspended; defensive */
         waiters_remove(ctx->waiters, &r->wait);
     req_free(r);

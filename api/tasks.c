@@ -83,6 +83,28 @@ alloc_tasks(struct req *r, size_t n)
     return r->tasks && r->inputs && r->job.out ? 0 : -1;
 }
 
+/* A query parameter's value; NULL when absent or empty (an empty value means no filter). */
+static const char *
+query(struct MHD_Connection *conn, const char *name)
+{
+    const char *v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, name);
+    return v != NULL && v[0] != '\0' ? v : NULL;
+}
+
+/* A decimal integer in [lo, hi]: 0, else -1. */
+static int
+parse_int_param(const char *text, long lo, long hi, long *out)
+{
+    size_t n = strlen(text);
+    if (n == 0 || n > 10 || strspn(text, "0123456789") != n)
+        return -1;
+    long v = strtol(text, NULL, 10);
+    if (v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
 static void
 start_commit(struct api_ctx *ctx, struct MHD_Connection *conn, struct req *r)
 {
@@ -94,23 +116,79 @@ start_commit(struct api_ctx *ctx, struct MHD_Connection *conn, struct req *r)
 
 /* ---------------------------------------------------------------- POST /v1/tasks */
 
+static void
+log_submitted(const struct req *r, const store_task *t)
+{
+    log_event(LOG_DEBUG, "task submitted", LOG_INT("task_id", t->id), LOG_STR("kind", t->kind),
+              LOG_STR("request_id", r->request_id));
+}
+
+/* POST ?wait=S, after the commit: holds the answer until the task is terminal (200) or
+ * S seconds after the request came (then `status`, as without ?wait), with the waiters
+ * of GET ?wait: no polling. */
 static enum MHD_Result
-create_done(struct MHD_Connection *conn, struct req *r)
+hold_submission(struct api_ctx *ctx, struct MHD_Connection *conn, struct req *r,
+                unsigned int status)
+{
+    store_task *t = &r->job.out[0];
+    int64_t deadline = r->start_us / 1000 + (int64_t)r->wait_s * 1000;
+    if (task_state_terminal(t->state) || atomic_load(&ctx->draining) ||
+        clock_mono_ms() >= deadline)
+        return reply_task(conn, task_state_terminal(t->state) ? MHD_HTTP_OK : status, t, 1);
+    r->hold_status = status;
+    r->phase = PHASE_WAIT;
+    r->wait = (struct waiter){.conn = conn, .task_id = t->id, .deadline_ms = deadline};
+    if (waiters_add(ctx->waiters, &r->wait) != 0)
+        return reply_task(conn, status, t, 1);      /* the drain began: answer now */
+    /* it may have finished between the commit and the registration */
+    store *st = api_thread_store(ctx);
+    store_task now;
+    if (st == NULL || store_get(st, t->id, &now) != STORE_OK || task_state_terminal(now.state))
+        waiters_wake(ctx->waiters, t->id);
+    if (st != NULL)
+        store_task_clear(&now);
+    return MHD_YES;
+}
+
+/* POST ?wait=S, resumed: the task as it is now. */
+static enum MHD_Result
+submission_waited(struct api_ctx *ctx, struct MHD_Connection *conn, struct req *r)
+{
+    store *st = api_thread_store(ctx);
+    if (st == NULL)
+        return reply_no_store(conn);
+    store_task t;
+    int rc = store_get(st, r->wait.task_id, &t);
+    if (rc != STORE_OK)
+        return api_reply_store_error(conn, rc, "get", store_errmsg(st));
+    enum MHD_Result ret =
+        reply_task(conn, task_state_terminal(t.state) ? MHD_HTTP_OK : r->hold_status, &t, 1);
+    store_task_clear(&t);
+    return ret;
+}
+
+static enum MHD_Result
+create_done(struct api_ctx *ctx, struct MHD_Connection *conn, struct req *r)
 {
     store_task *t = &r->job.out[0];
     switch (r->job.status) {
     case STORE_OK:
+        log_submitted(r, t);
+        if (r->wait_s > 0)
+            return hold_submission(ctx, conn, r, MHD_HTTP_ACCEPTED);
         return reply_task(conn, MHD_HTTP_ACCEPTED, t, 1);
     case WRITER_QUEUE_FULL:
         return reply_queue_full(conn);
     case WRITER_SHUTTING_DOWN:
         return reply_draining(conn);
     case STORE_EXISTS:
-        if (taskjson_same_submission(t, &r->tasks[0]))
-            return reply_task(conn, MHD_HTTP_OK, t, 1);
-        return api_reply_errorf(conn, MHD_HTTP_CONFLICT, "idempotency_conflict",
-                                "Idempotency-Key was used for task %" PRId64
-                                " with a different body", t->id);
+        if (!taskjson_same_submission(t, &r->tasks[0]))
+            return api_reply_errorf(conn, MHD_HTTP_CONFLICT, "idempotency_conflict",
+                                    "Idempotency-Key was used for task %" PRId64
+                                    " with a different body", t->id);
+        if (r->wait_s > 0)              /* a repeat answers 200 whether it waited or not */
+            return hold_submission(ctx, conn, r, MHD_HTTP_OK);
+        return reply_task(conn, MHD_HTTP_OK, t, 1);
     default:
         return api_reply_store_error(conn, r->job.status, "submit", r->job.errmsg);
     }
@@ -120,7 +198,9 @@ enum MHD_Result
 api_tasks_create(struct api_ctx *ctx, struct MHD_Connection *conn, struct req *r)
 {
     if (r->phase == PHASE_COMMIT)
-        return create_done(conn, r);
+        return create_done(ctx, conn, r);
+    if (r->phase == PHASE_WAIT)
+        return submission_waited(ctx, conn, r);
     if (atomic_load(&ctx->draining))
         return reply_draining(conn);
 
@@ -128,6 +208,13 @@ api_tasks_create(struct api_ctx *ctx, struct MHD_Connection *conn, struct req *r
     if (key != NULL && (key[0] == '\0' || strlen(key) > API_MAX_IDEM_KEY))
         return api_reply_errorf(conn, MHD_HTTP_BAD_REQUEST, "invalid_request",
                                 "Idempotency-Key must be 1 to %d characters", API_MAX_IDEM_KEY);
+    long wait_s = 0;
+    const char *wait = query(conn, "wait");
+    if (wait != NULL && parse_int_param(wait, 0, API_MAX_WAIT_S, &wait_s) != 0)
+        return api_reply_errorf(conn, MHD_HTTP_BAD_REQUEST, "invalid_query",
+                                "wait: must be an integer from 0 to %d (seconds)",
+                                API_MAX_WAIT_S);
+    r->wait_s = (int)wait_s;
     enum MHD_Result ret = MHD_YES;
     r->doc = parse_body_object(conn, r, &ret);
     if (r->doc == NULL)
@@ -161,6 +248,7 @@ batch_done(struct MHD_Connection *conn, struct req *r)
         return api_reply_store_error(conn, r->job.status, "batch submit", r->job.errmsg);
     json_t *arr = json_array();
     for (size_t i = 0; arr != NULL && i < r->job.n; i++) {
+        log_submitted(r, &r->job.out[i]);
         if (json_array_append_new(arr, taskjson_from_store(&r->job.out[i], 0)) != 0) {
             json_decref(arr);
             arr = NULL;
@@ -216,28 +304,6 @@ api_tasks_batch(struct api_ctx *ctx, struct MHD_Connection *conn, struct req *r)
 }
 
 /* ---------------------------------------------------------------- GET /v1/tasks/{id} */
-
-/* A query parameter's value; NULL when absent or empty (an empty value means no filter). */
-static const char *
-query(struct MHD_Connection *conn, const char *name)
-{
-    const char *v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, name);
-    return v != NULL && v[0] != '\0' ? v : NULL;
-}
-
-/* A decimal integer in [lo, hi]: 0, else -1. */
-static int
-parse_int_param(const char *text, long lo, long hi, long *out)
-{
-    size_t n = strlen(text);
-    if (n == 0 || n > 10 || strspn(text, "0123456789") != n)
-        return -1;
-    long v = strtol(text, NULL, 10);
-    if (v < lo || v > hi)
-        return -1;
-    *out = v;
-    return 0;
-}
 
 enum MHD_Result
 api_tasks_get(struct api_ctx *ctx, struct MHD_Connection *conn, struct req *r)

@@ -1,5 +1,5 @@
 # embed.cmake -- turns a file into a C source that holds its bytes, so the binary
-# carries it (used for the scan kind's default rules).
+# carries it (the scan kind's default rules, and api/openapi.json).
 #
 # cmake -DIN=file -DOUT=file.c -DSYMBOL=NAME -P embed.cmake writes
 #   const char NAME[] = {...bytes..., 0};      (NUL-terminated)

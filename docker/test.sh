@@ -6,14 +6,21 @@
 #
 # What it checks (any failure -> exit 1, last line "FAIL ..."):
 #   - the image builds from ./Dockerfile (its build stage runs the unit tests)
-#   - the image is at most MAX_SIZE_MB and runs as a non-root user
-#   - a container with a published 127.0.0.1 port and a host volume on /data
-#     answers GET /healthz, and the image's HEALTHCHECK passes (and fails when
-#     nothing listens, so it is not a no-op)
+#   - the image is at most MAX_SIZE_MB, and warmpool never runs as root in it
+#   - a container with a published 127.0.0.1 port and a host volume on /data,
+#     hardened (--user 10001, read-only, no capabilities), answers GET /healthz,
+#     and the image's HEALTHCHECK passes (and fails when nothing listens, so it
+#     is not a no-op)
 #   - echo tasks submitted with curl succeed with result == input
 #   - `stop -t STOP_TIMEOUT` drains (a running sleep task finishes) and the
 #     container exits 0 well before the timeout (PID 1 handles SIGTERM)
-#   - a new container on the same volume finds every task with its result
+#   - a new container on the same volume (started as root, the default: the
+#     entrypoint drops to uid 10001) finds every task with its result
+#   - volumes and users (docker/entrypoint.sh): a named volume; a host directory
+#     owned by root; --user with an arbitrary uid on a directory it owns and on a
+#     new named volume; --user on a root-owned directory stops with a message
+#     saying what to chown; so does a read-only /data; root without
+#     capabilities stops with a message
 # It prints a summary (image size, ready time, stop time) and "N passed, N failed".
 # Containers and the temporary volume dir are removed on exit (the volume is
 # kept on failure, for a look); the image is kept.
@@ -255,9 +262,12 @@ SIZE=$(E image inspect -f '{{.Size}}' "$TAG" 2>/dev/null || echo 0)
 SIZE_MB=$(awk -v s="$SIZE" 'BEGIN{printf "%.1f", s/1e6}')
 check "image size ${SIZE_MB} MB <= ${MAX_SIZE_MB} MB" \
     awk -v s="$SIZE" -v m="$MAX_SIZE_MB" 'BEGIN{exit !(s <= m*1e6)}'
-IMG_USER=$(E image inspect -f '{{.Config.User}}' "$TAG" 2>/dev/null || true)
-check "image USER '$IMG_USER' is set and not root" \
-    bash -c '[ -n "$1" ] && [ "${1%%:*}" != root ] && [ "${1%%:*}" != 0 ]' _ "$IMG_USER"
+# the image starts as root on purpose: its entrypoint fixes /data and drops to
+# APP_UID (checked below: no warmpool process ever runs as root)
+APP_UID=10001
+IMG_EP=$(E image inspect -f '{{json .Config.Entrypoint}}' "$TAG" 2>/dev/null || true)
+check "image entrypoint is warmpool-entrypoint ($IMG_EP)" \
+    bash -c '[[ "$1" == *warmpool-entrypoint* ]]' _ "$IMG_EP"
 HC=$(E image inspect -f '{{if .Config.Healthcheck}}{{json .Config.Healthcheck.Test}}{{end}}' "$TAG" 2>/dev/null || true)
 check "image has a HEALTHCHECK ($HC)" test -n "$HC"
 HC_CMD=()
@@ -283,15 +293,14 @@ if [ -z "${VOLUME_HOST:-}" ]; then
     VOLUME_HOST=$(mktemp -d /var/tmp/warmpool-docker-test.XXXXXX); TEMP_VOL=1
 fi
 mkdir -p "$VOLUME_HOST"
-# the container runs as the image's uid: the host dir must be writable by it
-uidgid=$IMG_USER; case "$uidgid" in *:*) ;; *) uidgid=$uidgid:$uidgid;; esac
-if ! chown "$uidgid" "$VOLUME_HOST" 2>/dev/null; then
+# the first container runs with --user APP_UID: the host dir must be writable by it
+if ! chown "$APP_UID:$APP_UID" "$VOLUME_HOST" 2>/dev/null; then
     chmod 0777 "$VOLUME_HOST"   # not root (e.g. docker group, rootless podman)
 fi
 VOL_OPT=""
 command -v selinuxenabled >/dev/null 2>&1 && selinuxenabled && VOL_OPT=":Z"
 
-NAMES=()
+NAMES=() VOLUMES=() DIRS=()
 RUN_ID=$$-$RANDOM
 show_logs() {
     local n
@@ -303,6 +312,8 @@ show_logs() {
 cleanup() {
     local n
     for n in "${NAMES[@]}"; do E rm -f "$n" >/dev/null 2>&1 || true; done
+    for n in "${VOLUMES[@]}"; do E volume rm -f "$n" >/dev/null 2>&1 || true; done
+    for n in "${DIRS[@]}"; do rm -rf "$n" 2>/dev/null || true; done
     if [ "$TEMP_VOL" = 1 ]; then
         if [ "$FAILED" = 0 ]; then
             # files there belong to the container's uid: rootless podman needs unshare
@@ -317,14 +328,16 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# start NAME [extra run args...]; sets READY (seconds from start to /healthz 200)
+# start NAME [extra run args...]; sets READY (seconds from start to /healthz 200).
+# /data is VOL_SPEC when set (a named volume, another dir), else VOLUME_HOST.
 start() {
     local name=$1; shift
     NAMES+=("$name")
     local t1 state
     t1=$(now)
     E run -d --pull=never --name "$name" -p "127.0.0.1:$HOST_PORT:8080" \
-        -v "$VOLUME_HOST:/data$VOL_OPT" "${RUN_OPTS[@]}" "$@" "$TAG" >/dev/null || die "run $name"
+        -v "${VOL_SPEC:-$VOLUME_HOST:/data$VOL_OPT}" "${RUN_OPTS[@]}" "$@" "$TAG" >/dev/null \
+        || die "run $name"
     RUN_S=$(since "$t1")
     READY=""
     local deadline=$(( $(date +%s) + WAIT_SECS ))
@@ -357,6 +370,12 @@ RUN_OPTS=()
 if [ "$ENGINE" = podman ] && [ ! -d /run/systemd/system ]; then RUN_OPTS=(--no-healthcheck); fi
 
 api() { curl -sS -m 15 -H 'Content-Type: application/json' "$@"; }
+# the uids the warmpool processes of container NAME run as, unique, space-separated
+warmpool_uids() {
+    E exec "$1" sh -c 'for f in /proc/[0-9]*/status; do
+        awk '"'"'/^Name:/{n=$2} /^Uid:/{if (n == "warmpool") print $2}'"'"' "$f" 2>/dev/null
+    done' | sort -u | tr '\n' ' ' | sed 's/ $//'
+}
 
 # arguments after the image name reach warmpool (ENTRYPOINT, not CMD)
 help=$(E run --rm --pull=never "${RUN_OPTS[@]}" "$TAG" --help 2>&1) && rc=0 || rc=$?
@@ -365,8 +384,9 @@ check "\`$ENGINE run IMAGE --help\` exits 0 and lists --listen (rc $rc)" \
 
 # ------------------------------------------------------------ 5. first container
 A=warmpool-test-a-$RUN_ID
-log "run $A: -p 127.0.0.1:$HOST_PORT:8080 -v $VOLUME_HOST:/data (read-only root, no capabilities)"
-start "$A" --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges
+log "run $A: -p 127.0.0.1:$HOST_PORT:8080 -v $VOLUME_HOST:/data (uid $APP_UID, read-only root, no capabilities)"
+start "$A" --user "$APP_UID:$APP_UID" --read-only --tmpfs /tmp --cap-drop ALL \
+    --security-opt no-new-privileges
 READY_A=$READY
 
 # the processes inside run as non-root, and PID 1 is warmpool itself
@@ -455,9 +475,13 @@ check "database is on the host volume" bash -c 'ls "$1"/*.db >/dev/null 2>&1' _ 
 
 # ------------------------------------------------------------ 6. second container, same volume
 B=warmpool-test-b-$RUN_ID
-log "run $B on the same volume (plain run flags${B_OPTS[*]:+, }${B_OPTS[*]})"
+log "run $B on the same volume, started as root (plain run flags${B_OPTS[*]:+, }${B_OPTS[*]})"
 start "$B" "${B_OPTS[@]}"
 READY_B=$READY
+check "$B: PID 1 is warmpool (got '$(E exec "$B" cat /proc/1/comm 2>/dev/null)')" \
+    test "$(E exec "$B" cat /proc/1/comm 2>/dev/null)" = warmpool
+check "$B: every warmpool process runs as uid $APP_UID (got '$(warmpool_uids "$B")')" \
+    test "$(warmpool_uids "$B")" = "$APP_UID"
 check_results "$B"
 got=$(api "$URL/v1/tasks/$SLEEP_ID?wait=5" || true)
 check "$B: sleep task $SLEEP_ID (running at SIGTERM) succeeded: $(jq -c '{state,result,error}' <<<"$got" 2>/dev/null || echo "$got")" \
@@ -478,10 +502,106 @@ fi
 stop "$B"
 STOP_B=$STOP_S
 
+# ------------------------------------------------------------ 7. volumes and users
+# Each case: a container on its own /data, checked, then stopped. Where a host dir's
+# owner is checked, the engine must map container uids to the host's as they are
+# (rootful, no user namespace), which is the case when this script runs as root.
+T_USERS=$(now)
+round_trip() {   # NAME: an echo task succeeds through POST ?wait
+    local got
+    got=$(api -X POST -d '{"kind":"echo","input":{"case":"'"$1"'"}}' "$URL/v1/tasks?wait=10" || true)
+    check "$1: an echo task succeeds ($(jq -c '{state,error}' <<<"$got" 2>/dev/null || echo "$got"))" \
+        jqt --argjson got "${got:-null}" '$got.state == "succeeded"'
+}
+new_dir() {      # a new host dir, owned by root, mode 0755, removed at the end
+    local d
+    d=$(mktemp -d /var/tmp/warmpool-docker-test.XXXXXX)
+    chmod 0755 "$d"
+    DIRS+=("$d")
+    echo "$d"
+}
+# run_to_exit NAME [run args...]: a container that must stop by itself; sets CODE, OUT
+run_to_exit() {
+    local name=$1; shift
+    NAMES+=("$name")
+    OUT=$(timeout 60 "$ENGINE" "${PODMAN_OPTS[@]}" run --pull=never --name "$name" \
+          "${RUN_OPTS[@]}" "$@" "$TAG" 2>&1) && CODE=0 || CODE=$?
+}
+IS_ROOT=0; [ "$(id -u)" = 0 ] && IS_ROOT=1
+
+# a named volume, started as root
+V=warmpool-test-vol-$RUN_ID; VOLUMES+=("$V")
+C=warmpool-test-c-$RUN_ID
+log "run $C: a new named volume ($V), started as root"
+VOL_SPEC="$V:/data" start "$C"
+check "$C: every warmpool process runs as uid $APP_UID (got '$(warmpool_uids "$C")')" \
+    test "$(warmpool_uids "$C")" = "$APP_UID"
+round_trip "$C"
+stop "$C"
+
+# a host directory owned by root (the usual bind mount), started as root
+D_DIR=$(new_dir)
+D=warmpool-test-d-$RUN_ID
+log "run $D: a root-owned host dir ($D_DIR), started as root"
+VOL_SPEC="$D_DIR:/data$VOL_OPT" start "$D"
+check "$D: every warmpool process runs as uid $APP_UID (got '$(warmpool_uids "$D")')" \
+    test "$(warmpool_uids "$D")" = "$APP_UID"
+round_trip "$D"
+stop "$D"
+if [ "$IS_ROOT" = 1 ]; then
+    check "$D: the host dir and the database now belong to uid $APP_UID" \
+        bash -c '[ "$(stat -c %u "$1")" = "$2" ] && [ "$(stat -c %u "$1/warmpool.db")" = "$2" ]' \
+        _ "$D_DIR" "$APP_UID"
+fi
+
+# --user with an arbitrary uid, on a root-owned host dir: stops, saying what to chown
+U=12345
+E_DIR=$(new_dir)
+run_to_exit "warmpool-test-e-$RUN_ID" --user "$U" -v "$E_DIR:/data$VOL_OPT"
+check "--user $U on a root-owned /data stops (exit $CODE) saying to chown it to $U: ${OUT//$'\n'/ | }" \
+    bash -c '[ "$1" != 0 ] && grep -q "chown -R $2" <<<"$3" && grep -q "not writable by uid $2" <<<"$3"' \
+    _ "$CODE" "$U" "$OUT"
+
+# --user with an arbitrary uid, on a host dir that uid owns
+F_DIR=$(new_dir)
+[ "$IS_ROOT" = 1 ] && chown "$U:$U" "$F_DIR"
+[ "$IS_ROOT" = 1 ] || chmod 0777 "$F_DIR"
+F=warmpool-test-f-$RUN_ID
+log "run $F: --user $U:$U on a host dir uid $U owns"
+VOL_SPEC="$F_DIR:/data$VOL_OPT" start "$F" --user "$U:$U"
+check "$F: every warmpool process runs as uid $U (got '$(warmpool_uids "$F")')" \
+    test "$(warmpool_uids "$F")" = "$U"
+round_trip "$F"
+stop "$F"
+
+# --user with an arbitrary uid (group 0, as OpenShift runs it) on a new named volume
+V2=warmpool-test-vol2-$RUN_ID; VOLUMES+=("$V2")
+G=warmpool-test-g-$RUN_ID
+log "run $G: --user $U (group 0) on a new named volume ($V2)"
+VOL_SPEC="$V2:/data" start "$G" --user "$U"
+check "$G: every warmpool process runs as uid $U (got '$(warmpool_uids "$G")')" \
+    test "$(warmpool_uids "$G")" = "$U"
+round_trip "$G"
+stop "$G"
+
+# a read-only /data (here a root-owned dir mounted :ro): the chown cannot help; stops
+I_DIR=$(new_dir)
+run_to_exit "warmpool-test-i-$RUN_ID" -v "$I_DIR:/data:ro${VOL_OPT:+,${VOL_OPT#:}}"
+check "a read-only /data stops (exit $CODE) saying uid $APP_UID cannot write it: ${OUT//$'\n'/ | }" \
+    bash -c '[ "$1" != 0 ] && grep -q "not writable by uid $2, even after chown" <<<"$3"' \
+    _ "$CODE" "$APP_UID" "$OUT"
+
+# root without the capabilities to drop privileges: stops, saying why
+run_to_exit "warmpool-test-h-$RUN_ID" --cap-drop ALL -v "$VOLUME_HOST:/data$VOL_OPT"
+check "root with --cap-drop ALL stops (exit $CODE) and says to use --user $APP_UID: ${OUT//$'\n'/ | }" \
+    bash -c '[ "$1" != 0 ] && grep -q -- "--user $2:$2" <<<"$3"' _ "$CODE" "$APP_UID" "$OUT"
+T_USERS=$(since "$T_USERS")
+
 [ "$FAILED" = 0 ] || show_logs
 
 # ------------------------------------------------------------ 7. summary
 echo "SUMMARY engine=$ENGINE image=$TAG size=${SIZE_MB}MB (limit ${MAX_SIZE_MB}MB)" \
      "ready=${READY_A}s/${READY_B}s (target 1s) stop=${STOP_A}s/${STOP_B}s (timeout ${STOP_TIMEOUT}s)" \
-     "setup=${T_SETUP}s${T_BOOTSTRAP:+ (debootstrap ${T_BOOTSTRAP}s)} build=${T_BUILD}s total=$(since "$T0")s"
+     "setup=${T_SETUP}s${T_BOOTSTRAP:+ (debootstrap ${T_BOOTSTRAP}s)} build=${T_BUILD}s" \
+     "volumes+users=${T_USERS}s total=$(since "$T0")s"
 finish

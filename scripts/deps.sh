@@ -5,8 +5,10 @@ set -euo pipefail
 
 BUILD_PKGS=(build-essential cmake pkg-config libmicrohttpd-dev libjansson-dev
             libsqlite3-dev libvectorscan-dev)
+# python3-jsonschema: tests/contract (OpenAPI); chromium, chromium-driver and
+# python3-selenium: tests/browser (pages in headless Chromium)
 TEST_PKGS=(libcmocka-dev libcurl4-openssl-dev curl clang libclang-rt-14-dev valgrind
-           python3 nodejs)
+           python3 nodejs python3-jsonschema chromium chromium-driver python3-selenium)
 
 want=("${BUILD_PKGS[@]}")
 [ "${1:-build}" = test ] && want+=("${TEST_PKGS[@]}")

@@ -3,16 +3,20 @@
 # and integration (the real binary over HTTP), first in a normal build, then again
 # with AddressSanitizer + UndefinedBehaviorSanitizer; the libFuzzer targets run a fixed
 # number of iterations in between. The Python exec-kind helper's unit tests run first
-# (a few seconds). Ends with ctest's summary.
+# (a few seconds). The contract test (api/openapi.json against the live server and every
+# answer the integration tests got) and the browser tests (headless Chromium) run in both
+# builds. Ends with ctest's summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh test
 jobs=$(nproc)
+# a full run must have validated the integration tests' answers (tests/contract)
+export WARMPOOL_CONTRACT_REQUIRE_RECORD=1
 
 echo "== Python exec-kind helper (sdk/python): unittest"
 PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 -m unittest discover -s tests/python
 
-echo "== release build: unit + integration tests"
+echo "== release build: unit + integration + contract + browser tests"
 cmake --preset release >/dev/null
 cmake --build --preset release -j"$jobs"
 ctest --preset release -j"$jobs"
@@ -22,7 +26,7 @@ cmake --preset fuzz >/dev/null
 cmake --build --preset fuzz -j"$jobs"
 ctest --preset fuzz
 
-echo "== asan build (AddressSanitizer + UBSan): unit + integration tests"
+echo "== asan build (AddressSanitizer + UBSan): unit + integration + contract + browser tests"
 cmake --preset asan >/dev/null
 cmake --build --preset asan -j"$jobs"
 ctest --preset asan -j"$jobs"

@@ -12,7 +12,8 @@
 #include <unistd.h>
 
 enum opt_type { OPT_INT, OPT_BOOL, OPT_PATH, OPT_LISTEN, OPT_LOG_LEVEL, OPT_PLUGIN,
-                OPT_KIND_CONFIG, OPT_EXEC_KIND, OPT_SCAN_RULES, OPT_DURATION, OPT_TOKEN, OPT_TOKEN_FILE };
+                OPT_KIND_CONFIG, OPT_EXEC_KIND, OPT_SCAN_RULES, OPT_DURATION, OPT_TOKEN,
+                OPT_TOKEN_FILE, OPT_LOG_FORMAT, OPT_CORS_ORIGIN };
 
 struct opt {
     const char *name;           /* without the leading "--" */
@@ -47,6 +48,8 @@ static const struct opt OPTS[] = {
      "register the `fail` and `spin` kinds, for tests"},
     {"log-level", OPT_LOG_LEVEL, OFF(log_level), 0, 0, "LEVEL",
      "error, warn, info or debug (default info)"},
+    {"log-format", OPT_LOG_FORMAT, 0, 0, 0, "FORMAT",
+     "text, or json: one JSON object per line (default text)"},
     {"http-threads", OPT_INT, OFF(http_threads), 1, 64, "N",
      "HTTP threads in the HTTP process (default 2)"},
     {"max-connections", OPT_INT, OFF(max_connections), 1, 1000000, "N",
@@ -66,6 +69,9 @@ static const struct opt OPTS[] = {
      "require `Authorization: Bearer TOKEN` on every /v1 request"},
     {"api-token-file", OPT_TOKEN_FILE, 0, 0, 0, "PATH",
      "read the API token from a file (first line)"},
+    {"cors-origin", OPT_CORS_ORIGIN, 0, 0, 0, "ORIGIN",
+     "let web pages from ORIGIN (scheme://host[:port], or * without a token) call the "
+     "API; repeatable (variable: comma-separated)"},
     {"plugin", OPT_PLUGIN, 0, 0, 0, "PATH.so",
      "load kinds from a shared library; repeatable (variable: comma-separated)"},
     {"kind-config", OPT_KIND_CONFIG, 0, 0, 0, "NAME=VALUE",
@@ -124,6 +130,35 @@ parse_listen(const char *text, struct config *cfg)
     cfg->listen_host[hlen] = '\0';
     cfg->listen_port = (int)port;
     return 0;
+}
+
+/* Is text a browser's serialized origin: http(s)://host[:port], lower case, no path? */
+static int
+valid_origin(const char *text)
+{
+    const char *host = strncmp(text, "http://", 7) == 0    ? text + 7
+                       : strncmp(text, "https://", 8) == 0 ? text + 8 : NULL;
+    if (host == NULL)
+        return 0;
+    size_t n;
+    if (host[0] == '[') {                       /* [::1] */
+        n = strspn(host + 1, "0123456789abcdef:.");
+        if (n == 0 || host[1 + n] != ']')
+            return 0;
+        n += 2;
+    } else {
+        n = strspn(host, "abcdefghijklmnopqrstuvwxyz0123456789.-");
+        if (n == 0)
+            return 0;
+    }
+    const char *rest = host + n;
+    if (rest[0] == '\0')
+        return 1;
+    if (rest[0] != ':')
+        return 0;
+    int64_t port;
+    return strspn(rest + 1, "0123456789") == strlen(rest + 1) &&
+           parse_int64(rest + 1, &port) == 0 && port >= 1 && port <= 65535;
 }
 
 static int
@@ -314,6 +349,25 @@ set_opt(const struct opt *o, const char *text, struct config *cfg, const char *s
         memcpy(cfg->api_token, line, strlen(line) + 1);
         return 0;
     }
+    case OPT_LOG_FORMAT:
+        if (log_format_parse(text, &cfg->log_format) != 0) {
+            snprintf(err, errlen, "%s: '%.100s' is not one of text, json", source, text);
+            return -1;
+        }
+        return 0;
+    case OPT_CORS_ORIGIN:
+        if (strcmp(text, "*") != 0 && !valid_origin(text)) {
+            snprintf(err, errlen, "%s: '%.100s' is not an origin: write it as a browser sends "
+                     "it, scheme://host[:port] in lower case without a path (e.g. "
+                     "https://app.example.com or http://localhost:3000), or *", source, text);
+            return -1;
+        }
+        if (cfg->ncors_origins == CONFIG_MAX_CORS_ORIGINS) {
+            snprintf(err, errlen, "%s: more than %d origins", source, CONFIG_MAX_CORS_ORIGINS);
+            return -1;
+        }
+        cfg->cors_origins[cfg->ncors_origins++] = text;
+        return 0;
     case OPT_LOG_LEVEL:
         if (log_level_parse(text, &cfg->log_level) != 0) {
             snprintf(err, errlen, "%s: '%.100s' is not one of error, warn, info, debug", source,
@@ -323,6 +377,30 @@ set_opt(const struct opt *o, const char *text, struct config *cfg, const char *s
         return 0;
     }
     return -1;
+}
+
+/* Rules that involve more than one flag, checked once everything is read. */
+static int
+check_combinations(const struct config *cfg, char *err, size_t errlen)
+{
+    for (int i = 0; i < cfg->ncors_origins; i++) {
+        if (strcmp(cfg->cors_origins[i], "*") == 0 && cfg->api_token[0] != '\0') {
+            snprintf(err, errlen, "--cors-origin '*' is refused with an API token: any web "
+                     "page could then use a token it finds in a browser; name the origins "
+                     "(e.g. --cors-origin https://app.example.com)");
+            return CONFIG_ERROR;
+        }
+    }
+    /* an exec kind may not take a built-in kind's name (a plugin's clash shows when
+     * the kinds load: kinds_load()) */
+    for (int k = 0; k < cfg->nexec_kinds; k++) {
+        if (kinds_builtin_name(cfg->exec_kinds[k].name, cfg->enable_test_kinds)) {
+            snprintf(err, errlen, "--exec-kind %s: a built-in kind has that name",
+                     cfg->exec_kinds[k].name);
+            return CONFIG_ERROR;
+        }
+    }
+    return CONFIG_OK;
 }
 
 static void
@@ -340,6 +418,7 @@ set_defaults(struct config *cfg)
     cfg->load_timeout_ms = 600000;
     cfg->retry_base_ms = 1000;
     cfg->log_level = LOG_INFO;
+    cfg->log_format = LOG_FORMAT_TEXT;
     cfg->http_threads = 2;
     cfg->max_connections = 1000;
 }
@@ -385,13 +464,17 @@ config_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen
         if (v == NULL || on_command_line(argc, argv, OPTS[i].name))
             continue;           /* a flag beats its variable, even a bad one */
         if (OPTS[i].type == OPT_PLUGIN || OPTS[i].type == OPT_KIND_CONFIG ||
-            OPTS[i].type == OPT_EXEC_KIND) {
-            /* a list: plugins comma-separated, kind configurations and exec kinds
-             * ';'-separated */
-            char *copy = cfg->nlists < 4 ? strdup(v) : NULL;   /* freed by config_free() */
-            if (copy != NULL)
-                cfg->lists[cfg->nlists++] = copy;
-            const char *sep = OPTS[i].type == OPT_PLUGIN ? "," : ";";
+            OPTS[i].type == OPT_CORS_ORIGIN || OPTS[i].type == OPT_EXEC_KIND) {
+            /* a list: plugins and origins comma-separated, kind configurations and
+             * exec kinds ';'-separated */
+            /* the copy lives as long as the configuration, which points into it; a
+             * later parse (tests) replaces it */
+            static char *copies[N_OPTS];
+            char *copy = strdup(v);
+            free(copies[i]);
+            copies[i] = copy;
+            const char *sep = OPTS[i].type == OPT_KIND_CONFIG ||
+                              OPTS[i].type == OPT_EXEC_KIND ? ";" : ",";
             char *save = NULL;
             for (char *tok = copy ? strtok_r(copy, sep, &save) : NULL; tok != NULL;
                  tok = strtok_r(NULL, sep, &save))
@@ -402,7 +485,7 @@ config_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen
         if (set_opt(&OPTS[i], v, cfg, env, err, errlen) != 0)
             return CONFIG_ERROR;
     }
-    int i = 1, argv_plugins = 0;
+    int i = 1, argv_plugins = 0, argv_origins = 0;
     if (argc > 1 && strcmp(argv[1], "healthcheck") == 0) {
         cfg->healthcheck = 1;
         i = 2;
@@ -442,19 +525,12 @@ config_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen
         snprintf(source, sizeof source, "--%s", o->name);
         if (o->type == OPT_PLUGIN && !argv_plugins++)
             cfg->nplugins = 0;          /* --plugin replaces WARMPOOL_PLUGIN's list */
+        if (o->type == OPT_CORS_ORIGIN && !argv_origins++)
+            cfg->ncors_origins = 0;     /* the same for --cors-origin */
         if (set_opt(o, value, cfg, source, err, errlen) != 0)
             return CONFIG_ERROR;
     }
-    /* an exec kind may not take a built-in kind's name (a plugin's clash shows when
-     * the kinds load: kinds_load()) */
-    for (int k = 0; k < cfg->nexec_kinds; k++) {
-        if (kinds_builtin_name(cfg->exec_kinds[k].name, cfg->enable_test_kinds)) {
-            snprintf(err, errlen, "--exec-kind %s: a built-in kind has that name",
-                     cfg->exec_kinds[k].name);
-            return CONFIG_ERROR;
-        }
-    }
-    return CONFIG_OK;
+    return check_combinations(cfg, err, errlen);
 }
 
 void
@@ -466,7 +542,5 @@ config_free(struct config *cfg)
         free((char *)cfg->exec_kinds[i].name);
         exec_argv_free(cfg->exec_kinds[i].argv);
     }
-    for (int i = 0; i < cfg->nlists; i++)
-        free(cfg->lists[i]);
-    cfg->nkind_configs = cfg->nexec_kinds = cfg->nlists = 0;
+    cfg->nkind_configs = cfg->nexec_kinds = 0;
 }

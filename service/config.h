@@ -13,6 +13,7 @@
 
 #define CONFIG_MAX_PLUGINS 16
 #define CONFIG_MAX_KIND_CONFIGS 32
+#define CONFIG_MAX_CORS_ORIGINS 16
 #define CONFIG_MAX_EXEC_KINDS 16
 
 struct config {
@@ -27,6 +28,7 @@ struct config {
     int64_t retry_base_ms;      /* first retry delay of a failed attempt; doubles */
     int enable_test_kinds;
     enum log_level log_level;
+    enum log_format log_format; /* --log-format text|json */
     int http_threads;
     int64_t max_connections;    /* open HTTP connections at once */
     int64_t max_connections_per_ip; /* ... from one client address; 0 = no cap */
@@ -43,14 +45,15 @@ struct config {
         const char *value;      /* its configuration string */
     } kind_configs[CONFIG_MAX_KIND_CONFIGS];    /* --kind-config NAME=VALUE */
     int nkind_configs;
+    const char *cors_origins[CONFIG_MAX_CORS_ORIGINS];  /* --cors-origin: "*" or
+                                                         * scheme://host[:port] */
+    int ncors_origins;
     struct {
         const char *name;       /* kind name, [a-z0-9_.-]{1,64} */
         const char *command;    /* COMMAND as given */
         char **argv;            /* COMMAND split into words (exec_command_split) */
     } exec_kinds[CONFIG_MAX_EXEC_KINDS];        /* --exec-kind NAME=COMMAND, in order */
     int nexec_kinds;
-    char *lists[4];             /* copies of list variables the fields point into */
-    int nlists;
 };
 
 /* The configuration string of kind `name` (--kind-config, or --scan-rules for

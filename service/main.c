@@ -23,5 +23,6 @@ main(int argc, char **argv)
     if (cfg.healthcheck)
         return healthcheck_run(&cfg);
     log_set_level(cfg.log_level);
+    log_set_format(cfg.log_format);
     return supervisor_run(&cfg);
 }

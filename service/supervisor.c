@@ -25,6 +25,7 @@
 #include "common/log.h"
 #include "common/wake.h"
 #include "service/slots.h"
+#include "service/tasklog.h"
 #include "service/zygote.h"
 #include "storage/store.h"
 
@@ -557,6 +558,7 @@ release_tasks_of(pid_t pid, int timed_out, const char *why)
                                 timed_out ? "timeout" : "worker_lost", msg, refs, 8, &n);
     if (rc != STORE_OK)
         log_error("handing back worker %ld's task: %s (retrying)", (long)pid, store_errmsg(st));
+    tasklog_released(st, refs, n, pid, timed_out);
     store_close(st);            /* before the next fork */
     if (rc != STORE_OK)
         return -1;

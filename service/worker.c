@@ -19,6 +19,7 @@
 #include "common/wake.h"
 #include "common/log.h"
 #include "service/kinds.h"
+#include "service/tasklog.h"
 #include "storage/store.h"
 
 #include <errno.h>
@@ -266,6 +267,7 @@ run_task(const struct worker_env *env, const store_task *t, struct attempt *a)
     int64_t deadline = clock_mono_ms() + t->timeout_ms;
     atomic_store(&slot->deadline_ms, deadline);
     atomic_store(&slot->state, SLOT_BUSY);
+    tasklog_started(t);
 
     *a = (struct attempt){.err = {.retryable = 1}};
     struct wp_task_error *err = &a->err;
@@ -419,6 +421,7 @@ run_one(const struct worker_env *env, store *st, const store_task *t, store_task
     int claimed = 0;
     exec_check_children(env);           /* the claim in record() skips kinds gone */
     int recorded = record(env, st, t, &a.o, next, &claimed) == 0;
+    tasklog_outcome(t, &a.o, recorded);
     free(a.text);
 
     atomic_fetch_add(&slot->tasks_done, 1);

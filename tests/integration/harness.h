@@ -121,6 +121,7 @@ typedef struct wp_resp {
     char retry_after[64];
     char content_type[256];
     bool has_allow, has_location, has_retry_after, has_content_type;
+    char *headers;         /* every header line of the final answer, "Name: value\r\n" */
     char *body;
     size_t body_len;
     json_t *json;          /* parsed body, or NULL */
@@ -140,8 +141,14 @@ typedef struct wp_req {
     CURL *handle;          /* reuse this easy handle (keep-alive); NULL: fresh */
 } wp_req;
 
-/* No assertions; returns true when an HTTP status was received. */
+/* No assertions; returns true when an HTTP status was received.
+ * With WARMPOOL_IT_RECORD=FILE in the environment, each answer is also appended to FILE
+ * as a JSON line (method, path, status, headers, body; at most 40 per method, status and
+ * path shape per process), for tests/contract/check_openapi.py to hold against
+ * api/openapi.json. */
 bool wp_http_nc(const wp_server *s, const wp_req *q, wp_resp *r);
+/* The value of header `name` (any case) of the answer, copied into out; false if absent. */
+bool wp_resp_header(const wp_resp *r, const char *name, char *out, size_t cap);
 void wp_resp_free(wp_resp *r);
 
 /* Asserting request: the answer must be HTTP, Content-Type application/json

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "common/clock.h"
 #include "common/fault.h"
@@ -146,6 +147,184 @@ test_log_records(void **state)
     log_set_level(LOG_INFO);
 }
 
+/* ---------------------------------------------------------------- structured records */
+
+static void
+log_structured_text(void)
+{
+    log_set_role("unit");
+    log_set_level(LOG_DEBUG);
+    log_event(LOG_DEBUG, "task finished", LOG_INT("task_id", 42), LOG_STR("kind", "echo"),
+              LOG_STR("note", "two words"), LOG_STR("q", "say \"hi\""), LOG_STR("none", NULL),
+              LOG_STR("empty", ""), LOG_NUM("duration_ms", 1.25));
+    log_set_level(LOG_INFO);
+    log_event(LOG_DEBUG, "not shown", LOG_INT("task_id", 1));
+    log_info("line\nbreak");
+}
+
+static void
+test_log_fields_text(void **state)
+{
+    (void)state;
+    const char *out = capture_stderr(log_structured_text);
+    const char *want = "task finished task_id=42 kind=echo note=\"two words\" q=\"say \\\"hi\\\"\" "
+                       "none=- empty=\"\" duration_ms=1.250\n";
+    const char *body = strstr(out, "] ");
+    assert_non_null(body);
+    assert_int_equal(strncmp(body + 2, want, strlen(want)), 0);
+    assert_null(strstr(out, "not shown"));
+    /* a message is always one line */
+    assert_non_null(strstr(out, "line break\n"));
+}
+
+static void
+log_json_records(void)
+{
+    log_set_role("unit");
+    log_set_format(LOG_FORMAT_JSON);
+    log_set_level(LOG_DEBUG);
+    log_event(LOG_INFO, "request", LOG_STR("method", "GET"), LOG_INT("status", 200),
+              LOG_NUM("duration_ms", 0.5), LOG_STR("none", NULL));
+    /* quotes, backslashes, control characters, UTF-8, and bytes that are not UTF-8 */
+    log_warn("q\" b\\ nl\n tab\t bell\a del\x7f caf\xc3\xa9 bad\xff\xc3 over\xc0\xaf "
+             "sur\xed\xa0\x80 snow\xe2\x98\x83");
+    log_set_format(LOG_FORMAT_TEXT);
+    log_set_level(LOG_INFO);
+}
+
+/* Splits out into lines and parses each as a JSON object; returns how many. */
+static size_t
+parse_lines(const char *out, json_t **objs, size_t max)
+{
+    size_t n = 0;
+    for (const char *p = out; *p != '\0';) {
+        const char *nl = strchr(p, '\n');
+        assert_non_null(nl);
+        json_error_t e;
+        json_t *o = json_loadb(p, (size_t)(nl - p), JSON_REJECT_DUPLICATES, &e);
+        if (o == NULL)
+            fail_msg("not JSON (%s): %.*s", e.text, (int)(nl - p), p);
+        assert_true(json_is_object(o));
+        assert_true(n < max);
+        objs[n++] = o;
+        p = nl + 1;
+    }
+    return n;
+}
+
+static void
+test_log_json(void **state)
+{
+    (void)state;
+    const char *out = capture_stderr(log_json_records);
+    json_t *o[4];
+    assert_int_equal(parse_lines(out, o, 4), 2);
+    for (int i = 0; i < 2; i++) {
+        assert_string_equal(json_string_value(json_object_get(o[i], "role")), "unit");
+        assert_int_equal(json_integer_value(json_object_get(o[i], "pid")), getpid());
+        const char *ts = json_string_value(json_object_get(o[i], "ts"));
+        assert_non_null(ts);
+        assert_int_equal(strlen(ts), 24);
+    }
+    assert_string_equal(json_string_value(json_object_get(o[0], "level")), "info");
+    assert_string_equal(json_string_value(json_object_get(o[0], "msg")), "request");
+    assert_string_equal(json_string_value(json_object_get(o[0], "method")), "GET");
+    assert_int_equal(json_integer_value(json_object_get(o[0], "status")), 200);
+    assert_true(json_real_value(json_object_get(o[0], "duration_ms")) == 0.5);
+    assert_true(json_is_null(json_object_get(o[0], "none")));
+    assert_int_equal(json_object_size(o[0]), 9);
+    assert_string_equal(json_string_value(json_object_get(o[1], "level")), "warn");
+    assert_string_equal(json_string_value(json_object_get(o[1], "msg")),
+                        "q\" b\\ nl\n tab\t bell\a del\x7f caf\xc3\xa9 bad\xef\xbf\xbd\xef\xbf\xbd "
+                        "over\xef\xbf\xbd\xef\xbf\xbd sur\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd "
+                        "snow\xe2\x98\x83");
+    json_decref(o[0]);
+    json_decref(o[1]);
+}
+
+static char g_huge[3 * LOG_LINE_MAX];
+
+static void
+log_huge(void)
+{
+    log_set_role("unit");
+    memset(g_huge, 'x', sizeof g_huge - 1);
+    g_huge[10] = '"';                   /* escapes count against the limit too */
+    g_huge[sizeof g_huge - 1] = '\0';
+    for (int f = 0; f < 2; f++) {
+        log_set_format(f ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT);
+        log_event(LOG_WARN, g_huge, LOG_INT("after", 1));
+        log_event(LOG_WARN, "short", LOG_STR("big", g_huge), LOG_INT("small", 7));
+        /* a cut that falls in the middle of a multi-byte character keeps it whole */
+        for (size_t i = 0; i + 3 < sizeof g_huge; i += 3)
+            memcpy(g_huge + i, "\xe2\x98\x83", 3);
+        log_event(LOG_WARN, g_huge, LOG_INT("after", 1));
+        memset(g_huge, 'x', sizeof g_huge - 1);
+        g_huge[10] = '"';
+    }
+    log_set_format(LOG_FORMAT_TEXT);
+}
+
+static void
+test_log_cut_records(void **state)
+{
+    (void)state;
+    static char out[8 * LOG_LINE_MAX];
+    FILE *tmp = tmpfile();
+    assert_non_null(tmp);
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    assert_true(dup2(fileno(tmp), STDERR_FILENO) >= 0);
+    log_huge();
+    assert_true(dup2(saved, STDERR_FILENO) >= 0);
+    close(saved);
+    rewind(tmp);
+    size_t n = fread(out, 1, sizeof out - 1, tmp);
+    out[n] = '\0';
+    fclose(tmp);
+
+    /* six records, each at most LOG_LINE_MAX bytes with its newline */
+    const char *lines[6];
+    size_t k = 0;
+    for (const char *p = out; *p != '\0' && k < 6; k++) {
+        const char *nl = strchr(p, '\n');
+        assert_non_null(nl);
+        assert_true((size_t)(nl - p) + 1 <= LOG_LINE_MAX);
+        lines[k] = p;
+        p = nl + 1;
+    }
+    assert_int_equal(k, 6);
+    /* text: the cut message drops the field; the field too big is left out whole */
+    assert_null(strstr(lines[0], "after="));
+    assert_non_null(strstr(lines[1], "short small=7\n"));
+    assert_null(strstr(lines[1], "big="));
+    /* json: each still parses */
+    json_t *o[3];
+    assert_int_equal(parse_lines(lines[3], o, 3), 3);
+    assert_null(json_object_get(o[0], "after"));
+    assert_true(strlen(json_string_value(json_object_get(o[0], "msg"))) > LOG_LINE_MAX / 2);
+    assert_null(json_object_get(o[1], "big"));
+    assert_int_equal(json_integer_value(json_object_get(o[1], "small")), 7);
+    const char *snow = json_string_value(json_object_get(o[2], "msg"));
+    assert_int_equal(strlen(snow) % 3, 0);
+    for (int i = 0; i < 3; i++)
+        json_decref(o[i]);
+}
+
+static void
+test_log_format_parse(void **state)
+{
+    (void)state;
+    enum log_format f = LOG_FORMAT_TEXT;
+    assert_int_equal(log_format_parse("json", &f), 0);
+    assert_int_equal(f, LOG_FORMAT_JSON);
+    assert_int_equal(log_format_parse("text", &f), 0);
+    assert_int_equal(f, LOG_FORMAT_TEXT);
+    assert_int_equal(log_format_parse("JSON", &f), -1);
+    assert_int_equal(log_format_parse("", &f), -1);
+    assert_int_equal(f, LOG_FORMAT_TEXT);
+}
+
 /* fault points: armed from WARMPOOL_FAULTS, read once per process */
 static void
 test_fault_points(void **state)
@@ -186,6 +365,10 @@ main(void)
         cmocka_unit_test(test_now_and_mono),
         cmocka_unit_test(test_log_level_parse),
         cmocka_unit_test(test_log_records),
+        cmocka_unit_test(test_log_fields_text),
+        cmocka_unit_test(test_log_json),
+        cmocka_unit_test(test_log_cut_records),
+        cmocka_unit_test(test_log_format_parse),
         cmocka_unit_test(test_fault_points),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

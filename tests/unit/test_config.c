@@ -17,8 +17,8 @@ static const char *const ENV_VARS[] = {
     "WARMPOOL_TASK_TIMEOUT_MS", "WARMPOOL_GRACE_MS", "WARMPOOL_LOAD_TIMEOUT_MS",
     "WARMPOOL_RETRY_BASE_MS",
     "WARMPOOL_ENABLE_TEST_KINDS", "WARMPOOL_LOG_LEVEL", "WARMPOOL_HTTP_THREADS",
-    "WARMPOOL_MAX_CONNECTIONS", "WARMPOOL_MAX_CONNECTIONS_PER_IP", "WARMPOOL_EXEC_KIND",
-    "WARMPOOL_KIND_CONFIG",
+    "WARMPOOL_MAX_CONNECTIONS", "WARMPOOL_MAX_CONNECTIONS_PER_IP", "WARMPOOL_LOG_FORMAT",
+    "WARMPOOL_CORS_ORIGIN", "WARMPOOL_API_TOKEN", "WARMPOOL_EXEC_KIND", "WARMPOOL_KIND_CONFIG",
 };
 
 static int
@@ -100,6 +100,8 @@ test_defaults(void **state)
     assert_int_equal(g_cfg.max_connections, 1000);
     assert_int_equal(g_cfg.max_connections_per_ip, 0);
     assert_int_equal(g_cfg.healthcheck, 0);
+    assert_int_equal(g_cfg.log_format, LOG_FORMAT_TEXT);
+    assert_int_equal(g_cfg.ncors_origins, 0);
 }
 
 /* Checks every field set by test_each_flag's argument lists. */
@@ -312,6 +314,80 @@ test_healthcheck(void **state)
 }
 
 static void
+test_log_format(void **state)
+{
+    (void)state;
+    assert_int_equal(parse("--log-format", "json", NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.log_format, LOG_FORMAT_JSON);
+    assert_int_equal(parse("--log-format=text", NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.log_format, LOG_FORMAT_TEXT);
+    setenv("WARMPOOL_LOG_FORMAT", "json", 1);
+    assert_int_equal(parse(NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.log_format, LOG_FORMAT_JSON);
+    assert_int_equal(parse("--log-format", "text", NULL), CONFIG_OK);   /* flag wins */
+    assert_int_equal(g_cfg.log_format, LOG_FORMAT_TEXT);
+    expect_error("--log-format", "--log-format", "JSON", NULL);
+    expect_error("--log-format", "--log-format", "logfmt", NULL);
+    expect_error("--log-format", "--log-format=", NULL);
+    setenv("WARMPOOL_LOG_FORMAT", "yaml", 1);
+    expect_error("WARMPOOL_LOG_FORMAT", NULL);
+}
+
+static void
+test_cors_origins(void **state)
+{
+    (void)state;
+    assert_int_equal(parse("--cors-origin", "https://app.example.com", "--cors-origin",
+                           "http://localhost:3000", "--cors-origin=http://[::1]:8081", NULL),
+                     CONFIG_OK);
+    assert_int_equal(g_cfg.ncors_origins, 3);
+    assert_string_equal(g_cfg.cors_origins[0], "https://app.example.com");
+    assert_string_equal(g_cfg.cors_origins[1], "http://localhost:3000");
+    assert_string_equal(g_cfg.cors_origins[2], "http://[::1]:8081");
+    assert_int_equal(parse("--cors-origin", "*", NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.ncors_origins, 1);
+    assert_string_equal(g_cfg.cors_origins[0], "*");
+
+    /* the variable is a comma-separated list; a flag replaces it */
+    setenv("WARMPOOL_CORS_ORIGIN", "http://a.test,https://b.test:8443", 1);
+    assert_int_equal(parse(NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.ncors_origins, 2);
+    assert_string_equal(g_cfg.cors_origins[1], "https://b.test:8443");
+    assert_int_equal(parse("--cors-origin", "http://c.test", NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.ncors_origins, 1);
+    assert_string_equal(g_cfg.cors_origins[0], "http://c.test");
+    setenv("WARMPOOL_CORS_ORIGIN", "http://a.test,nope", 1);
+    expect_error("WARMPOOL_CORS_ORIGIN", NULL);
+    unsetenv("WARMPOOL_CORS_ORIGIN");
+
+    /* not origins: a path, a trailing slash, upper case, another scheme, a bad port */
+    const char *bad[] = {"https://app.example.com/", "https://app.example.com/x",
+                         "https://App.example.com", "ftp://a.test", "a.test", "http://",
+                         "http://a.test:0", "http://a.test:65536", "http://a.test:8x",
+                         "http://a.test:", "null", "", "http://[::1", "**"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        expect_error("--cors-origin", "--cors-origin", bad[i], NULL);
+
+    /* "*" only without a token, however the token is given */
+    expect_error("'*' is refused", "--cors-origin", "*", "--api-token", "t", NULL);
+    expect_error("'*' is refused", "--api-token", "t", "--cors-origin", "*", NULL);
+    setenv("WARMPOOL_API_TOKEN", "t", 1);
+    expect_error("'*' is refused", "--cors-origin", "*", NULL);
+    assert_int_equal(parse("--cors-origin", "https://app.example.com", NULL), CONFIG_OK);
+    unsetenv("WARMPOOL_API_TOKEN");
+
+    /* at most CONFIG_MAX_CORS_ORIGINS */
+    char many[1024] = "";
+    for (int i = 0; i <= CONFIG_MAX_CORS_ORIGINS; i++) {
+        char one[40];
+        snprintf(one, sizeof one, "%shttp://h%d.test", i ? "," : "", i);
+        strcat(many, one);
+    }
+    setenv("WARMPOOL_CORS_ORIGIN", many, 1);
+    expect_error("more than", NULL);
+}
+
+static void
 test_listen_forms(void **state)
 {
     (void)state;
@@ -416,6 +492,8 @@ main(void)
         cmocka_unit_test_setup(test_help, clear_env),
         cmocka_unit_test_setup(test_healthcheck, clear_env),
         cmocka_unit_test_setup(test_listen_forms, clear_env),
+        cmocka_unit_test_setup_teardown(test_log_format, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_cors_origins, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_exec_kinds, clear_env, clear_env),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,11 +1,14 @@
-/* test_routes.c -- the route table (api/routes.c): handlers, 404, 405 and Allow. */
+/* test_routes.c -- the route table (api/routes.c): handlers, 404, 405 and Allow; and the
+ * table against the OpenAPI document built into the binary (api/openapi.json). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <ctype.h>
 #include <string.h>
+#include <strings.h>
 
 #include <cmocka.h>
 
@@ -56,6 +59,102 @@ test_every_route(void **state)
     expect_route("GET", "/v1/stats", api_stats, NULL);
     expect_route("GET", "/healthz", api_healthz, NULL);
     expect_route("GET", "/readyz", api_readyz, NULL);
+    expect_route("POST", "/v1/admin/reload", api_admin_reload, NULL);
+    expect_route("GET", "/openapi.json", api_openapi, NULL);
+}
+
+/* The access log names the route's template, never the path itself. */
+static void
+test_route_templates(void **state)
+{
+    (void)state;
+    assert_int_equal(match("GET", "/v1/tasks/123"), 0);
+    assert_string_equal(g_r.route, "/v1/tasks/{id}");
+    assert_int_equal(match("PUT", "/v1/tasks/abc"), 405);
+    assert_string_equal(g_r.route, "/v1/tasks/{id}");
+    assert_int_equal(match("GET", "/v1/tasks/batch"), 405);
+    assert_string_equal(g_r.route, "/v1/tasks/batch");
+    assert_int_equal(match("GET", "/v1/tasks"), 0);
+    assert_string_equal(g_r.route, "/v1/tasks");
+    assert_int_equal(match("GET", "/nowhere/123"), 404);
+    assert_null(g_r.route);
+}
+
+static json_t *
+openapi_doc(void)
+{
+    json_error_t e;
+    json_t *doc = json_loadb(API_OPENAPI_JSON, API_OPENAPI_JSON_LEN, JSON_REJECT_DUPLICATES, &e);
+    if (doc == NULL)
+        fail_msg("api/openapi.json is not JSON: %s (line %d, column %d)", e.text, e.line,
+                 e.column);
+    return doc;
+}
+
+static int
+is_http_method(const char *key)
+{
+    static const char *const M[] = {"get", "put", "post", "delete", "options", "head", "patch",
+                                    "trace"};
+    for (size_t i = 0; i < sizeof M / sizeof M[0]; i++)
+        if (strcmp(key, M[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* Both ways: every route of the table is in the document, with its method, and every
+ * operation of the document is a route of the table. A new route fails here until it is
+ * described (api/routes.c has the checklist). */
+static void
+test_routes_and_openapi_agree(void **state)
+{
+    (void)state;
+    json_t *doc = openapi_doc();
+    assert_string_equal(json_string_value(json_object_get(doc, "openapi")), "3.1.0");
+    const char *version = json_string_value(json_object_get(json_object_get(doc, "info"),
+                                                            "version"));
+    if (version == NULL || strcmp(version, WARMPOOL_VERSION) != 0)
+        fail_msg("api/openapi.json info.version is '%s', the build is %s", version,
+                 WARMPOOL_VERSION);
+    json_t *paths = json_object_get(doc, "paths");
+    assert_true(json_is_object(paths));
+    char missing[2048] = "";
+    for (size_t i = 0; i < routes_count(); i++) {
+        const char *method, *pattern;
+        routes_at(i, &method, &pattern);
+        char lower[16];
+        size_t k = 0;
+        for (; method[k] != '\0' && k + 1 < sizeof lower; k++)
+            lower[k] = (char)tolower((unsigned char)method[k]);
+        lower[k] = '\0';
+        json_t *op = json_object_get(json_object_get(paths, pattern), lower);
+        if (!json_is_object(op) || !json_is_object(json_object_get(op, "responses")))
+            snprintf(missing + strlen(missing), sizeof missing - strlen(missing),
+                     "\n  %s %s (api/routes.c) is not described in api/openapi.json", method,
+                     pattern);
+    }
+    const char *path;
+    json_t *item;
+    json_object_foreach(paths, path, item) {
+        const char *key;
+        json_t *op;
+        json_object_foreach(item, key, op) {
+            if (!is_http_method(key))
+                continue;
+            int found = 0;
+            for (size_t i = 0; i < routes_count() && !found; i++) {
+                const char *method, *pattern;
+                routes_at(i, &method, &pattern);
+                found = strcmp(pattern, path) == 0 && strcasecmp(method, key) == 0;
+            }
+            if (!found)
+                snprintf(missing + strlen(missing), sizeof missing - strlen(missing),
+                         "\n  %s %s is in api/openapi.json but not in api/routes.c", key, path);
+        }
+    }
+    json_decref(doc);
+    if (missing[0] != '\0')
+        fail_msg("routes and OpenAPI document disagree:%s", missing);
 }
 
 static void
@@ -137,6 +236,8 @@ main(void)
         cmocka_unit_test_teardown(test_id_captured_verbatim, teardown),
         cmocka_unit_test_teardown(test_unknown_paths_404, teardown),
         cmocka_unit_test_teardown(test_wrong_method_405, teardown),
+        cmocka_unit_test_teardown(test_route_templates, teardown),
+        cmocka_unit_test(test_routes_and_openapi_agree),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
