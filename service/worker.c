@@ -151,6 +151,16 @@ exec_check_children(const struct worker_env *env)
             exec_drop(env, i, "left (or wrote unasked) between tasks");
 }
 
+/* Does this worker leave the tasks of `kind` to others (an exec kind it has no child
+ * of)? */
+static int
+exec_skips(const struct worker_env *env, const char *kind)
+{
+    const struct kind_entry *k = kinds_find(kind);
+    return k != NULL && k->exec >= 0 &&
+           (atomic_load(&env->sh->slots[env->slot].exec_missing) & (UINT64_C(1) << k->exec));
+}
+
 /* How an exec task's round trip ended. */
 enum exec_end { EXEC_END_ANSWER, EXEC_END_LOST, EXEC_END_PROTOCOL, EXEC_END_TIMEOUT };
 
@@ -429,9 +439,10 @@ run_one(const struct worker_env *env, store *st, const store_task *t, store_task
     atomic_store(&slot->state, SLOT_IDLE);
     /* A retry waits for its run_after. Idle workers set their sleep by the earliest one
      * when they went to sleep; if this worker will not be idle to take it (it claimed
-     * the next task, or it is leaving), wake one so that it looks again (issue 8). */
+     * the next task, or it is leaving, or it lost its child of the task's exec kind),
+     * wake one so that it looks again (issue 8). */
     if (recorded && a.o.state == TASK_PENDING &&
-        (claimed || stopping(env) || worn_out(env, 0, 1)))
+        (claimed || stopping(env) || worn_out(env, 0, 1) || exec_skips(env, t->kind)))
         wake_post(env->wake, 1);
     if (recorded && task_state_terminal(a.o.state)) {
         /* tell the HTTP process, for ?wait; if the pipe is full, the waiter's deadline

@@ -35,11 +35,36 @@ static char *z_kind(const char *mode) {
     return wp_fmt("z=%s %s", env_or_fail("WP_IT_TEST_ZYGOTE"), mode ? mode : "ok");
 }
 
+/* A tiny rules file for the scan kind, so that it loads in milliseconds even under ASan
+ * (the load timeout covers every kind); its path is static. */
+static char g_rules_dir[400];
+
+static void remove_rules_dir(void) {
+    if (g_rules_dir[0]) wp_remove_tree(g_rules_dir);
+}
+
+static const char *tiny_rules(void) {
+    static char path[512];
+    if (!path[0]) {
+        char *dir = g_rules_dir;
+        wp_make_temp_dir(g_rules_dir, sizeof g_rules_dir);
+        atexit(remove_rules_dir);
+        snprintf(path, sizeof path, "%s/tiny.rules", dir);
+        FILE *f = fopen(path, "w");
+        if (!f) fail_msg("fopen(%s): %s", path, strerror(errno));
+        fputs("tiny.marker\tTINY-MARKER-[0-9]{3}\n", f);
+        fclose(f);
+    }
+    return path;
+}
+
 /* A service with the py and z kinds, plus extra flags (NULL-terminated) and env. */
 static wp_server *start_exec(const char *const *extra, const char *const *env) {
     char *py = py_kind(), *z = z_kind(NULL);
     const char *args[48];
     int k = 0;
+    args[k++] = "--scan-rules";
+    args[k++] = tiny_rules();
     args[k++] = "--exec-kind";
     args[k++] = py;
     args[k++] = "--exec-kind";
@@ -421,11 +446,13 @@ WP_TEST(test_exec_start_failures) {
         char *db = wp_fmt("%s/w.db", dir), *listen = wp_fmt("127.0.0.1:%d", wp_free_port());
         char *kind = !cases[i].kind ? py_kind()
                      : cases[i].kind[0] == '/' ? wp_fmt("z=%s", cases[i].kind) : z_kind(cases[i].kind);
+        /* the load timeout covers every kind: tiny scan rules keep the rest quick */
         const char *const args[] = {"--db", db, "--listen", listen, "--workers", "1", "--exec-kind", kind,
-                                    "--kind-config", "py=fail=on purpose", "--load-timeout-ms", "1500", NULL};
+                                    "--kind-config", "py=fail=on purpose", "--load-timeout-ms", "1500",
+                                    "--scan-rules", tiny_rules(), NULL};
         const char *const *a = args;
         const char *const args_z[] = {"--db", db, "--listen", listen, "--workers", "1", "--exec-kind", kind,
-                                      "--load-timeout-ms", "1500", NULL};
+                                      "--load-timeout-ms", "1500", "--scan-rules", tiny_rules(), NULL};
         if (cases[i].kind) a = args_z;
         char *out = NULL;
         bool to = false;
@@ -506,7 +533,8 @@ WP_TEST(test_exec_max_tasks_per_worker) {
  * (they are not failed), and the other kinds run. */
 WP_TEST(test_exec_spawn_refused) {
     char *z = z_kind("spawn_failed");
-    wp_opts o = {.args = (const char *const[]){"--workers", "2", "--exec-kind", z, NULL}};
+    wp_opts o = {.args = (const char *const[]){"--workers", "2", "--exec-kind", z, "--scan-rules", tiny_rules(),
+                                               NULL}};
     wp_server *s = wp_server_start(&o);
     free(z);
     json_t *t = wp_submit(s, "{\"kind\":\"z\",\"input\":{\"x\":1}}");
@@ -592,7 +620,7 @@ WP_TEST(test_exec_sigterm_drain) {
 WP_TEST(test_exec_node_example) {
     char *k = wp_fmt("squares=node %s/examples/node/zygote.js", env_or_fail("WP_IT_SOURCE_DIR"));
     wp_opts o = {.args = (const char *const[]){"--workers", "2", "--exec-kind", k, "--kind-config", "squares=n=1000",
-                                               "--retry-base-ms", "20", NULL}};
+                                               "--retry-base-ms", "20", "--scan-rules", tiny_rules(), NULL}};
     wp_server *s = wp_server_start(&o);
     free(k);
     json_t *d = run_task(s, "{\"kind\":\"squares\",\"input\":{\"index\":7}}", 30);
