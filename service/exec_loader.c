@@ -372,8 +372,10 @@ exec_loader_spawn(struct exec_child out[CONFIG_MAX_EXEC_KINDS], int64_t deadline
 }
 
 uint64_t
-exec_loader_spawn_validators(struct exec_child out[CONFIG_MAX_EXEC_KINDS], int64_t deadline_ms)
+exec_loader_spawn_validators(struct exec_child out[CONFIG_MAX_EXEC_KINDS], int64_t deadline_ms,
+                             int *seq)
 {
+    *seq = ++L.push_seq;
     return spawn_set(out, deadline_ms, 1);
 }
 
@@ -381,11 +383,12 @@ void
 exec_loader_push_validators(int http_sock, int generation)
 {
     struct exec_child c[CONFIG_MAX_EXEC_KINDS];
-    exec_loader_spawn_validators(c, clock_mono_ms() + EXEC_LOADER_SPAWN_MS);
+    int seq;
+    exec_loader_spawn_validators(c, clock_mono_ms() + EXEC_LOADER_SPAWN_MS, &seq);
     for (int i = 0; i < L.n; i++) {
         if (c[i].fd < 0)
             continue;
-        if (exec_validate_send(http_sock, i, generation, ++L.push_seq, &c[i]) != 0)
+        if (exec_validate_send(http_sock, i, generation, seq, &c[i]) != 0)
             log_warn("exec kind %s: a validate child could not be handed to the HTTP "
                      "process: %s", L.k[i].name, strerror(errno));
         close(c[i].fd);                 /* ours: the HTTP process has its own copies */

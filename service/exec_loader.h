@@ -49,9 +49,10 @@ void exec_loader_service(const struct pollfd *p, int n, int sock);
 /* One child per ready exec kind, into out[i] (out[i].fd = -1 where there is none).
  * Returns the mask of kinds left without a child (bit i: exec kind i). */
 uint64_t exec_loader_spawn(struct exec_child out[CONFIG_MAX_EXEC_KINDS], int64_t deadline_ms);
-/* The same for the HTTP process: only kinds whose zygote said validate: true. */
+/* The same for the HTTP process: only kinds whose zygote said validate: true. *seq
+ * orders them among the validating children this loader hands out (exec_validate.h). */
 uint64_t exec_loader_spawn_validators(struct exec_child out[CONFIG_MAX_EXEC_KINDS],
-                                      int64_t deadline_ms);
+                                      int64_t deadline_ms, int *seq);
 /* Sends the HTTP process a fresh validate child of each kind that has validation, over
  * its channel (service/exec_validate.h); generation orders them. */
 void exec_loader_push_validators(int http_sock, int generation);

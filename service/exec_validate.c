@@ -185,7 +185,7 @@ validate(int i, const json_t *input, char *err, size_t errlen)
 
 void
 exec_validate_init(const struct config *cfg, int sock, struct exec_child *initial,
-                   int generation)
+                   int generation, int seq)
 {
     V.cfg = cfg;
     V.sock = sock;
@@ -193,7 +193,7 @@ exec_validate_init(const struct config *cfg, int sock, struct exec_child *initia
         pthread_mutex_init(&V.k[i].mu, NULL);
         V.k[i].c = (struct exec_child){.pid = -1, .fd = -1, .pidfd = -1};
         if (i < cfg->nexec_kinds && initial != NULL && initial[i].fd >= 0)
-            install(i, &initial[i], generation, 0);
+            install(i, &initial[i], generation, seq);
         else if (initial != NULL && initial[i].fd >= 0)
             forget(&initial[i]);
     }

@@ -28,9 +28,10 @@
 int exec_validate_send(int sock, int kind, int generation, int seq, const struct exec_child *c);
 
 /* HTTP process: takes over initial[] (CONFIG_MAX_EXEC_KINDS entries, fd -1 for none,
- * forked from `generation`), reads later ones from sock (-1: none come), and installs
- * the kinds.h hook kinds_exec_validate. */
+ * from the loader of `generation`, its hand-out number seq: one queued on sock before
+ * this process was forked is older), reads later ones from sock (-1: none come), and
+ * installs the kinds.h hook kinds_exec_validate. */
 void exec_validate_init(const struct config *cfg, int sock, struct exec_child *initial,
-                        int generation);
+                        int generation, int seq);
 
 #endif

@@ -361,7 +361,6 @@ on_ready(int z, const struct zygote_ready *r)
     y->ready = 1;
     S.loading = -1;
     S.zygote_restart_at_ms = 0;
-    int old = S.serving;
     S.serving = z;
     S.generation = y->generation;
     publish_kinds(r, y->generation);
@@ -370,7 +369,7 @@ on_ready(int z, const struct zygote_ready *r)
      * children end with their zygote, which ends with its loader */
     S.exec_up = S.cfg->nexec_kinds >= 64 ? ~UINT64_C(0)
                                          : (UINT64_C(1) << S.cfg->nexec_kinds) - 1;
-    if (old >= 0 && S.cfg->nexec_kinds > 0 && y->sock >= 0)
+    if (S.started && S.cfg->nexec_kinds > 0 && y->sock >= 0)
         zygote_send(y->sock, ZYGOTE_PUSH_VALIDATORS, NULL, 0);  /* the HTTP process's */
     if (!S.started) {
         S.started = 1;

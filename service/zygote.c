@@ -102,7 +102,7 @@ request_reload(void)
 }
 
 static void __attribute__((noreturn))
-run_http(const struct zygote_env *env, struct exec_child *validators)
+run_http(const struct zygote_env *env, struct exec_child *validators, int validators_seq)
 {
     log_set_role("http");
     close(env->notify_wr);
@@ -110,7 +110,7 @@ run_http(const struct zygote_env *env, struct exec_child *validators)
         close(env->validate_wr);
     /* exec kinds' inputs are validated by children of their zygotes, handed over now
      * and, after each reload or zygote restart, through validate_rd */
-    exec_validate_init(env->cfg, env->validate_rd, validators, g_generation);
+    exec_validate_init(env->cfg, env->validate_rd, validators, g_generation, validators_seq);
     /* SIGTERM and SIGINT stay blocked: api_server_run() takes them with sigwait */
     sigset_t unblock;
     sigemptyset(&unblock);
@@ -165,7 +165,7 @@ run_worker(const struct zygote_env *env, int slot, struct exec_child *children,
 /* In B, the grandchild (see the top of this file): steps 1 to 4. */
 static void __attribute__((noreturn))
 become_child(const struct zygote_env *env, int sock, pid_t a, const struct zygote_spawned *rep,
-             int die_at_once, struct exec_child *children)
+             int die_at_once, struct exec_child *children, int validators_seq)
 {
     close(sock);
     exec_loader_close_inherited();      /* the zygotes' channels are the loader's alone */
@@ -181,7 +181,7 @@ become_child(const struct zygote_env *env, int sock, pid_t a, const struct zygot
         _exit(7);               /* zygote_child_dies_at_once */
     if (rep->role == ZYGOTE_ROLE_HTTP) {
         prctl(PR_SET_NAME, "warmpool-http");
-        run_http(env, children);
+        run_http(env, children, validators_seq);
     }
     prctl(PR_SET_NAME, "warmpool-worker");
     run_worker(env, rep->slot, children, rep->exec_missing);
@@ -208,10 +208,11 @@ spawn(const struct zygote_env *env, int sock, const struct zygote_spawn *req)
      * each that validates; they inherit the channels */
     struct exec_child children[CONFIG_MAX_EXEC_KINDS];
     int64_t spawn_deadline = clock_mono_ms() + EXEC_LOADER_SPAWN_MS;
+    int validators_seq = 0;
     if (req->role == ZYGOTE_ROLE_WORKER)
         rep.exec_missing = exec_loader_spawn(children, spawn_deadline);
     else
-        exec_loader_spawn_validators(children, spawn_deadline);
+        exec_loader_spawn_validators(children, spawn_deadline, &validators_seq);
     /* zygote_child_dies_at_once=N: the first N children exit (code 7) as soon as they
      * are the supervisor's, before anything else */
     int die_at_once = fault_countdown("zygote_child_dies_at_once");
@@ -220,7 +221,7 @@ spawn(const struct zygote_env *env, int sock, const struct zygote_spawn *req)
         pid_t self = getpid();
         pid_t b = fork();
         if (b == 0)
-            become_child(env, sock, self, &rep, die_at_once, children);
+            become_child(env, sock, self, &rep, die_at_once, children, validators_seq);
         if (b < 0)
             rep.err = errno;
         else

@@ -168,6 +168,32 @@ static void wait_available(const wp_server *s, const char *name, bool want, int 
     }
 }
 
+/* POST body until it is refused with 422 naming reason (the HTTP process may get its
+ * validating child a moment after a zygote is ready); bounded. Nothing is stored. */
+static void expect_refused(const wp_server *s, const char *body, const char *reason, int timeout_ms) {
+    long long deadline = wp_now_ms() + timeout_ms;
+    for (;;) {
+        wp_resp r;
+        wp_call(s, "POST", "/v1/tasks", body, &r);
+        long status = r.status;
+        if (status == 422) {
+            wp_assert_error(&r, 422, "invalid_task", reason);
+            wp_resp_free(&r);
+            return;
+        }
+        if (status == 202 && r.json) {     /* accepted unvalidated: take it back */
+            char *path = wp_fmt("/v1/tasks/%s", wp_str(r.json, "id"));
+            wp_resp c;
+            wp_call(s, "DELETE", path, NULL, &c);
+            wp_resp_free(&c);
+            free(path);
+        }
+        wp_resp_free(&r);
+        if (wp_now_ms() > deadline) fail_msg("%s: not refused (422) within %d ms; last status %ld", body, timeout_ms, status);
+        wp_sleep_ms(50);
+    }
+}
+
 /* /proc/PID/cmdline contains needle? */
 static bool cmdline_has(pid_t pid, const char *needle) {
     char path[64], buf[4096];
@@ -422,6 +448,8 @@ WP_TEST(test_exec_zygote_killed) {
     assert_true(kind_available(s, "py"));
     pid_t z2 = exec_zygote_pid(s, "it_kind.py");
     if (z2 == 0 || z2 == z) fail_msg("want a new py zygote");
+    /* the HTTP process validates with a child of the new zygote */
+    expect_refused(s, "{\"kind\":\"py\",\"input\":{\"bad\":\"after the restart\"}}", "after the restart", 5000);
 }
 
 /* A zygote that fails to start stops warmpool with exit 2 and a message naming the
@@ -586,6 +614,8 @@ WP_TEST(test_exec_reload_while_tasks_run) {
     json_t *d = run_task(s, "{\"kind\":\"py\",\"input\":{\"echo\":\"after\"}}", 20);
     expect_state(d, "succeeded", "py after the reload");
     json_decref(d);
+    /* the old generation's validating child went with its zygote: a new one validates */
+    expect_refused(s, "{\"kind\":\"py\",\"input\":{\"bad\":\"after the reload\"}}", "after the reload", 5000);
 }
 
 /* SIGTERM while an exec task runs: it finishes, warmpool exits 0, and no zygote or child
