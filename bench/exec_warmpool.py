@@ -21,6 +21,9 @@ concurrent.futures.ProcessPoolExecutor and against a C kind.
            Per-task overhead of the protocol = 1/rate(exec) - 1/rate(echo), 1 worker.
   rtt      one task at a time: POST, then GET ?wait until it is done; median and p99
            over RTT_N tasks, echo against the exec no-op kind.
+  replace  a task whose child is killed for its timeout: from the task's end to the worker's
+           replacement idle in /v1/stats (with its children from a zygote holding MB MiB);
+           the cost of replacing a worker to replace its child.
 Writes OUT_DIR/exec_warmpool.json and prints a table.
 """
 import argparse
@@ -177,11 +180,16 @@ def stopped_rate(s, kind, n):
         t0 = time.monotonic()
         for pid in workers:
             os.kill(pid, signal.SIGCONT)
+    # wait on the last task (claimed last: same priority, ids in order) without polling,
+    # so that the measuring costs no CPU the workers and children could use; then look at
+    # the counts until the others are done too
+    while s.c.req("GET", "/v1/tasks/%s?wait=30" % ids[-1])[1]["state"] not in ("succeeded", "failed"):
+        pass
     while True:
         t = s.c.stats()["tasks"]
         if t["pending"] + t["running"] == 0:
             break
-        time.sleep(0.005)
+        time.sleep(0.002)
     el = time.monotonic() - t0
     t = s.c.stats()["tasks"]
     return {"tasks": n, "seconds": el, "per_s": n / el, "failed_so_far": t["failed"]}
@@ -198,6 +206,36 @@ def rtt(s, kind, n):
     times.sort()
     return {"tasks": n, "p50_us": times[n // 2], "p99_us": times[min(n - 1, n * 99 // 100)],
             "mean_us": sum(times) / n}
+
+
+def replacement(wp, out, mb, workers, reps=5):
+    """How long a worker whose child was killed for a timeout takes to be replaced, with
+    a context of MB MiB in the zygote (tests/exec/it_kind.py): from the task's end
+    (recorded `timeout`) to the new worker idle in /v1/stats, with its own children."""
+    it_kind = "py=%s %s" % (PY, os.path.join(ROOT, "tests", "exec", "it_kind.py"))
+    s = Service(wp, out, "replace", ["--workers", str(workers), "--load-timeout-ms", "900000",
+                                     "--exec-kind", it_kind, "--kind-config", "py=mb=%d" % mb])
+    times = []
+    try:
+        for _ in range(reps):
+            before = {w["pid"] for w in s.c.stats()["workers"]}
+            js = s.run({"kind": "py", "input": {"sleep_ms": 60000}, "timeout_ms": 300})
+            if js["error"]["code"] != "timeout":
+                raise SystemExit("replacement: want a timeout, got %s" % js)
+            t0 = time.monotonic()
+            while True:
+                ws = s.c.stats()["workers"]
+                pids = {w["pid"] for w in ws}
+                if len(ws) == workers and pids != before and all(w["state"] == "idle" for w in ws):
+                    break
+                if time.monotonic() - t0 > 60:
+                    raise SystemExit("replacement: no new worker in 60 s")
+                time.sleep(0.002)
+            times.append((time.monotonic() - t0) * 1000)
+    finally:
+        s.stop()
+    times.sort()
+    return {"mb": mb, "reps": reps, "ms": times, "median_ms": times[len(times) // 2]}
 
 
 def noop(i):
@@ -235,6 +273,7 @@ def main():
     res["dict"] = memory_case(a.warmpool, a.out, "mem-dict", "dict_kind.py", dconf, {"op": "scan"}, W)
     res["ppe_dict"] = exec_sharing.ppe_case("dict", dconf, W)
 
+    res["replacement"] = replacement(a.warmpool, a.out, a.mb, W)
     noop_kind = "noop=%s %s" % (PY, os.path.join(HERE, "noop_kind.py"))
     for w in sorted({1, W}):
         s = Service(a.warmpool, a.out, "rate-%d" % w, ["--workers", str(w), "--exec-kind", noop_kind])
@@ -274,6 +313,8 @@ def main():
         print(" no-op rate, %d worker(s): echo %8.0f/s  exec %8.0f/s  PPE %8.0f/s"
               % (w, res["rate_echo_%d" % w]["per_s"], res["rate_exec_%d" % w]["per_s"],
                  res["rate_ppe_%d" % w]["per_s"]))
+    print(" a worker replaced after its child's timeout (context %d MiB): median %.0f ms (%s)"
+          % (a.mb, res["replacement"]["median_ms"], ", ".join("%.0f" % x for x in res["replacement"]["ms"])))
     print(" protocol overhead per task (1 worker, exec - echo): %.0f us (target <= 100 us) -> %s"
           % (over, "met" if over <= 100 else "MISSED"))
     print(" one task's round trip (POST + GET ?wait), %d tasks: echo p50 %.0f us p99 %.0f us; "

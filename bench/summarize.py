@@ -206,6 +206,7 @@ def main():
             rows.append(("  no-op tasks/s, %d worker(s): echo / exec / PPE" % n, "%s / %s / %s" % (
                 fmt(e["rate_echo_%d" % n]["per_s"], 0), fmt(e["rate_exec_%d" % n]["per_s"], 0),
                 fmt(e["rate_ppe_%d" % n]["per_s"], 0))))
+        rows.append(("  a worker replaced after its child's timeout, median", "%s ms" % fmt(e["replacement"]["median_ms"], 0)))
         rows.append(("  protocol overhead per task (target <= 100 us)", "%s us -> %s" % (
             fmt(e["overhead_us_per_task"], 0), "met" if e["overhead_target_met"] else "MISSED")))
         rows.append(("  one task's round trip, p50: echo / exec", "%s us / %s us" % (

@@ -1180,7 +1180,8 @@ supervisor_run(const struct config *cfg)
     sigaddset(&S.sigs, SIGTERM);
     sigaddset(&S.sigs, SIGINT);
     sigaddset(&S.sigs, SIGHUP);
-    sigaddset(&S.sigs, SIGUSR1);        /* the workers' retire nudge; ignored here */
+    sigaddset(&S.sigs, SIGUSR1);        /* a worker lost an exec kind's child: the loop
+                                         * runs at once (rolling()) */
     sigprocmask(SIG_BLOCK, &S.sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
     S.sig_fd = signalfd(-1, &S.sigs, SFD_NONBLOCK | SFD_CLOEXEC);

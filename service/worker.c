@@ -138,7 +138,14 @@ exec_drop(const struct worker_env *env, int i, const char *why)
                  "is replaced", exec_name(env, i), (long)c->pid, why);
         exec_child_kill(c, EXEC_KILL_WAIT_MS);
     }
-    atomic_fetch_or(&env->sh->slots[env->slot].exec_missing, UINT64_C(1) << i);
+    uint64_t bit = UINT64_C(1) << i;
+    if (!(atomic_fetch_or(&env->sh->slots[env->slot].exec_missing, bit) & bit)) {
+        /* nudge the supervisor (our parent), so that it replaces this worker now rather
+         * than at its next tick */
+        pid_t sup = getppid();
+        if (sup > 1)
+            kill(sup, SIGUSR1);
+    }
 }
 
 /* Before a claim: a child that left or wrote unasked (docs/exec-kinds.md section 7) is
