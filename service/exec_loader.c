@@ -51,6 +51,7 @@ static struct {
     struct xk k[CONFIG_MAX_EXEC_KINDS];
     int64_t next_reap_ms;
     int push_seq;                   /* orders the validate children sent to HTTP */
+    int sock;                       /* the supervisor's channel: ZYGOTE_EXEC_STATE */
 } L;
 
 static void
@@ -98,7 +99,7 @@ kill_and_reap(struct xk *x, int64_t wait_ms, char *how, size_t howlen)
 }
 
 static void
-send_state(int sock, int i, int up)
+send_state(int i, int up)
 {
     struct xk *x = &L.k[i];
     struct kind_entry *e = kinds_exec(i);
@@ -108,13 +109,13 @@ send_state(int sock, int i, int up)
         m.load_ms = e->load_ms;
     }
     snprintf(m.name, sizeof m.name, "%s", x->name);
-    if (sock >= 0 && zygote_send(sock, ZYGOTE_EXEC_STATE, &m, sizeof m) != 0)
+    if (L.sock >= 0 && zygote_send(L.sock, ZYGOTE_EXEC_STATE, &m, sizeof m) != 0)
         log_debug("exec kind %s: telling the supervisor: %s", x->name, strerror(errno));
 }
 
 /* Zygote i is gone or broken: stop what is left of it, log, restart it later. */
 static void
-went_down(int i, int sock, const char *why)
+went_down(int i, const char *why)
 {
     struct xk *x = &L.k[i];
     char how[128];
@@ -140,7 +141,7 @@ went_down(int i, int sock, const char *why)
               "tasks wait until a new zygote is ready (started in %d ms)", x->name,
               (long)pid, how, why, x->backoff_ms);
     if (was_up)
-        send_state(sock, i, 0);
+        send_state(i, 0);
 }
 
 static int
@@ -179,10 +180,12 @@ became_ready(int i)
 }
 
 int
-exec_loader_start(const struct config *cfg, int64_t deadline_ms, char *err, size_t errlen)
+exec_loader_start(const struct config *cfg, int sock, int64_t deadline_ms, char *err,
+                  size_t errlen)
 {
     memset(&L, 0, sizeof L);
     L.cfg = cfg;
+    L.sock = sock;
     L.n = cfg->nexec_kinds;
     for (int i = 0; i < L.n; i++) {
         L.k[i] = (struct xk){.name = cfg->exec_kinds[i].name, .argv = cfg->exec_kinds[i].argv,
@@ -252,7 +255,7 @@ exec_loader_timeout_ms(void)
 
 /* The channel of zygote i is readable: ready (when loading), or the end of it. */
 static void
-readable(int i, int sock)
+readable(int i)
 {
     struct xk *x = &L.k[i];
     char why[700];
@@ -263,9 +266,9 @@ readable(int i, int sock)
         int rc = exec_zygote_wait_ready(&x->z, deadline, why, sizeof why);
         if (rc == EXEC_PROTO_OK) {
             became_ready(i);
-            send_state(sock, i, 1);
+            send_state(i, 1);
         } else {
-            went_down(i, sock, rc == EXEC_PROTO_EOF ? "it ended before it was ready" : why);
+            went_down(i, rc == EXEC_PROTO_EOF ? "it ended before it was ready" : why);
         }
         return;
     }
@@ -274,19 +277,19 @@ readable(int i, int sock)
     ssize_t n = recv(x->z.ctl_fd, &c, 1, MSG_DONTWAIT | MSG_PEEK);
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
-    went_down(i, sock, n == 0 ? "its control channel closed"
+    went_down(i, n == 0 ? "its control channel closed"
                               : "it wrote to its control channel unasked");
 }
 
 void
-exec_loader_service(const struct pollfd *p, int n, int sock)
+exec_loader_service(const struct pollfd *p, int n)
 {
     for (int j = 0; j < n; j++) {
         if (p[j].revents == 0)
             continue;
         for (int i = 0; i < L.n; i++)
             if (L.k[i].z.ctl_fd == p[j].fd)
-                readable(i, sock);
+                readable(i);
     }
     int64_t now = clock_mono_ms();
     for (int i = 0; i < L.n; i++) {
@@ -295,15 +298,15 @@ exec_loader_service(const struct pollfd *p, int n, int sock)
         if (x->state == XK_LOADING && now >= x->load_deadline_ms) {
             snprintf(why, sizeof why, "not ready within --load-timeout-ms (%lld ms)",
                      (long long)L.cfg->load_timeout_ms);
-            went_down(i, sock, why);
+            went_down(i, why);
         } else if (x->state == XK_DOWN && now >= x->restart_at_ms) {
             if (start_one(i, now + L.cfg->load_timeout_ms, why, sizeof why) != 0) {
                 log_error("exec kind %s: %s", x->name, why);
-                went_down(i, sock, "it could not be started");
+                went_down(i, "it could not be started");
             }
         } else if (x->state == XK_UP && x->announce_at_ms != 0 && now >= x->announce_at_ms) {
             x->announce_at_ms = 0;
-            send_state(sock, i, 1);     /* workers without its child are replaced now */
+            send_state(i, 1);     /* workers without its child are replaced now */
         }
     }
     if (now >= L.next_reap_ms) {
@@ -316,7 +319,7 @@ exec_loader_service(const struct pollfd *p, int n, int sock)
             if (x->z.pid > 0 && x->state != XK_DOWN &&
                 waitid(P_PID, (id_t)x->z.pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
                 si.si_pid == x->z.pid)
-                went_down(i, sock, "it exited");
+                went_down(i, "it exited");
         }
     }
 }
@@ -346,7 +349,7 @@ spawn_one(int i, struct exec_child *c, int64_t deadline_ms)
         return -1;
     }
     /* out of step: a late answer would be read as the next one's */
-    went_down(i, -1, why);
+    went_down(i, why);
     return -1;
 }
 
@@ -420,6 +423,9 @@ exec_loader_stop(int64_t grace_ms)
     for (int i = 0; i < L.n; i++) {
         char how[128];
         int64_t left = until - clock_mono_ms();
+        /* one still loading (a restart) is of no use to anyone: at once */
+        if (L.k[i].state == XK_LOADING)
+            left = 0;
         kill_and_reap(&L.k[i], left > 0 ? left : 0, how, sizeof how);
         exec_buf_free(&L.k[i].z.buf);
         L.k[i].state = XK_DOWN;

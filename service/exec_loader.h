@@ -31,9 +31,10 @@
 #define EXEC_LOADER_SPAWN_MS 8000
 
 /* Starts every exec kind's zygote and waits until each is ready or deadline_ms
- * (monotonic) passes. Fills each kind's registry entry (ctx_bytes, load_ms). 0, or -1
- * with err naming the kind and the reason; then every zygote started is stopped. */
-int exec_loader_start(const struct config *cfg, int64_t deadline_ms, char *err,
+ * (monotonic) passes. Fills each kind's registry entry (ctx_bytes, load_ms). sock is the
+ * supervisor's channel, for ZYGOTE_EXEC_STATE. 0, or -1 with err naming the kind and
+ * the reason; then every zygote started is stopped. */
+int exec_loader_start(const struct config *cfg, int sock, int64_t deadline_ms, char *err,
                       size_t errlen);
 
 /* The control channels to watch: fills p (at most cap) and returns how many. */
@@ -42,9 +43,8 @@ int exec_loader_pollfds(struct pollfd *p, int cap);
  * exec kinds). */
 int exec_loader_timeout_ms(void);
 /* Reacts to what poll() saw on the channels of exec_loader_pollfds() (p, n as filled,
- * revents set) and to timers: deaths, restarts, readiness, re-announcements. Sends
- * ZYGOTE_EXEC_STATE messages on sock (the supervisor's channel). */
-void exec_loader_service(const struct pollfd *p, int n, int sock);
+ * revents set) and to timers: deaths, restarts, readiness, re-announcements. */
+void exec_loader_service(const struct pollfd *p, int n);
 
 /* One child per ready exec kind, into out[i] (out[i].fd = -1 where there is none).
  * Returns the mask of kinds left without a child (bit i: exec kind i). */

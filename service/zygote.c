@@ -275,7 +275,8 @@ zygote_main(const struct zygote_env *env, int sock, int generation)
     char err[1024];
     /* the C kinds, then the exec kinds' zygotes, all within --load-timeout-ms */
     if (kinds_load(env->cfg, err, sizeof err) != 0 ||
-        exec_loader_start(env->cfg, t0 + env->cfg->load_timeout_ms, err, sizeof err) != 0) {
+        exec_loader_start(env->cfg, sock, t0 + env->cfg->load_timeout_ms, err,
+                          sizeof err) != 0) {
         zygote_send(sock, ZYGOTE_FAILED, err, (uint32_t)strlen(err));
         _exit(2);
     }
@@ -302,7 +303,7 @@ zygote_main(const struct zygote_env *env, int sock, int generation)
         if (poll(p, (nfds_t)np, exec_loader_timeout_ms()) < 0 && errno != EINTR)
             _exit(1);
         if (np > 1)
-            exec_loader_service(p + 1, np - 1, sock);
+            exec_loader_service(p + 1, np - 1);
         if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR)))
             continue;
         union {
