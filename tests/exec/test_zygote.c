@@ -20,7 +20,8 @@
  * write a bad frame; {"wrong_id": true} answers for id + 1; {"error": "code",
  * "retryable": B, "message": "..."} answers an error; anything else answers
  * {"echo": input, "pid": PID, "attempt": A}. Validate: an object with "bad" is
- * invalid. SIGTERM: finish the task in hand, then exit 0. */
+ * invalid; with "exit": N the child exits N without answering; with "garbage" it writes
+ * a frame that is not JSON. SIGTERM: finish the task in hand, then exit 0. */
 #include "service/exec_proto.h"
 
 #include <errno.h>
@@ -100,7 +101,12 @@ child_main(int fd)
             die("child recv", err);
         g_busy = 1;
         json_t *in = m.value;
-        if (m.type == EXEC_MSG_VALIDATE) {
+        if (m.type == EXEC_MSG_VALIDATE && json_is_object(in) && json_object_get(in, "exit")) {
+            _exit((int)json_integer_value(json_object_get(in, "exit")));
+        } else if (m.type == EXEC_MSG_VALIDATE && json_is_object(in) &&
+                   json_object_get(in, "garbage")) {
+            send_raw(fd, "\0\0\0\5hello", 9);
+        } else if (m.type == EXEC_MSG_VALIDATE) {
             send_json(fd, json_is_object(in) && json_object_get(in, "bad")
                               ? json_pack("{s:s, s:s}", "type", "invalid", "message",
                                           "the input has 'bad'")
