@@ -29,10 +29,12 @@ Writes OUT_DIR/exec_warmpool.json and prints a table.
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 
@@ -55,13 +57,12 @@ def free_port():
 
 
 class Service:
-    """A warmpool on a fresh database in OUT_DIR/NAME."""
+    """A warmpool on a fresh database in a temporary folder; its log in OUT_DIR/NAME.log."""
 
     def __init__(self, wp, out, name, args):
-        self.dir = os.path.join(out, name)
-        os.makedirs(self.dir, exist_ok=True)
+        self.dir = tempfile.mkdtemp(prefix="warmpool-bench-exec-")
         self.url = "http://127.0.0.1:%d" % free_port()
-        self.log = open(os.path.join(self.dir, "warmpool.log"), "w")
+        self.log = open(os.path.join(out, name + ".log"), "w")
         cmd = [wp, "--listen", self.url[7:], "--db", os.path.join(self.dir, "w.db"),
                "--log-level", "warn"] + args
         self.cmd = " ".join(cmd)
@@ -124,6 +125,7 @@ class Service:
             self.p.kill()
             self.p.wait()
         self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def rss_kb(pid):
