@@ -250,7 +250,7 @@ cmd_claims(const char *path, int ready, int delayed)
     t0 = now_s();
     int claimed = 0;
     for (;;) {
-        int rc = store_claim_next(s, clock_now_ms(), owner, &t);
+        int rc = store_claim_next(s, clock_now_ms(), owner, NULL, &t);
         if (rc == STORE_EMPTY)
             break;
         if (rc != STORE_OK)

@@ -168,6 +168,21 @@ exec_skips(const struct worker_env *env, const char *kind)
            (atomic_load(&env->sh->slots[env->slot].exec_missing) & (UINT64_C(1) << k->exec));
 }
 
+/* The kinds this worker's claims leave alone: the exec kinds it has no usable child of
+ * (store.h's skip set, read by every claim; empty, the claim is the plain one). */
+static const store_kind_set *
+claim_skip(const struct worker_env *env)
+{
+    static const char *names[CONFIG_MAX_EXEC_KINDS];
+    static store_kind_set set = {.names = names};
+    uint64_t missing = atomic_load(&env->sh->slots[env->slot].exec_missing);
+    set.n = 0;
+    for (int i = 0; i < env->cfg->nexec_kinds; i++)
+        if (missing & (UINT64_C(1) << i))
+            names[set.n++] = exec_name(env, i);
+    return &set;
+}
+
 /* How an exec task's round trip ended. */
 enum exec_end { EXEC_END_ANSWER, EXEC_END_LOST, EXEC_END_PROTOCOL, EXEC_END_TIMEOUT };
 
@@ -403,7 +418,7 @@ record(const struct worker_env *env, store *st, const store_task *t, const store
         /* stopping is asked again on every try: a drain may begin meanwhile */
         int go_on = fresh && !stopping(env);
         int rc = go_on ? store_finish_claim(st, t->id, t->attempts, o, clock_now_ms(),
-                                            (long)getpid(), next, claimed)
+                                            (long)getpid(), claim_skip(env), next, claimed)
                        : store_finish(st, t->id, t->attempts, o);
         if (rc == STORE_OK) {
             if (*claimed)       /* fault point: the gap before the slot shows the claim */
@@ -511,10 +526,10 @@ worker_main(const struct worker_env *env)
 
     while (!stopping(env)) {
         exec_check_children(env);
-        int ready = store_has_ready(st, clock_now_ms());
+        int ready = store_has_ready(st, clock_now_ms(), claim_skip(env));
         if (ready != 0) {               /* yes, or unknown: try to claim */
             store_task t;
-            int rc = store_claim_next(st, clock_now_ms(), self, &t);
+            int rc = store_claim_next(st, clock_now_ms(), self, claim_skip(env), &t);
             if (rc == STORE_OK) {
                 /* while finishing one task claims the next, run them back to back */
                 store_task next;
