@@ -2331,6 +2331,37 @@ test_upgrade_from_v1(void **state)
     assert_int_equal(lines.n, 0);
 }
 
+/* Version 2 to 3 (a database that version 2 made, with tasks): tasks_ready_kind is
+ * built from the ready tasks in it, and claims that skip kinds use it at once. */
+static void
+test_upgrade_from_v2(void **state)
+{
+    struct fixture *f = *state;
+    f->s = open_new(f->path, STORE_SYNC_NORMAL);
+    int64_t a = add(f->s, "a", 0, 1, NULL, 1), b = add(f->s, "b", 0, 1, NULL, 1);
+    store_close(f->s);
+    f->s = NULL;
+    sql_exec(f->path, "DROP INDEX tasks_ready_kind; PRAGMA user_version = 2;");
+    char err[512] = "";
+    assert_null(store_open(f->path, STORE_SYNC_NORMAL, BUSY_MS, err, sizeof err));
+    assert_non_null(strstr(err, "needs 3"));
+    struct lines lines = {0};
+    int from = -1;
+    assert_int_equal(store_migrate(f->path, count_line, &lines, &from, err, sizeof err),
+                     STORE_OK);
+    assert_int_equal(from, 2);
+    assert_int_equal(has_index(f->path, "tasks_ready_kind"), 1);
+    f->s = store_open(f->path, STORE_SYNC_NORMAL, BUSY_MS, err, sizeof err);
+    assert_non_null(f->s);
+    assert_int_equal(store_schema_version(f->s), 3);
+    check_plans(f->s, 0);
+    const char *only_a[] = {"a"};
+    store_kind_set skip_a = {only_a, 1};
+    assert_int_equal(claim_skipping(f->s, 10, &skip_a), b);
+    assert_int_equal(claim_skipping(f->s, 10, &skip_a), 0);
+    assert_int_equal(claim_skipping(f->s, 10, NULL), a);
+}
+
 /* An empty version-1 table (even one whose tasks were all purged) is rebuilt: the
  * idempotency index becomes partial, and ids still never repeat. */
 static void
@@ -2476,6 +2507,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_query_plans, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_connection_durability, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_claim_skips_kinds, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_upgrade_from_v2, setup, teardown),
         cmocka_unit_test_setup_teardown(test_claim_skip_and_due_retries, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_skipped_kinds_are_not_stepped_over, setup_open,
                                         teardown),
