@@ -1,7 +1,7 @@
 /* test_zygote.c -- a minimal zygote in C for the edge cases of the exec-kind protocol
  * (docs/exec-kinds.md): it misbehaves on purpose, as told by argv[1] (the zygote) or
- * by the task's input (its children). Used by tests/unit/test_exec_zygote.c and, in
- * the integration phase, by the integration tests.
+ * by the task's input (its children). Used by tests/unit/test_exec_zygote.c,
+ * tests/unit/test_exec_validate.c and tests/integration/test_exec.c.
  *
  *   wp-test-zygote [MODE]   MODE, what the zygote does after hello:
  *     ok (default)   ready (context_bytes 12345, load_ms 1, validate true)
