@@ -618,6 +618,110 @@ WP_TEST(test_exec_reload_while_tasks_run) {
     expect_refused(s, "{\"kind\":\"py\",\"input\":{\"bad\":\"after the reload\"}}", "after the reload", 5000);
 }
 
+/* A reload whose new zygote fails (load_failed, then never ready) is a failed reload:
+ * logged with the kind and the reason, and the running generation (its zygote, its
+ * children) keeps serving; a good reload afterwards works. The zygote's mode comes from a
+ * control file read at each start. */
+WP_TEST(test_exec_reload_failures) {
+    char dir[512];
+    wp_make_temp_dir(dir, sizeof dir);
+    char *ctl = wp_fmt("%s/mode", dir);
+    FILE *f = fopen(ctl, "w");
+    assert_non_null(f);
+    fputs("ok\n", f);
+    fclose(f);
+    char *k = wp_fmt("z=/bin/sh -c 'exec %s \"$(cat %s)\"'", env_or_fail("WP_IT_TEST_ZYGOTE"), ctl);
+    wp_opts o = {.args = (const char *const[]){"--workers", "2", "--exec-kind", k, "--load-timeout-ms", "3000",
+                                               "--scan-rules", tiny_rules(), NULL}};
+    wp_server *s = wp_server_start(&o);
+    json_t *d = run_task(s, "{\"kind\":\"z\",\"input\":{\"before\":1}}", 20);
+    expect_state(d, "succeeded", "z before the reloads");
+    json_decref(d);
+    static const struct {
+        const char *mode, *says;
+    } bad[] = {{"load_failed", "no context for config"}, {"never_ready", "not ready within --load-timeout-ms"}};
+    for (int i = 0; i < 2; i++) {
+        f = fopen(ctl, "w");
+        assert_non_null(f);
+        fprintf(f, "%s\n", bad[i].mode);
+        fclose(f);
+        char *want = wp_fmt("reload failed");
+        int before = 0;
+        char *log = wp_server_read_log(s);
+        for (const char *p = log; (p = strstr(p, want)) != NULL; p++) before++;
+        free(log);
+        assert_int_equal(kill(s->pid, SIGHUP), 0);
+        long long deadline = wp_now_ms() + 15000;
+        for (;;) {
+            log = wp_server_read_log(s);
+            int n = 0;
+            const char *last = NULL;
+            for (const char *p = log; (p = strstr(p, want)) != NULL; p++) n++, last = p;
+            bool said = n > before && strstr(last, bad[i].says) != NULL && strstr(last, "exec kind z") != NULL;
+            if (n > before && !said) {
+                wp_server_dump_log(s, 0);
+                fail_msg("%s: the failed reload does not name the kind and say '%s'", bad[i].mode, bad[i].says);
+            }
+            free(log);
+            if (said) break;
+            if (wp_now_ms() > deadline) fail_msg("%s: no failed reload logged within 15 s", bad[i].mode);
+            wp_sleep_ms(25);
+        }
+        free(want);
+        json_t *kst = kind_stats(s, "z");
+        assert_int_equal(wp_int(kst, "generation"), 1);
+        assert_true(json_is_true(json_object_get(kst, "available")));
+        json_decref(kst);
+        d = run_task(s, "{\"kind\":\"z\",\"input\":{\"after_a_failed_reload\":1}}", 20);
+        expect_state(d, "succeeded", "z after a failed reload");
+        json_decref(d);
+    }
+    f = fopen(ctl, "w");
+    assert_non_null(f);
+    fputs("ok\n", f);
+    fclose(f);
+    assert_int_equal(kill(s->pid, SIGHUP), 0);
+    long long deadline = wp_now_ms() + 20000;
+    for (;;) {
+        json_t *kst = kind_stats(s, "z");
+        long long g = wp_int(kst, "generation");
+        json_decref(kst);
+        if (g == 2) break;
+        if (wp_now_ms() > deadline) fail_msg("the good reload did not reach generation 2");
+        wp_sleep_ms(50);
+    }
+    d = run_task(s, "{\"kind\":\"z\",\"input\":{\"after\":1}}", 20);
+    expect_state(d, "succeeded", "z after the good reload");
+    json_decref(d);
+    free(k);
+    free(ctl);
+    wp_remove_tree(dir);
+}
+
+/* The loader (warmpool-zygote) is killed: its exec zygotes die with it, and their
+ * children; C kinds keep running on the same workers; a new loader (generation 2) starts
+ * new exec zygotes, the workers are rolled over, and the exec kind runs again. */
+WP_TEST(test_exec_loader_killed) {
+    wp_server *s = start_exec((const char *const[]){"--workers", "2", NULL}, NULL);
+    assert_int_equal(wp_wait_workers(s, 2, 20), 2);
+    pid_t py = exec_zygote_pid(s, "it_kind.py");
+    pid_t loader = py ? wp_ppid_of(py) : 0;
+    assert_true(loader > 0);
+    assert_int_equal(kill(loader, SIGKILL), 0);
+    if (!wp_wait_pids_gone(&py, 1, 5000)) fail_msg("an exec zygote outlived its loader");
+    json_t *d = run_task(s, "{\"kind\":\"echo\",\"input\":\"no loader\"}", 10);
+    expect_state(d, "succeeded", "echo while the loader is gone");
+    json_decref(d);
+    d = run_task(s, "{\"kind\":\"py\",\"input\":{\"echo\":\"after the loader died\"}}", 30);
+    expect_state(d, "succeeded", "py after the loader died");
+    assert_int_equal(wp_int(d, "attempts"), 1);
+    json_decref(d);
+    json_t *kst = kind_stats(s, "py");
+    assert_int_equal(wp_int(kst, "generation"), 2);
+    json_decref(kst);
+    expect_refused(s, "{\"kind\":\"py\",\"input\":{\"bad\":\"generation 2\"}}", "generation 2", 5000);
+}
+
 /* SIGTERM while an exec task runs: it finishes, warmpool exits 0, and no zygote or child
  * is left. */
 WP_TEST(test_exec_sigterm_drain) {
@@ -688,6 +792,8 @@ int main(void) {
         cmocka_unit_test_teardown(test_exec_max_tasks_per_worker, wp_test_teardown),
         cmocka_unit_test_teardown(test_exec_spawn_refused, wp_test_teardown),
         cmocka_unit_test_teardown(test_exec_reload_while_tasks_run, wp_test_teardown),
+        cmocka_unit_test_teardown(test_exec_reload_failures, wp_test_teardown),
+        cmocka_unit_test_teardown(test_exec_loader_killed, wp_test_teardown),
         cmocka_unit_test_teardown(test_exec_sigterm_drain, wp_test_teardown),
         cmocka_unit_test_teardown(test_exec_node_example, wp_test_teardown),
     };
