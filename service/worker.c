@@ -207,9 +207,6 @@ exec_round_trip(const struct worker_env *env, int i, const store_task *t, int64_
     }
     struct exec_msg reply;
     char why[700];
-    /* fault point exec_task_pause_ms: the worker waits this long before sending (for a
-     * kill of the child between the claim and the send) */
-    fault_pause("exec_task_pause_ms");
     int rc = exec_child_task(c, &g_exec_buf, EXEC_PROTO_FRAME_MAX_DEFAULT, &xt,
                              deadline_ms + EXEC_WAIT_SLACK_MS, &reply, why, sizeof why);
     if (rc == EXEC_PROTO_OK) {
