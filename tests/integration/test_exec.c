@@ -391,8 +391,12 @@ WP_TEST(test_exec_child_killed_mid_task) {
     json_decref(d);
     json_decref(t);
 
-    t = wp_submitf(s, "{\"kind\":\"py\",\"input\":{\"sleep_ms\":1500,\"pidfile\":\"%s\"},\"max_attempts\":1}", pidfile);
-    child = read_pidfile(pidfile, 15000);
+    /* attempt 2 above wrote the file too: a file of its own for this task */
+    char *pidfile2 = wp_fmt("%s/child2.pid", s->dir);
+    t = wp_submitf(s, "{\"kind\":\"py\",\"input\":{\"sleep_ms\":1500,\"pidfile\":\"%s\"},\"max_attempts\":1}",
+                   pidfile2);
+    child = read_pidfile(pidfile2, 15000);
+    free(pidfile2);
     assert_int_equal(kill(child, SIGKILL), 0);
     d = wp_wait_terminal(s, wp_str(t, "id"), 20);
     expect_state(d, "failed", "one attempt, child killed");
