@@ -197,9 +197,10 @@ store_cancel(store *s, int64_t id, int64_t now_ms, store_task *out)
 }
 
 int
-store_claim_next(store *s, int64_t now_ms, long owner, store_task *out)
+store_claim_next(store *s, int64_t now_ms, long owner, const store_kind_set *skip,
+                 store_task *out)
 {
-    return STORE_BASE(s)->ops->claim_next(s, now_ms, owner, out);
+    return STORE_BASE(s)->ops->claim_next(s, now_ms, owner, skip, out);
 }
 
 int
@@ -210,9 +211,10 @@ store_finish(store *s, int64_t id, int attempt, const store_outcome *o)
 
 int
 store_finish_claim(store *s, int64_t id, int attempt, const store_outcome *o, int64_t now_ms,
-                   long owner, store_task *next, int *claimed)
+                   long owner, const store_kind_set *skip, store_task *next, int *claimed)
 {
-    return STORE_BASE(s)->ops->finish_claim(s, id, attempt, o, now_ms, owner, next, claimed);
+    return STORE_BASE(s)->ops->finish_claim(s, id, attempt, o, now_ms, owner, skip, next,
+                                            claimed);
 }
 
 int
@@ -240,7 +242,11 @@ store_count_kinds(store *s, store_kind_counts **out, size_t *n)
     return STORE_BASE(s)->ops->count_kinds(s, out, n);
 }
 
-int store_has_ready(store *s, int64_t now_ms) { return STORE_BASE(s)->ops->has_ready(s, now_ms); }
+int
+store_has_ready(store *s, int64_t now_ms, const store_kind_set *skip)
+{
+    return STORE_BASE(s)->ops->has_ready(s, now_ms, skip);
+}
 
 int64_t
 store_next_run_after(store *s, int64_t now_ms)

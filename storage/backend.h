@@ -33,16 +33,18 @@ struct store_ops {
     int (*get)(store *s, int64_t id, store_task *out);
     int (*list)(store *s, const store_filter *f, store_task **items, size_t *n, int *more);
     int (*cancel)(store *s, int64_t id, int64_t now_ms, store_task *out);
-    int (*claim_next)(store *s, int64_t now_ms, long owner, store_task *out);
+    int (*claim_next)(store *s, int64_t now_ms, long owner, const store_kind_set *skip,
+                      store_task *out);
     int (*finish)(store *s, int64_t id, int attempt, const store_outcome *o);
     int (*finish_claim)(store *s, int64_t id, int attempt, const store_outcome *o,
-                        int64_t now_ms, long owner, store_task *next, int *claimed);
+                        int64_t now_ms, long owner, const store_kind_set *skip,
+                        store_task *next, int *claimed);
     int (*release_lost)(store *s, long owner, int64_t now_ms, const char *code,
                         const char *message, store_task_ref *released, size_t cap, size_t *n);
     int (*recover_running)(store *s, int64_t now_ms, int *requeued, int *failed);
     int (*count_states)(store *s, int64_t counts[TASK_STATE_COUNT]);
     int (*count_kinds)(store *s, store_kind_counts **out, size_t *n);
-    int (*has_ready)(store *s, int64_t now_ms);
+    int (*has_ready)(store *s, int64_t now_ms, const store_kind_set *skip);
     int64_t (*next_run_after)(store *s, int64_t now_ms);
     int64_t (*count_pending)(store *s);
     int (*purge)(store *s, int64_t before_ms, int limit, int *deleted);

@@ -94,6 +94,35 @@ static const char SQL_CLAIM[] =
     " WHERE id = (SELECT id FROM tasks WHERE state = 'pending' AND NOT delayed"
     "             ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED)"
     " AND state = 'pending' RETURNING " TASK_COLS;
+/* A claim that leaves the kinds of $4 alone (store_kind_set): the kinds with pending
+ * tasks (task_counts), the first few ready tasks of each other kind (tasks_ready_kind,
+ * one seek each: never a step over the left-alone kinds' tasks, however many wait),
+ * then the best of those that no other claimer has locked. A few per kind, not one:
+ * concurrent claimers lock the heads. The order is -priority, id: only tasks_ready_kind
+ * gives it (tasks_ready's priority DESC is the same order, but the planner does not know
+ * it); with ORDER BY priority DESC the planner may walk tasks_ready instead, filtering
+ * by kind, or read every pending task of the kind and sort them. */
+static const char SQL_CLAIM_SKIP[] =
+    "UPDATE tasks SET state = 'running', attempts = attempts + 1,"
+    " started_at = greatest($1::bigint, created_at), finished_at = NULL,"
+    " owner_instance = $2::bigint, owner_pid = $3::bigint"
+    " WHERE id = (SELECT id FROM tasks WHERE id = ANY (ARRAY("
+    "   SELECT c.id FROM (SELECT kind FROM task_counts WHERE state = 'pending' GROUP BY kind"
+    "                     HAVING sum(n) > 0) AS k"
+    "   CROSS JOIN LATERAL (SELECT id FROM tasks WHERE state = 'pending' AND NOT delayed"
+    "     AND kind = k.kind ORDER BY kind, -priority, id LIMIT 8) AS c"
+    "   WHERE k.kind <> ALL ($4::text[])))"
+    "  AND state = 'pending' AND NOT delayed ORDER BY priority DESC, id LIMIT 1"
+    "  FOR UPDATE SKIP LOCKED)"
+    " AND state = 'pending' RETURNING " TASK_COLS;
+static const char SQL_HAS_READY_SKIP[] =
+    "SELECT (SELECT run_after FROM tasks WHERE state = 'pending' AND delayed"
+    "        AND run_after <= $1::bigint ORDER BY run_after LIMIT 1) IS NOT NULL"
+    " OR EXISTS (SELECT 1 FROM (SELECT kind FROM task_counts WHERE state = 'pending'"
+    "                          GROUP BY kind HAVING sum(n) > 0) AS k"
+    "            WHERE k.kind <> ALL ($2::text[]) AND (SELECT id FROM tasks"
+    "              WHERE state = 'pending' AND NOT delayed"
+    "              AND kind = k.kind ORDER BY kind, -priority, id LIMIT 1) IS NOT NULL)";
 /* The compare-and-set of an attempt's end; tells the other instances (a retry: ready,
  * to wake their idle workers, which set their sleep by its run_after; else done). */
 static const char SQL_FINISH[] =
@@ -253,7 +282,8 @@ static const char SQL_LEAVE_SILENT[] =
     "UPDATE instances SET last_seen = '-infinity' WHERE id = $1::bigint";
 
 enum stmt_id {
-    S_INSERT, S_GET, S_GET_BY_KEY, S_NOTIFY_READY, S_CANCEL, S_HAS_READY, S_PROMOTE, S_CLAIM,
+    S_INSERT, S_GET, S_GET_BY_KEY, S_NOTIFY_READY, S_CANCEL, S_HAS_READY, S_HAS_READY_SKIP,
+    S_PROMOTE, S_CLAIM, S_CLAIM_SKIP,
     S_FINISH, S_RELEASE, S_RELEASE_INSTANCES, S_NEXT_RUN_AFTER, S_PURGE, S_NO_SYNC, S_COUNT,
     S_COUNT_PENDING, S_COUNT_KINDS, S_LIST_ALL, S_LIST_KIND, S_LIST_STATE_KIND, S_LIST_STATE,
     S_LIST_RUNNING, S_PING, S_SECRET, S_VERSION, S_REGISTER, S_REREGISTER, S_HEARTBEAT,
@@ -277,6 +307,8 @@ static const struct {
     [S_HAS_READY] = {"has_ready", SQL_HAS_READY, {"1"}},
     [S_PROMOTE] = {"promote", SQL_PROMOTE, {"1"}},
     [S_CLAIM] = {"claim", SQL_CLAIM, {"1", "1", "1"}},
+    [S_CLAIM_SKIP] = {"claim_skip", SQL_CLAIM_SKIP, {"1", "1", "1", "{scan}"}},
+    [S_HAS_READY_SKIP] = {"has_ready_skip", SQL_HAS_READY_SKIP, {"1", "{scan}"}},
     [S_FINISH] = {"finish", SQL_FINISH,
                   {"1", "1", "succeeded", "{}", NULL, NULL, "1", "0", "false", "0"}},
     [S_RELEASE] = {"release", SQL_RELEASE, {"1", "1", "1", "worker_lost", "died"}},
@@ -376,6 +408,32 @@ self_id(void)
 {
     const store_instance *me = store_instance_self();
     return me != NULL ? me->id : 0;
+}
+
+/* A text[] literal of a kind set ({"a","b"}), into buf: NULL when it does not fit. */
+static const char *
+kind_array(const store_kind_set *set, char *buf, size_t cap)
+{
+    size_t k = 0;
+    buf[k++] = '{';
+    for (size_t i = 0; i < set->n; i++) {
+        if (k + 4 >= cap)
+            return NULL;
+        if (i > 0)
+            buf[k++] = ',';
+        buf[k++] = '"';
+        for (const char *p = set->names[i]; *p; p++) {
+            if (k + 4 >= cap)
+                return NULL;
+            if (*p == '"' || *p == '\\')
+                buf[k++] = '\\';
+            buf[k++] = *p;
+        }
+        buf[k++] = '"';
+    }
+    buf[k++] = '}';
+    buf[k] = '\0';
+    return buf;
 }
 
 /* ---------------------------------------------------------------- errors */
@@ -1089,11 +1147,17 @@ pg_cancel(store *s, int64_t id, int64_t now_ms, store_task *out)
 }
 
 static int
-pg_has_ready(store *s, int64_t now_ms)
+pg_has_ready(store *s, int64_t now_ms, const store_kind_set *skip)
 {
     struct q q;
-    q_init(&q, S_HAS_READY);
+    char kinds[4096];
+    int skipping = skip != NULL && skip->n > 0;
+    q_init(&q, skipping ? S_HAS_READY_SKIP : S_HAS_READY);
     q_i64(&q, now_ms);
+    if (skipping && (q.v[q.n++] = kind_array(skip, kinds, sizeof kinds)) == NULL) {
+        snprintf(s->base.errmsg, sizeof s->base.errmsg, "has_ready: too many kinds to skip");
+        return -STORE_ERR;
+    }
     int rc = run_read(s, &q, 1, "has_ready");
     if (rc != STORE_OK)
         return -rc;
@@ -1110,7 +1174,8 @@ pg_has_ready(store *s, int64_t now_ms)
  * them running under a worker that does not know them until it dies. Returns how many
  * statements it set: 2 or 3, the claim last. */
 static int
-q_claim(store *s, struct q *q, int64_t now_ms, long owner)
+q_claim(store *s, struct q *q, int64_t now_ms, long owner, const store_kind_set *skip,
+        char *kinds, size_t kinds_cap)
 {
     int k = 0;
     if (s->reclaim) {
@@ -1126,19 +1191,28 @@ q_claim(store *s, struct q *q, int64_t now_ms, long owner)
     q_init(&q[k], S_PROMOTE);
     q_i64(&q[k], now_ms);
     k++;
-    q_init(&q[k], S_CLAIM);
+    int skipping = skip != NULL && skip->n > 0;
+    q_init(&q[k], skipping ? S_CLAIM_SKIP : S_CLAIM);
     q_i64(&q[k], now_ms);
     q_i64(&q[k], self_id());
     q_i64(&q[k], owner);
+    if (skipping && (q[k].v[q[k].n++] = kind_array(skip, kinds, kinds_cap)) == NULL) {
+        snprintf(s->base.errmsg, sizeof s->base.errmsg, "claim: too many kinds to skip");
+        return -1;
+    }
     return k + 1;
 }
 
 static int
-pg_claim_next(store *s, int64_t now_ms, long owner, store_task *out)
+pg_claim_next(store *s, int64_t now_ms, long owner, const store_kind_set *skip,
+              store_task *out)
 {
     struct q q[3];
-    int nq = q_claim(s, q, now_ms, owner);
+    char kinds[4096];
     *out = (store_task){0};
+    int nq = q_claim(s, q, now_ms, owner, skip, kinds, sizeof kinds);
+    if (nq < 0)
+        return STORE_ERR;
     int rc = run(s, q, nq, 0, "claim");
     if (rc == STORE_OK) {
         s->reclaim = 0;
@@ -1194,13 +1268,17 @@ pg_finish(store *s, int64_t id, int attempt, const store_outcome *o)
  * round trip. The finish comes first: the task it records is this worker's own. */
 static int
 pg_finish_claim(store *s, int64_t id, int attempt, const store_outcome *o, int64_t now_ms,
-                long owner, store_task *next, int *claimed)
+                long owner, const store_kind_set *skip, store_task *next, int *claimed)
 {
     *claimed = 0;
     *next = (store_task){0};
     struct q q[4];
+    char kinds[4096];
     q_finish(&q[0], id, attempt, o);
-    int nq = 1 + q_claim(s, &q[1], now_ms, owner);
+    int nc = q_claim(s, &q[1], now_ms, owner, skip, kinds, sizeof kinds);
+    if (nc < 0)
+        return STORE_ERR;
+    int nq = 1 + nc;
     int rc = run(s, q, nq, 0, "finish and claim");
     if (rc != STORE_OK)
         return rc;

@@ -215,7 +215,7 @@ static int64_t
 claim(store *s, int64_t now, long owner)
 {
     store_task t;
-    int rc = store_claim_next(s, now, owner, &t);
+    int rc = store_claim_next(s, now, owner, NULL, &t);
     if (rc != STORE_OK)
         fail_msg("claim: %d %s", rc, store_errmsg(s));
     int64_t id = t.id;
@@ -271,7 +271,7 @@ test_round_trip(void **state)
     assert_int_equal(t.finished_at_ms, 0);
     store_task_clear(&t);
 
-    assert_int_equal(store_claim_next(s, 2000000000000, 42, &t), STORE_OK);
+    assert_int_equal(store_claim_next(s, 2000000000000, 42, NULL, &t), STORE_OK);
     assert_int_equal(t.id, id);
     assert_int_equal(t.state, TASK_RUNNING);
     assert_int_equal(t.attempts, 1);
@@ -347,8 +347,8 @@ test_claim_order_and_cas(void **state)
     for (int i = 0; i < 4; i++)
         assert_int_equal(claim(s, 10, 7), want[i]);
     store_task t;
-    assert_int_equal(store_claim_next(s, 10, 7, &t), STORE_EMPTY);
-    assert_int_equal(store_has_ready(s, 10), 0);
+    assert_int_equal(store_claim_next(s, 10, 7, NULL, &t), STORE_EMPTY);
+    assert_int_equal(store_has_ready(s, 10, NULL), 0);
 
     /* the attempt's compare-and-set: a wrong attempt, a finished task */
     store_outcome ok = {.state = TASK_SUCCEEDED, .result = "1", .now_ms = 20};
@@ -396,18 +396,64 @@ test_finish_claim(void **state)
     store_outcome ok = {.state = TASK_SUCCEEDED, .result = "1", .now_ms = 6};
     store_task next;
     int claimed = -1;
-    assert_int_equal(store_finish_claim(s, a, 1, &ok, 7, 3, &next, &claimed), STORE_OK);
+    assert_int_equal(store_finish_claim(s, a, 1, &ok, 7, 3, NULL, &next, &claimed), STORE_OK);
     assert_int_equal(claimed, 1);
     assert_int_equal(next.id, b);
     assert_int_equal(next.state, TASK_RUNNING);
     store_task_clear(&next);
     /* a conflict still claims (nothing left here), and says so */
-    assert_int_equal(store_finish_claim(s, a, 1, &ok, 8, 3, &next, &claimed), STORE_CONFLICT);
+    assert_int_equal(store_finish_claim(s, a, 1, &ok, 8, 3, NULL, &next, &claimed), STORE_CONFLICT);
     assert_int_equal(claimed, 0);
-    assert_int_equal(store_finish_claim(s, b, 1, &ok, 9, 3, &next, &claimed), STORE_OK);
+    assert_int_equal(store_finish_claim(s, b, 1, &ok, 9, 3, NULL, &next, &claimed), STORE_OK);
     assert_int_equal(claimed, 0);
     assert_int_equal(count_of(s, TASK_SUCCEEDED), 2);
     assert_int_equal(count_of(s, TASK_RUNNING), 0);
+}
+
+/* A claim that leaves some kinds alone (store_kind_set) takes the best task of the
+ * others, in order, and says there is nothing when only the left-alone kinds wait. */
+static void
+test_claim_skips_kinds(void **state)
+{
+    FIXTURE();
+    int64_t s1 = add(s, "scan", 9, 2, NULL, 1);
+    int64_t e1 = add(s, "echo", 0, 2, NULL, 1);
+    int64_t z1 = add(s, "sleep", 5, 2, NULL, 1);
+    int64_t e2 = add(s, "echo", 5, 2, NULL, 1);
+    int64_t s2 = add(s, "scan", 0, 2, NULL, 1);
+    const char *const names[] = {"scan", "nosuch\"kind"};
+    store_kind_set skip = {names, 2};
+    assert_int_equal(store_has_ready(s, 2, &skip), 1);
+    store_task t;
+    assert_int_equal(store_claim_next(s, 3, 4, &skip, &t), STORE_OK);
+    assert_int_equal(t.id, z1);
+    store_task_clear(&t);
+    store_outcome ok = {.state = TASK_SUCCEEDED, .result = "1", .now_ms = 4};
+    store_task next;
+    int claimed = 0;
+    assert_int_equal(store_finish_claim(s, z1, 1, &ok, 5, 4, &skip, &next, &claimed), STORE_OK);
+    assert_int_equal(claimed, 1);
+    assert_int_equal(next.id, e2);
+    store_task_clear(&next);
+    assert_int_equal(store_claim_next(s, 6, 5, &skip, &t), STORE_OK);
+    assert_int_equal(t.id, e1);
+    store_task_clear(&t);
+    assert_int_equal(store_claim_next(s, 7, 5, &skip, &t), STORE_EMPTY);
+    assert_int_equal(store_has_ready(s, 7, &skip), 0);
+    assert_int_equal(store_has_ready(s, 7, NULL), 1);
+    store_kind_set none = {names, 0};
+    assert_int_equal(store_claim_next(s, 8, 6, &none, &t), STORE_OK);
+    assert_int_equal(t.id, s1);
+    store_task_clear(&t);
+    /* a due retry of a kind left alone: has_ready says yes (the claim promotes it), the
+     * claim leaves it */
+    store_outcome retry = {.state = TASK_PENDING, .error_code = "x", .now_ms = 9,
+                           .run_after_ms = 10};
+    assert_int_equal(store_finish(s, s1, 1, &retry), STORE_OK);
+    assert_int_equal(store_has_ready(s, 11, &skip), 1);
+    assert_int_equal(store_claim_next(s, 11, 6, &skip, &t), STORE_EMPTY);
+    assert_int_equal(claim(s, 12, 6), s1);
+    assert_int_equal(claim(s, 12, 6), s2);
 }
 
 /* A retry waits in tasks_delayed; a claim promotes it when due, by priority and id as if
@@ -422,15 +468,15 @@ test_delayed_retries(void **state)
                            .error_message = "again", .now_ms = 20, .run_after_ms = 1000};
     assert_int_equal(store_finish(s, r, 1, &retry), STORE_OK);
     int64_t low = add(s, "echo", 0, 1, NULL, 30);
-    assert_int_equal(store_has_ready(s, 500), 1);
+    assert_int_equal(store_has_ready(s, 500, NULL), 1);
     assert_int_equal(store_next_run_after(s, 500), 1000);
     assert_int_equal(claim(s, 500, 1), low);            /* the retry is not due yet */
-    assert_int_equal(store_has_ready(s, 500), 0);
+    assert_int_equal(store_has_ready(s, 500, NULL), 0);
     assert_int_equal(store_next_run_after(s, 500), 1000);
     store_task t;
-    assert_int_equal(store_claim_next(s, 999, 1, &t), STORE_EMPTY);
+    assert_int_equal(store_claim_next(s, 999, 1, NULL, &t), STORE_EMPTY);
     int64_t low2 = add(s, "echo", 0, 1, NULL, 40);
-    assert_int_equal(store_has_ready(s, 1000), 1);
+    assert_int_equal(store_has_ready(s, 1000, NULL), 1);
     assert_int_equal(claim(s, 1000, 1), r);             /* due: priority 5 first */
     assert_int_equal(claim(s, 1000, 1), low2);
     assert_int_equal(store_next_run_after(s, 1000), 0);
@@ -578,7 +624,7 @@ test_concurrent_claims_never_double(void **state)
             store_task t;
             store_outcome ok = {.state = TASK_SUCCEEDED, .result = "1", .now_ms = 5};
             for (;;) {
-                int rc = store_claim_next(c, 2, 100 + k, &t);
+                int rc = store_claim_next(c, 2, 100 + k, NULL, &t);
                 if (rc == STORE_EMPTY)
                     break;
                 if (rc == STORE_BUSY)
@@ -806,7 +852,7 @@ test_pg_counts_exact_under_concurrency(void **state)
                 else if (rc != STORE_EMPTY)
                     _exit(10 + rc);
                 store_task t;
-                rc = store_claim_next(c, 1000 + r, 100 + k, &t);
+                rc = store_claim_next(c, 1000 + r, 100 + k, NULL, &t);
                 if (rc == STORE_OK) {
                     int what = (int)(random() % 3);
                     store_outcome o = {.state = what == 0 ? TASK_SUCCEEDED
@@ -815,7 +861,7 @@ test_pg_counts_exact_under_concurrency(void **state)
                                        .run_after_ms = r + 1};
                     store_task next;
                     int got;
-                    rc = store_finish_claim(c, t.id, t.attempts, &o, 1000 + r, 100 + k, &next,
+                    rc = store_finish_claim(c, t.id, t.attempts, &o, 1000 + r, 100 + k, NULL, &next,
                                             &got);
                     if (rc != STORE_OK)
                         _exit(30 + rc);
@@ -862,7 +908,7 @@ test_pg_counts_exact_under_concurrency(void **state)
 }
 
 struct plans {
-    char text[64][1024];
+    char text[64][4096];
     char name[64][64];
     int n;
 };
@@ -915,6 +961,8 @@ test_pg_query_plans(void **state)
         {"has_ready", "tasks_ready"},
         {"promote", "tasks_delayed"},
         {"claim", "tasks_ready"},
+        {"claim_skip", "tasks_ready_kind"},
+        {"has_ready_skip", "tasks_ready_kind"},
         {"finish", "tasks_pkey|tasks_state_kind"},    /* either: a running task is one of
                                                         * at most a worker's each */
         {"release", "tasks_state_kind"},
@@ -1199,6 +1247,7 @@ main(void)
         BOTH(test_claim_order_and_cas),
         BOTH(test_finish_claim),
         BOTH(test_delayed_retries),
+        BOTH(test_claim_skips_kinds),
         BOTH(test_lists),
         BOTH(test_counts_and_purge),
         BOTH(test_concurrent_claims_never_double),
