@@ -7,6 +7,9 @@
 #   scripts/pg-cluster.sh stop DIR                    stop it (by the pid in postmaster.pid)
 #   scripts/pg-cluster.sh restart DIR                 stop (fast) and start it again, same port
 #
+# PG_CLUSTER_OPTS (environment, at start) adds server options, e.g.
+# "-c shared_preload_libraries=pg_stat_statements" (bench/run.sh pg).
+#
 # PostgreSQL refuses to run as root: as root, the cluster belongs to the `postgres` user
 # (Debian's postgresql-15 creates it) and DIR is given to that user. `fast` (the default,
 # for tests) runs with fsync=off: a cluster that lives for one test run needs no
@@ -30,6 +33,8 @@ start() {
     local opts="-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=400"
     opts+=" -c shared_buffers=128MB -c log_min_messages=warning -c log_line_prefix=%m"
     [ "$mode" = fast ] && opts+=" -c fsync=off -c full_page_writes=off"
+    [ -n "${PG_CLUSTER_OPTS:-}" ] && opts+=" $PG_CLUSTER_OPTS"
+    echo "${PG_CLUSTER_OPTS:-}" >"$dir/extra-opts"
     as_pg "$BIN/pg_ctl" -D "$dir/data" -l "$dir/log" -o "$opts" -w -t 60 start >/dev/null
     echo "$port" >"$dir/port"
     echo "$mode" >"$dir/mode"
@@ -64,6 +69,7 @@ stop)
 restart)
     stop
     mode=$(cat "$dir/mode")
+    PG_CLUSTER_OPTS=$(cat "$dir/extra-opts" 2>/dev/null || true)
     start "$(cat "$dir/port")" >/dev/null
     ;;
 *)

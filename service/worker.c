@@ -514,8 +514,10 @@ worker_main(const struct worker_env *env)
     atomic_store(&slot->exec_missing, missing);
     char err[512];
     /* relaxed: a result lost to power loss or a database crash means the task runs
-     * again (docs/reliability.md) */
-    store *st = store_open(env->cfg->db_path, STORE_RELAXED, 5000, err, sizeof err);
+     * again (docs/reliability.md). Fault point worker_durable=1: durable commits instead,
+     * for bench/run.sh pg's comparison of the two */
+    int durability = fault_value("worker_durable") > 0 ? STORE_DURABLE : STORE_RELAXED;
+    store *st = store_open(env->cfg->db_path, durability, 5000, err, sizeof err);
     if (st == NULL) {
         log_error("opening the database: %s", err);
         _exit(1);

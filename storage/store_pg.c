@@ -353,6 +353,8 @@ struct store {
     int busy_ms;
     unsigned char prepared[S_COUNT_OF];
     int in_tx;                  /* between store_begin() and its end */
+    int begin_due;              /* store_begin() was called, its BEGIN not yet sent: it
+                                 * goes in front of the transaction's first pipeline */
     int64_t tx_inserted;        /* tasks inserted in the open transaction */
     int listening;              /* store_listen() was called */
     int resync;                 /* a RESYNC event is due */
@@ -454,6 +456,7 @@ drop_conn(store *s)
         PQfinish(s->conn);
     s->conn = NULL;
     s->in_tx = 0;
+    s->begin_due = 0;
     s->tx_inserted = 0;
     memset(s->prepared, 0, sizeof s->prepared);
     s->reclaim = 1;
@@ -643,15 +646,20 @@ ensure(store *s)
 /* ---------------------------------------------------------------- pipelines */
 
 /* Sends q[0..nq) as one pipeline (each statement prepared first where it is not yet on
- * this connection), reads every result: one round trip. tx: wrap them in BEGIN ... COMMIT
- * (else they are the protocol's implicit transaction, or part of the caller's open one).
- * STORE_OK with q[i].res set (free with q_clear), or the error of the first statement
- * that failed (the whole transaction then did nothing, unless the caller holds it). */
+ * this connection), reads every result: one round trip. flags: RUN_TX wraps them in
+ * BEGIN ... COMMIT; RUN_COMMIT commits the caller's open transaction after them; without
+ * either they are the protocol's implicit transaction, or part of the caller's open one
+ * (whose BEGIN, when still due, goes first). STORE_OK with q[i].res set (free with
+ * q_clear), or the error of the first statement that failed (the whole transaction then
+ * did nothing, unless the caller holds it). */
 enum cmd_kind { C_BEGIN, C_PREP, C_EXEC, C_COMMIT };
+#define RUN_TX 1
+#define RUN_COMMIT 2
 
 static int
-run(store *s, struct q *q, int nq, int tx, const char *what)
+run(store *s, struct q *q, int nq, int flags, const char *what)
 {
+    int tx = (flags & RUN_TX) != 0;
     int rc = ensure(s);
     if (rc != STORE_OK)
         return rc;
@@ -666,7 +674,7 @@ run(store *s, struct q *q, int nq, int tx, const char *what)
     }
     unsigned char prepping[S_COUNT_OF] = {0};
     int nc = 0, ok = PQenterPipelineMode(c);
-    if (ok && tx) {
+    if (ok && (tx || s->begin_due)) {
         ok = PQsendQueryParams(c, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
         cmds[nc++] = (struct cmd){C_BEGIN, -1};
     }
@@ -680,7 +688,7 @@ run(store *s, struct q *q, int nq, int tx, const char *what)
         ok = ok && PQsendQueryPrepared(c, STMTS[id].name, q[i].n, q[i].v, NULL, NULL, 0);
         cmds[nc++] = (struct cmd){C_EXEC, i};
     }
-    if (ok && tx) {
+    if (ok && (tx || (flags & RUN_COMMIT))) {
         ok = PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0);
         cmds[nc++] = (struct cmd){C_COMMIT, -1};
     }
@@ -743,8 +751,11 @@ run(store *s, struct q *q, int nq, int tx, const char *what)
                 drop_conn(s);   /* out of step with the server: start afresh */
         }
     }
-    if (s->conn != NULL && tx && PQtransactionStatus(s->conn) == PQTRANS_INERROR)
+    if (s->conn != NULL && (tx || (flags & RUN_COMMIT)) &&
+        PQtransactionStatus(s->conn) == PQTRANS_INERROR)
         PQclear(PQexec(s->conn, "ROLLBACK"));
+    if (rc == STORE_OK)
+        s->begin_due = 0;
     if (rc == STORE_OK) {
         for (int i = 0; i < nq; i++) {
             if (q[i].res == NULL) {     /* cannot happen: every statement answered */
@@ -901,53 +912,46 @@ pg_schema_version(store *s)
 
 /* ---------------------------------------------------------------- transactions */
 
-static int
-simple(store *s, const char *sql, const char *what)
-{
-    int rc = ensure(s);
-    if (rc != STORE_OK)
-        return rc;
-    PGresult *r = PQexec(s->conn, sql);
-    rc = PQresultStatus(r) == PGRES_COMMAND_OK ? STORE_OK : fail_res(s, what, r);
-    PQclear(r);
-    return rc;
-}
-
+/* No round trip: the connection is looked at (and made again if it broke), and the
+ * BEGIN goes in front of the transaction's first pipeline. */
 static int
 pg_begin(store *s)
 {
-    int rc = simple(s, "BEGIN", "begin");
+    int rc = ensure(s);
     s->in_tx = rc == STORE_OK;
+    s->begin_due = s->in_tx;
     s->tx_inserted = 0;
     return rc;
 }
 
-/* The commit tells the other instances how many tasks it made ready. */
+/* The commit, in one round trip with the NOTIFY that tells the other instances how
+ * many tasks it made ready. */
 static int
 pg_commit(store *s)
 {
-    if (!s->in_tx || s->conn == NULL) {
-        s->in_tx = 0;
+    int rc = STORE_OK;
+    if (s->begin_due) {
+        /* nothing was sent: nothing to commit */
+    } else if (!s->in_tx || s->conn == NULL) {
         snprintf(s->base.errmsg, sizeof s->base.errmsg, "commit: the transaction is lost");
-        return STORE_UNAVAILABLE;
-    }
-    int rc;
-    if (s->tx_inserted > 0) {
-        struct q q;
-        q_init(&q, S_NOTIFY_READY);
-        q_i64(&q, self_id());
-        q_i64(&q, s->tx_inserted);
-        rc = run(s, &q, 1, 0, "commit");
-        q_clear(&q, 1);
-        if (rc == STORE_OK)
-            rc = simple(s, "COMMIT", "commit");
+        rc = STORE_UNAVAILABLE;
     } else {
-        rc = simple(s, "COMMIT", "commit");
+        struct q q;
+        int nq = 0;
+        if (s->tx_inserted > 0) {
+            q_init(&q, S_NOTIFY_READY);
+            q_i64(&q, self_id());
+            q_i64(&q, s->tx_inserted);
+            nq = 1;
+        }
+        rc = run(s, &q, nq, RUN_COMMIT, "commit");
+        q_clear(&q, nq);
+        if (rc != STORE_OK && s->conn != NULL &&
+            PQtransactionStatus(s->conn) != PQTRANS_IDLE)
+            PQclear(PQexec(s->conn, "ROLLBACK"));
     }
-    if (rc != STORE_OK && s->conn != NULL &&
-        PQtransactionStatus(s->conn) != PQTRANS_IDLE)
-        PQclear(PQexec(s->conn, "ROLLBACK"));
     s->in_tx = 0;
+    s->begin_due = 0;
     s->tx_inserted = 0;
     return rc;
 }
@@ -955,9 +959,10 @@ pg_commit(store *s)
 static void
 pg_rollback(store *s)
 {
-    if (s->conn != NULL && PQtransactionStatus(s->conn) != PQTRANS_IDLE)
+    if (!s->begin_due && s->conn != NULL && PQtransactionStatus(s->conn) != PQTRANS_IDLE)
         PQclear(PQexec(s->conn, "ROLLBACK"));
     s->in_tx = 0;
+    s->begin_due = 0;
     s->tx_inserted = 0;
 }
 
@@ -1512,7 +1517,7 @@ pg_purge(store *s, int64_t before_ms, int limit, int *deleted)
     q_init(&q[1], S_PURGE);
     q_i64(&q[1], before_ms);
     q_i64(&q[1], limit);
-    int rc = run(s, q, 2, !s->in_tx, "purge");
+    int rc = run(s, q, 2, s->in_tx ? 0 : RUN_TX, "purge");
     if (rc == STORE_OK)
         *deleted = atoi(PQcmdTuples(q[1].res));
     q_clear(q, 2);

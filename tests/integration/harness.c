@@ -298,6 +298,7 @@ void wp_pg_sql(const char *uri, const char *sql, char *out, size_t cap) {
  * manages itself may outlive every server that used it). */
 #define WP_MAX_PG_DBS 64
 static char g_pg_dbs[WP_MAX_PG_DBS][64];
+static bool g_in_test;          /* between wp_test_begin and wp_test_teardown */
 static int g_npg_dbs;
 
 void wp_pg_create(char *uri, size_t cap, char *name, size_t name_cap) {
@@ -308,7 +309,8 @@ void wp_pg_create(char *uri, size_t cap, char *name, size_t name_cap) {
     snprintf(sql, sizeof sql, "CREATE DATABASE %s", name);
     wp_pg_sql(NULL, sql, NULL, 0);
     pg_uri_for(name, uri, cap);
-    if (g_npg_dbs < WP_MAX_PG_DBS) snprintf(g_pg_dbs[g_npg_dbs++], 64, "%s", name);
+    /* a test's own: dropped at its end (a group's server drops its own when freed) */
+    if (g_in_test && g_npg_dbs < WP_MAX_PG_DBS) snprintf(g_pg_dbs[g_npg_dbs++], 64, "%s", name);
 }
 
 void wp_pg_drop(const char *name) {
@@ -345,7 +347,6 @@ static void pg_db_of_dir(wp_server *s) {
 
 #define WP_MAX_SERVERS 64
 static wp_server *g_servers[WP_MAX_SERVERS];
-static bool g_in_test;
 static bool g_test_finished;
 static const char *g_test_name = "";
 static int g_log_counter;

@@ -839,6 +839,8 @@ test_pg_counts_exact_under_concurrency(void **state)
                 if (rc == STORE_OK)
                     rc = store_insert_batch(c, nt, (size_t)n, r, out, st);
                 if (rc == STORE_OK && random() % 5 == 0) {
+                    for (int i = 0; i < n; i++)
+                        store_task_clear(&out[i]);
                     store_rollback(c);
                     rc = STORE_EMPTY;
                 } else if (rc == STORE_OK) {
