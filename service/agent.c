@@ -207,8 +207,10 @@ agent_main(const struct agent_env *env)
                 _exit(0);
             }
         }
-        /* the events, and a connection to make again (store_events does) */
-        if (st != NULL && (p[1].revents != 0 || p[1].fd < 0))
+        /* the events (none is waited for: it reads what came), and a connection to make
+         * again (store_events does; its first event is then RESYNC, also when a heartbeat
+         * made it again) */
+        if (st != NULL)
             take_events(env, st);
     }
 }

@@ -349,6 +349,12 @@ enum store_event_type { STORE_EV_READY = 1, STORE_EV_DONE, STORE_EV_RESYNC };
 typedef struct store_event {
     enum store_event_type type;
     int64_t n;              /* READY: how many tasks; DONE: the task's id */
+    /* DONE: the task as it ended there */
+    enum task_state state;
+    int attempts;
+    int64_t at_ms;          /* its finished_at (the other host's clock) */
+    char kind[65];
+    char error_code[65];    /* "" for none */
 } store_event;
 int store_listen(store *s);
 /* The descriptor to poll() for POLLIN before store_events(); -1 when none (SQLite, or

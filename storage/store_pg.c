@@ -16,8 +16,9 @@
  *  (5) Other instances learn what changed from NOTIFY, sent in the transaction that
  *      changed it (delivered at its commit): `warmpool_ready` "<instance>:<n>" when n
  *      tasks became ready (a group of submissions, a retry, a hand-back), and
- *      `warmpool_done` "<instance>:<task id>" when a task became terminal. A listener
- *      ignores its own instance's (the local channels told it already).
+ *      `warmpool_done` "<instance>:<task id>:<state>:<attempts>:<finished_at>:<kind>:
+ *      <error code>" when a task became terminal (DONE_PAYLOAD). A listener ignores its
+ *      own instance's (the local channels told it already).
  *  (6) A connection that breaks (the server restarts, the network fails) is made again
  *      at a later call, at most every RECONNECT_MS; meanwhile calls fail fast with
  *      STORE_UNAVAILABLE. Nothing is retried here: the callers retry (workers), or
@@ -54,6 +55,10 @@
 #define TASK_COLS_BRIEF                                                                      \
     "id, kind, state, priority, NULL::text, NULL::text, error_code, error_message, attempts, " \
     "max_attempts, timeout_ms, created_at, started_at, finished_at, run_after"
+/* A terminal task's NOTIFY payload, from a row t with its columns (see (5) above) */
+#define DONE_PAYLOAD(inst, t)                                                             \
+    inst " || ':' || " t ".id || ':' || " t ".state || ':' || " t ".attempts || ':' || "  \
+    "coalesce(" t ".finished_at, 0) || ':' || " t ".kind || ':' || coalesce(" t ".error_code, '')"
 #define LIVE(t) "(" t ".lost_at IS NULL AND " t ".last_seen + " t ".lease_ms * interval '1 ms'" \
                 " > clock_timestamp())"
 
@@ -68,7 +73,7 @@ static const char SQL_NOTIFY_READY[] =
 static const char SQL_CANCEL[] =
     "WITH c AS (UPDATE tasks SET state = 'canceled', finished_at = $2::bigint"
     "           WHERE id = $1::bigint AND state = 'pending' RETURNING " TASK_COLS ")"
-    " SELECT c.*, pg_notify('warmpool_done', $3::text || ':' || c.id) FROM c";
+    " SELECT c.*, pg_notify('warmpool_done', " DONE_PAYLOAD("$3::text", "c") ") FROM c";
 /* each side in its index's order, LIMIT 1: an EXISTS would let the planner prefer a
  * scan of the table when it guesses that many rows match */
 static const char SQL_HAS_READY[] =
@@ -130,11 +135,11 @@ static const char SQL_FINISH[] =
     "           error_message = $6, finished_at = $7::bigint, run_after = $8::bigint,"
     "           delayed = $9::boolean"
     "           WHERE id = $1::bigint AND attempts = $2::integer AND state = 'running'"
-    "           RETURNING id, state)"
+    "           RETURNING id, state, attempts, finished_at, kind, error_code)"
     " SELECT f.id, pg_notify(CASE WHEN f.state = 'pending' THEN 'warmpool_ready'"
     "                        ELSE 'warmpool_done' END,"
-    "                        $10::text || ':' || CASE WHEN f.state = 'pending' THEN '1'"
-    "                        ELSE f.id::text END) FROM f";
+    "                        CASE WHEN f.state = 'pending' THEN $10::text || ':1'"
+    "                        ELSE " DONE_PAYLOAD("$10::text", "f") " END) FROM f";
 /* running -> pending (attempts left) or failed; used for a dead worker (by owner), and
  * for dead or lost instances (by owner_instance) */
 #define RELEASE_SET                                                                    \
@@ -144,22 +149,22 @@ static const char SQL_FINISH[] =
     " error_code = $%d, error_message = $%d, delayed = false"
 #define RELEASE_NOTIFY                                                                \
     " SELECT r.id, r.state, pg_notify(CASE WHEN r.state = 'pending'"                  \
-    " THEN 'warmpool_ready' ELSE 'warmpool_done' END, $1::text || ':' ||"             \
-    " CASE WHEN r.state = 'pending' THEN '1' ELSE r.id::text END) FROM r"
+    " THEN 'warmpool_ready' ELSE 'warmpool_done' END, CASE WHEN r.state = 'pending'"  \
+    " THEN $1::text || ':1' ELSE " DONE_PAYLOAD("$1::text", "r") " END) FROM r"
 static const char SQL_RELEASE[] =
     "WITH r AS (UPDATE tasks SET"
     " state = CASE WHEN attempts < max_attempts THEN 'pending' ELSE 'failed' END,"
     " finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE $3::bigint END,"
     " error_code = $4, error_message = $5, delayed = false"
     " WHERE state = 'running' AND owner_instance = $1::bigint AND owner_pid = $2::bigint"
-    " RETURNING id, state)" RELEASE_NOTIFY;
+    " RETURNING id, state, attempts, finished_at, kind, error_code)" RELEASE_NOTIFY;
 static const char SQL_RELEASE_INSTANCES[] =
     "WITH r AS (UPDATE tasks SET"
     " state = CASE WHEN attempts < max_attempts THEN 'pending' ELSE 'failed' END,"
     " finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE $3::bigint END,"
     " error_code = 'worker_lost', error_message = $4, delayed = false"
     " WHERE state = 'running' AND owner_instance = ANY ($2::bigint[])"
-    " RETURNING id, state)" RELEASE_NOTIFY;
+    " RETURNING id, state, attempts, finished_at, kind, error_code)" RELEASE_NOTIFY;
 static const char SQL_NEXT_RUN_AFTER[] =
     "SELECT run_after FROM tasks WHERE state = 'pending' AND delayed"
     " AND run_after > $1::bigint ORDER BY run_after LIMIT 1";
@@ -259,7 +264,7 @@ static const char SQL_RELEASE_LOST[] =
     " delayed = false"
     " WHERE (SELECT pg_try_advisory_xact_lock(22352, 2)) AND state = 'running'"
     " AND owner_instance IN (SELECT id FROM instances WHERE lost_at IS NOT NULL)"
-    " RETURNING id, state)" RELEASE_NOTIFY;
+    " RETURNING id, state, attempts, finished_at, kind, error_code)" RELEASE_NOTIFY;
 static const char SQL_FORGET_LOST[] =
     "DELETE FROM instances AS v WHERE (SELECT pg_try_advisory_xact_lock(22352, 2))"
     " AND v.lost_at IS NOT NULL AND v.last_seen < clock_timestamp() - interval '1 hour'"
@@ -1736,6 +1741,30 @@ pg_leave(store *s)
 
 /* ---------------------------------------------------------------- events */
 
+/* A DONE payload after its instance: id:state:attempts:finished_at:kind:error (the
+ * error code last: anything after the sixth colon). */
+static void
+done_event(const char *p, store_event *ev)
+{
+    *ev = (store_event){.type = STORE_EV_DONE, .n = strtoll(p, NULL, 10),
+                        .state = TASK_FAILED};
+    const char *f[5];
+    for (int i = 0; i < 5; i++) {
+        p = p != NULL ? strchr(p, ':') : NULL;
+        f[i] = p != NULL ? ++p : NULL;
+    }
+    if (f[4] == NULL)
+        return;                 /* an older payload: the id alone */
+    char state[16];
+    snprintf(state, sizeof state, "%.*s", (int)strcspn(f[0], ":"), f[0]);
+    if (task_state_parse(state, &ev->state) != 0)
+        ev->state = TASK_FAILED;
+    ev->attempts = atoi(f[1]);
+    ev->at_ms = strtoll(f[2], NULL, 10);
+    snprintf(ev->kind, sizeof ev->kind, "%.*s", (int)strcspn(f[3], ":"), f[3]);
+    snprintf(ev->error_code, sizeof ev->error_code, "%s", f[4]);
+}
+
 static int
 pg_listen(store *s)
 {
@@ -1780,7 +1809,7 @@ pg_events(store *s, store_event *ev, size_t cap, size_t *n)
             if (strcmp(nt->relname, "warmpool_ready") == 0)
                 ev[(*n)++] = (store_event){.type = STORE_EV_READY, .n = v};
             else if (strcmp(nt->relname, "warmpool_done") == 0)
-                ev[(*n)++] = (store_event){.type = STORE_EV_DONE, .n = v};
+                done_event(colon + 1, &ev[(*n)++]);
         }
         PQfreemem(nt);
     }

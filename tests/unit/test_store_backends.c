@@ -1178,8 +1178,19 @@ test_pg_events(void **state)
         for (size_t i = 0; i < n; i++) {
             if (ev[i].type == STORE_EV_READY)
                 ready += (int)ev[i].n;
-            if (ev[i].type == STORE_EV_DONE)
-                done_a += ev[i].n == a, done_c += ev[i].n == c;
+            if (ev[i].type == STORE_EV_DONE && ev[i].n == a) {
+                done_a++;
+                assert_int_equal(ev[i].state, TASK_SUCCEEDED);
+                assert_int_equal(ev[i].attempts, 1);
+                assert_int_equal(ev[i].at_ms, 3);
+                assert_string_equal(ev[i].kind, "echo");
+                assert_string_equal(ev[i].error_code, "");
+            }
+            if (ev[i].type == STORE_EV_DONE && ev[i].n == c) {
+                done_c++;
+                assert_int_equal(ev[i].state, TASK_CANCELED);
+                assert_int_equal(ev[i].at_ms, 4);
+            }
         }
         total += n;
         if (n == 0)
