@@ -174,6 +174,8 @@ int store_checkpoint(store *s, int64_t *wal_frames);
 int store_ping(store *s);
 /* A random secret kept in the database, for signing list cursors. */
 uint64_t store_secret(store *s);
+/* Bytes the database takes on disk now (SQLite: the file and its WAL), or -1. */
+int64_t store_size_bytes(store *s);
 
 /* Takes an exclusive lock on "<db_path>.lock" (flock), which the caller holds for
  * its life (the fd is inherited by its children on purpose). Creates the database's
