@@ -26,6 +26,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +50,7 @@ struct stream {
     int64_t last_write_ms;      /* monotonic */
     int started;                /* the prelude (retry, a comment) was sent */
     int suspended;              /* by stream_read(); resumed by the notifier */
+    int gone;                   /* the client closed its end (seen by the notifier) */
     struct stream *prev, *next_s;
 };
 
@@ -170,9 +172,9 @@ stream_read(void *cls, uint64_t pos, char *buf, size_t max)
     char one[EVENT_MAX];
     size_t n = 0;
     pthread_mutex_lock(&E.mu);
-    if (E.closing) {
+    if (E.closing || s->gone) {
         pthread_mutex_unlock(&E.mu);
-        return MHD_CONTENT_READER_END_OF_STREAM;
+        return s->gone ? MHD_CONTENT_READER_END_WITH_ERROR : MHD_CONTENT_READER_END_OF_STREAM;
     }
     if (!s->started && max >= EVENT_MAX) {
         n += (size_t)snprintf(buf, max, "retry: %d\n: warmpool events\n\n", RETRY_MS);
@@ -382,6 +384,35 @@ api_events(struct api_ctx *ctx, struct MHD_Connection *conn, struct req *r)
 
 /* ---------------------------------------------------------------- the notifier */
 
+/* libmicrohttpd does not watch a suspended connection's socket: a client that left
+ * would hold its stream (and its place under --max-event-streams) until the next
+ * heartbeat failed. Once a second, look for the end of file of every waiting stream's
+ * socket, and end those. Called with E.mu held. */
+static void
+find_gone_clients(void)
+{
+    struct pollfd pfd[64];
+    struct stream *who[64];
+    struct stream *s = E.head;
+    while (s != NULL) {
+        int n = 0;
+        for (; s != NULL && n < 64; s = s->next_s) {
+            if (!s->suspended)
+                continue;
+            const union MHD_ConnectionInfo *ci =
+                MHD_get_connection_info(s->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+            if (ci == NULL)
+                continue;
+            pfd[n] = (struct pollfd){.fd = ci->connect_fd, .events = POLLRDHUP};
+            who[n++] = s;
+        }
+        if (n > 0 && poll(pfd, (nfds_t)n, 0) > 0)
+            for (int i = 0; i < n; i++)
+                if (pfd[i].revents & (POLLRDHUP | POLLHUP | POLLERR))
+                    who[i]->gone = 1;
+    }
+}
+
 /* Moves `done` over the records written since, and over a hole once it is HOLE_MS old.
  * *gap_since: when the record after `done` was first seen unwritten (0: it was not). */
 static uint64_t
@@ -410,7 +441,7 @@ static void *
 notifier(void *arg)
 {
     (void)arg;
-    int64_t gap_since = 0, last_trim = 0;
+    int64_t gap_since = 0, last_trim = 0, last_look = 0;
     uint64_t done = atomic_load(&E.done);
     pthread_mutex_lock(&E.mu);
     while (!E.stop) {
@@ -437,8 +468,12 @@ notifier(void *arg)
 
         pthread_mutex_lock(&E.mu);
         now = clock_mono_ms();
+        if (now - last_look >= 1000) {
+            find_gone_clients();
+            last_look = now;
+        }
         for (struct stream *s = E.head; s != NULL; s = s->next_s) {
-            if (s->suspended && (s->next <= done || s->lost_pending || E.closing ||
+            if (s->suspended && (s->next <= done || s->lost_pending || E.closing || s->gone ||
                                  now - s->last_write_ms >= E.heartbeat_ms)) {
                 s->suspended = 0;
                 MHD_resume_connection(s->conn);

@@ -1,5 +1,6 @@
 /* events.c -- the shared ring of task state changes of events.h. */
 #include "common/events.h"
+#include "common/fault.h"
 #include "common/names.h"
 
 #include <errno.h>
@@ -12,7 +13,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MASK (EVENTS_RECORDS - 1)
 #define BUSY UINT64_MAX             /* a record's stamp while its writer fills it */
 #define PAGE 4096
 #define PER_PAGE (PAGE / sizeof(struct rec))
@@ -28,24 +28,34 @@ struct rec {
 
 struct ring {
     uint64_t base;                  /* (3): the first record of this run is base + 1 */
+    uint64_t size, mask;            /* records in the ring; size - 1 */
+    size_t bytes;                   /* of the mapping */
     _Alignas(64) atomic_ullong head;        /* the last sequence number handed out */
     _Alignas(64) atomic_ullong trimmed;     /* records up to this one were given back */
     _Alignas(64) atomic_int sleepers;       /* a reader waits in events_wait() */
     atomic_uint wake;                       /* the futex word: bumped to wake readers */
     struct names_entry names[EVENTS_NAMES];
-    _Alignas(PAGE) struct rec recs[EVENTS_RECORDS];
+    _Alignas(PAGE) struct rec recs[];   /* size of them */
 };
 
 static struct ring *g_ring;
 
 int
-events_create(int64_t now_ms)
+events_create(int64_t now_ms, uint32_t records)
 {
+    if (records < 1024 || (records & (records - 1)) != 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    size_t bytes = sizeof(struct ring) + (size_t)records * sizeof(struct rec);
     /* MAP_NORESERVE: the record pages are committed only as they are written (4) */
-    struct ring *r = mmap(NULL, sizeof *r, PROT_READ | PROT_WRITE,
+    struct ring *r = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
                           MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (r == MAP_FAILED)
         return -1;
+    r->size = records;
+    r->mask = records - 1;
+    r->bytes = bytes;
     r->base = (uint64_t)(now_ms > 0 ? now_ms : 0) * 1024;
     atomic_store(&r->head, r->base);
     atomic_store(&r->trimmed, r->base);
@@ -57,7 +67,7 @@ void
 events_destroy(void)
 {
     if (g_ring != NULL)
-        munmap(g_ring, sizeof *g_ring);
+        munmap(g_ring, g_ring->bytes);
     g_ring = NULL;
 }
 
@@ -88,7 +98,11 @@ events_publish(const char *kind, int64_t task_id, const char *state, int attempt
     uint64_t packed = name_no(kind) << 48 | name_no(state) << 32 | name_no(error) << 16 |
                       (uint64_t)(attempts < 0 ? 0 : attempts > 65535 ? 65535 : attempts);
     uint64_t seq = atomic_fetch_add(&r->head, 1) + 1;
-    struct rec *rec = &r->recs[seq & MASK];
+    /* fault point events_publish_skip=N: this process's first N events take their number
+     * and are never written, as when their writer dies between the steps of (1) */
+    if (fault_countdown("events_publish_skip"))
+        return;
+    struct rec *rec = &r->recs[seq & r->mask];
     /* (1) claim the record: only from an older stamp. A newer one, or BUSY, means a
      * writer a whole ring ahead of us has it: this event is lost (readers see (2)). */
     unsigned long long old = atomic_load_explicit(&rec->stamp, memory_order_relaxed);
@@ -121,8 +135,8 @@ events_oldest(void)
     if (r == NULL)
         return 1;
     uint64_t head = atomic_load(&r->head), oldest = atomic_load(&r->trimmed) + 1;
-    if (head >= EVENTS_RECORDS && head - EVENTS_RECORDS + 1 > oldest)
-        oldest = head - EVENTS_RECORDS + 1;
+    if (head >= r->size && head - r->size + 1 > oldest)
+        oldest = head - r->size + 1;
     return oldest;
 }
 
@@ -140,10 +154,10 @@ events_read(uint64_t seq, struct events_view *out)
         return EVENTS_GONE;
     if (seq > atomic_load(&r->head))
         return EVENTS_NOT_YET;
-    struct rec *rec = &r->recs[seq & MASK];
+    struct rec *rec = &r->recs[seq & r->mask];
     uint64_t s1 = atomic_load_explicit(&rec->stamp, memory_order_acquire);
     if (s1 == BUSY)             /* its own writer, or one a ring later */
-        return atomic_load(&r->head) >= seq + EVENTS_RECORDS ? EVENTS_GONE : EVENTS_NOT_YET;
+        return atomic_load(&r->head) >= seq + r->size ? EVENTS_GONE : EVENTS_NOT_YET;
     if (s1 != seq)
         return s1 < seq ? EVENTS_NOT_YET : EVENTS_GONE;
     int64_t id = atomic_load_explicit(&rec->task_id, memory_order_relaxed);
@@ -169,7 +183,7 @@ events_read(uint64_t seq, struct events_view *out)
 static int
 written(struct ring *r, uint64_t seq)
 {
-    return atomic_load(&r->recs[seq & MASK].stamp) == seq;
+    return atomic_load(&r->recs[seq & r->mask].stamp) == seq;
 }
 
 int
@@ -213,14 +227,14 @@ events_trim(int64_t now_ms)
     /* the first page after what was given back, and nothing the writers are near: a
      * page of the last two is left alone however old its records */
     uint64_t from = trimmed + 1;
-    if (head >= EVENTS_RECORDS && head - EVENTS_RECORDS + 1 > from)
-        from = head - EVENTS_RECORDS + 1;
+    if (head >= r->size && head - r->size + 1 > from)
+        from = head - r->size + 1;
     from = (from + PER_PAGE - 1) / PER_PAGE * PER_PAGE;     /* page-aligned in the ring */
     uint64_t upto = trimmed;
     for (uint64_t p = from; p + 3 * PER_PAGE <= head; p += PER_PAGE) {
         /* the page's last record is its newest: if it is old, the whole page is */
         uint64_t last = p + PER_PAGE - 1;
-        struct rec *rec = &r->recs[last & MASK];
+        struct rec *rec = &r->recs[last & r->mask];
         if (atomic_load(&rec->stamp) != last ||
             atomic_load_explicit(&rec->at_ms, memory_order_relaxed) > now_ms - EVENTS_KEEP_MS)
             break;
@@ -231,9 +245,9 @@ events_trim(int64_t now_ms)
     /* readers see the numbers as gone before the pages go (events_read checks first) */
     if (!atomic_compare_exchange_strong(&r->trimmed, &trimmed, upto))
         return;                 /* another HTTP process trims meanwhile */
-    uint64_t first = from & MASK, n = upto - from + 1;
+    uint64_t first = from & r->mask, n = upto - from + 1;
     while (n > 0) {             /* the range may wrap around the end of the ring */
-        uint64_t run = EVENTS_RECORDS - first < n ? EVENTS_RECORDS - first : n;
+        uint64_t run = r->size - first < n ? r->size - first : n;
         madvise(&r->recs[first], run * sizeof(struct rec), MADV_REMOVE);
         n -= run;
         first = 0;

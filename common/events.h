@@ -31,7 +31,7 @@
 
 #include <stdint.h>
 
-#define EVENTS_RECORDS (1u << 22)      /* a power of two */
+#define EVENTS_RECORDS (1u << 22)      /* the ring's size in records (tests use less) */
 #define EVENTS_KEEP_MS 120000           /* events_trim() keeps at least this much */
 #define EVENTS_NAMES 1024               /* distinct kinds, states and error codes */
 
@@ -52,9 +52,10 @@ enum events_read_result {
     EVENTS_GONE,                /* overwritten, trimmed, or before this run */
 };
 
-/* Maps the ring and makes it this process's (and its future children's); now_ms sets
+/* Maps a ring of `records` records (a power of two, at least 1024; EVENTS_RECORDS in
+ * the service) and makes it this process's (and its future children's); now_ms sets
  * the first sequence number (3). 0, or -1 with errno. */
-int events_create(int64_t now_ms);
+int events_create(int64_t now_ms, uint32_t records);
 void events_destroy(void);
 
 /* Publishes one state change. Never blocks, never allocates; lock-free. A name longer

@@ -1054,7 +1054,7 @@ supervisor_run(const struct config *cfg)
 
     /* the counters of /metrics and the events of /v1/events, before the first change
      * of a task's state (start-up recovery) and before any fork */
-    if (metrics_create(cfg->workers) != 0 || events_create(clock_now_ms()) != 0) {
+    if (metrics_create(cfg->workers) != 0 || events_create(clock_now_ms(), EVENTS_RECORDS) != 0) {
         log_error("creating the shared metrics and event ring: %s", strerror(errno));
         return 1;
     }
