@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #define HEARTBEAT_MS 15000
 #define COALESCE_MS 10          /* the notifier's pause between two rounds of resumes */
@@ -181,7 +182,7 @@ stream_read(void *cls, uint64_t pos, char *buf, size_t max)
         s->started = 1;
     }
     uint64_t done = atomic_load(&E.done);
-    if (s->lost_pending && n + EVENT_MAX <= max) {
+    if (s->lost_pending && n + EVENT_MAX <= max) {      /* from start_at() */
         n += format_lost(buf + n, s->next - 1, s->missed);
         s->lost_pending = 0;
     }
@@ -294,23 +295,29 @@ parse_event_id(const char *text, uint64_t *id)
     return 0;
 }
 
-/* Where a stream starts: after Last-Event-ID when the ring still has what follows it,
- * else now, owing a `lost` event when the id was not this run's or is gone. */
+/* Where a stream starts. Without Last-Event-ID: with the next change. With it: after
+ * it, when the ring still has what follows; else as far back as the ring goes, after a
+ * `lost` event: an id of an earlier run (the client was there before a restart: it
+ * gets this run from its first event, start-up recovery included), or one older than
+ * the ring keeps. An id the ring never gave: `lost`, and the next change. */
 static void
 start_at(struct stream *s, const char *last_id, uint64_t id)
 {
-    uint64_t done = atomic_load(&E.done), head = events_head();
+    uint64_t head = events_head(), oldest = events_oldest(), base = events_base();
     s->next = head + 1;
     if (last_id == NULL)
         return;
-    if (id <= events_base() || id > head) {
-        s->lost_pending = 1;        /* another run's id (a restart), or not an id of ours */
+    if (id > head) {
+        s->lost_pending = 1;
         s->missed = -1;
-        s->next = done + 1;
-    } else if (id + 1 < events_oldest()) {
-        s->lost_pending = 1;        /* older than what the ring keeps */
-        s->missed = (int64_t)(events_oldest() - id - 1);
-        s->next = done + 1;
+    } else if (id <= base) {
+        s->lost_pending = 1;
+        s->missed = -1;
+        s->next = oldest > base + 1 ? oldest : base + 1;
+    } else if (id + 1 < oldest) {
+        s->lost_pending = 1;
+        s->missed = (int64_t)(oldest - id - 1);
+        s->next = oldest;
     } else {
         s->next = id + 1;
     }
@@ -368,6 +375,13 @@ api_events(struct api_ctx *ctx, struct MHD_Connection *conn, struct req *r)
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     MHD_add_response_header(resp, "X-Accel-Buffering", "no");   /* nginx: do not buffer */
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    /* fault point events_stream_sndbuf=BYTES: a small socket buffer, so that a test's
+     * client that stops reading makes its stream fall behind the ring */
+    const union MHD_ConnectionInfo *ci;
+    int sndbuf = (int)fault_value("events_stream_sndbuf");
+    if (sndbuf > 0 &&
+        (ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD)) != NULL)
+        setsockopt(ci->connect_fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
     pthread_mutex_lock(&E.mu);
     start_at(s, last, last_id);
     s->prev = NULL;

@@ -43,6 +43,9 @@ static struct ring *g_ring;
 int
 events_create(int64_t now_ms, uint32_t records)
 {
+    /* fault point events_ring_records=N: a ring of N records, so that tests can fill it */
+    if (fault_value("events_ring_records") > 0)
+        records = (uint32_t)fault_value("events_ring_records");
     if (records < 1024 || (records & (records - 1)) != 0) {
         errno = EINVAL;
         return -1;
