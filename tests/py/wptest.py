@@ -87,6 +87,14 @@ class Warmpool:
 
     def __exit__(self, *exc):
         self.stop()
+        # in a sanitizer build, a report kills the process it is in; the service may
+        # well go on (a worker or the HTTP process is replaced): the log tells
+        log = self.log()
+        for mark in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            if mark in log and exc[0] is None:
+                at = log.index(mark)
+                raise RuntimeError("a sanitizer report in the server's log (%s):\n%s"
+                                   % (self.log_path, log[max(0, at - 200):at + 3000]))
         if exc[0] is None and not os.environ.get("WARMPOOL_IT_KEEP"):
             shutil.rmtree(self.dir, ignore_errors=True)
         return False
