@@ -3,7 +3,8 @@
  *
  * Threads: MHD's pool (cfg->threads) runs the handlers, each with its own store
  * connection; the writer thread commits submissions (writer.c); the waiters thread
- * resumes held GETs (waiters.c); the main thread only waits for SIGTERM. */
+ * resumes held GETs (waiters.c); the notifier thread resumes event streams (events.c);
+ * the main thread only waits for SIGTERM. */
 #include "api/internal.h"
 #include "common/clock.h"
 #include "common/log.h"
