@@ -32,6 +32,11 @@ struct writer {
     int closed;                         /* the thread left its loop: no job is taken any
                                          * more (set by the thread); guarded by mu */
     int joined;                         /* writer_stop() joined the thread; guarded by mu */
+    /* retention (writer thread only) */
+    int purge_batch;                    /* tasks per purge step, adapted to its time */
+    int purge_backlog;                  /* the last step was full: more are expired */
+    int64_t last_purge_ms;              /* monotonic */
+    int64_t purge_run, purge_run_start_ms;  /* deleted since the backlog began */
 };
 
 /* Inserts the jobs of one group. Returns STORE_OK, or the error that aborts the group. */
@@ -124,38 +129,75 @@ run_group(struct writer *w, struct writer_job *jobs)
 }
 
 /* Housekeeping between groups: the WAL's size four times a second, and expired tasks
- * (--retention) when the queue is empty, or every 10 s under constant load. */
-#define PURGE_BATCH 500
+ * (--retention), see purge_step(). */
 #define MAINTAIN_EVERY_MS 250
 #define WAL_CHECK_BYTES (32LL * 1024 * 1024)
 
-static int
-queue_empty(struct writer *w)
+/* --retention deletes expired tasks in purge steps: one short write transaction each
+ * (store_purge reads only the tasks it deletes), whose batch adapts so that a step
+ * holds the write lock about PURGE_STEP_US. Idle, steps follow each other, checking
+ * the queue in between, until none is left; under load, one step between two groups
+ * at most every PURGE_LOAD_EVERY_MS while some are left, so a group waits behind one
+ * step at most. With nothing left, it looks again every PURGE_CHECK_EVERY_MS. */
+#define PURGE_STEP_US 4000
+#define PURGE_BATCH_MIN 16
+#define PURGE_BATCH_MAX 4096
+#define PURGE_LOAD_EVERY_MS 20
+#define PURGE_CHECK_EVERY_MS 1000
+#define PURGE_LOG_AT 10000          /* a backlog this big is worth an info line */
+
+static int64_t
+mono_us(void)
 {
-    pthread_mutex_lock(&w->mu);
-    int empty = w->head == NULL;
-    pthread_mutex_unlock(&w->mu);
-    return empty;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-/* --retention: deletes expired tasks, PURGE_BATCH per transaction, stopping as soon
- * as submissions are queued. */
-static void
-purge_expired(struct writer *w)
+/* Is a purge step due? idle: the queue is empty */
+static int
+purge_due(const struct writer *w, int idle)
 {
-    int64_t keep = w->ctx->cfg->retention_ms;
-    if (keep <= 0)
-        return;
-    int deleted, total = 0;
-    do {
-        if (store_purge(w->st, clock_now_ms() - keep, PURGE_BATCH, &deleted) != STORE_OK) {
+    if (w->ctx->cfg->retention_ms <= 0)
+        return 0;
+    int64_t every = !w->purge_backlog ? PURGE_CHECK_EVERY_MS : idle ? 0 : PURGE_LOAD_EVERY_MS;
+    return clock_mono_ms() >= w->last_purge_ms + every;
+}
+
+/* One purge step. */
+static void
+purge_step(struct writer *w)
+{
+    int deleted = 0, batch = w->purge_batch;
+    int64_t t0 = mono_us();
+    int rc = store_purge(w->st, clock_now_ms() - w->ctx->cfg->retention_ms, batch, &deleted);
+    int64_t took = mono_us() - t0;
+    w->last_purge_ms = clock_mono_ms();
+    if (rc != STORE_OK) {
+        if (rc != STORE_BUSY)
             log_warn("retention: %s", store_errmsg(w->st));
-            break;
-        }
-        total += deleted;
-    } while (deleted == PURGE_BATCH && queue_empty(w));
-    if (total > 0)
-        log_debug("retention: deleted %d finished tasks", total);
+        w->purge_backlog = 0;           /* try again at the next check */
+        return;
+    }
+    /* aim at PURGE_STEP_US: halve a step that took too long, grow a full one that was
+     * quick */
+    if (took > PURGE_STEP_US && batch > PURGE_BATCH_MIN)
+        w->purge_batch = batch / 2;
+    else if (deleted == batch && took < PURGE_STEP_US / 2 && batch < PURGE_BATCH_MAX)
+        w->purge_batch = batch * 2;
+    if (deleted > 0 && w->purge_run == 0)
+        w->purge_run_start_ms = w->last_purge_ms;
+    w->purge_run += deleted;
+    w->purge_backlog = deleted == batch;
+    if (!w->purge_backlog && w->purge_run > 0) {
+        int64_t secs = w->last_purge_ms - w->purge_run_start_ms;
+        if (w->purge_run >= PURGE_LOG_AT)
+            log_info("retention: deleted %lld expired tasks in %.1f s",
+                     (long long)w->purge_run, (double)secs / 1000);
+        else
+            log_debug("retention: deleted %lld expired tasks", (long long)w->purge_run);
+        w->purge_run = 0;
+    }
 }
 
 /* Under constant load SQLite's own (passive) checkpoints cannot reset the WAL:
@@ -185,19 +227,22 @@ writer_main(void *arg)
 {
     struct writer *w = arg;
     int64_t next_maintenance = clock_mono_ms() + MAINTAIN_EVERY_MS;
-    int64_t last_purge = clock_mono_ms();
+    w->last_purge_ms = clock_mono_ms() - PURGE_CHECK_EVERY_MS;
     pthread_mutex_lock(&w->mu);
     for (;;) {
         while (w->head == NULL && !w->stopping) {
             if (clock_mono_ms() >= next_maintenance) {
                 pthread_mutex_unlock(&w->mu);
-                if (clock_mono_ms() >= last_purge + 1000) {
-                    purge_expired(w);
-                    last_purge = clock_mono_ms();
-                }
                 limit_wal(w);
                 pthread_mutex_lock(&w->mu);
                 next_maintenance = clock_mono_ms() + MAINTAIN_EVERY_MS;
+                continue;
+            }
+            if (purge_due(w, 1)) {
+                /* idle: one step, then look at the queue again */
+                pthread_mutex_unlock(&w->mu);
+                purge_step(w);
+                pthread_mutex_lock(&w->mu);
                 continue;
             }
             struct timespec until;          /* wake for the next maintenance */
@@ -221,19 +266,15 @@ writer_main(void *arg)
         w->head = w->tail = NULL;
         pthread_mutex_unlock(&w->mu);
         run_group(w, jobs);
-        pthread_mutex_lock(&w->mu);
+        /* under constant load the queue is never empty: the WAL still needs a look,
+         * and retention gets a step now and then */
         if (clock_mono_ms() >= next_maintenance) {
-            /* under constant load the queue is never empty: the WAL still needs a look,
-             * and retention runs too if it has waited ten periods for a quiet moment */
-            pthread_mutex_unlock(&w->mu);
             limit_wal(w);
-            if (clock_mono_ms() >= last_purge + 10000) {
-                purge_expired(w);
-                last_purge = clock_mono_ms();
-            }
-            pthread_mutex_lock(&w->mu);
             next_maintenance = clock_mono_ms() + MAINTAIN_EVERY_MS;
         }
+        if (purge_due(w, 0))
+            purge_step(w);
+        pthread_mutex_lock(&w->mu);
     }
     pthread_mutex_unlock(&w->mu);
     /* writer_exit_pause_ms: the window between leaving the loop and being joined */
@@ -250,6 +291,7 @@ writer_start(struct api_ctx *ctx, char *err, size_t errlen)
         return NULL;
     }
     w->ctx = ctx;
+    w->purge_batch = 256;
     w->st = store_open(ctx->cfg->db_path, STORE_SYNC_FULL, 5000, err, errlen);
     if (w->st == NULL) {
         free(w);

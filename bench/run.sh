@@ -2,9 +2,13 @@
 # bench/run.sh -- warmpool's benchmark suite, one command.
 #
 #   bench/run.sh                  every benchmark
-#   bench/run.sh throughput       one of: throughput | sharing | preload | wal | exec
+#   bench/run.sh throughput       one of: throughput | sharing | preload | wal | exec | scale
 #   bench/run.sh ab REV           the working tree against git revision REV: no-op tasks
 #                                 end to end (wrk and batch), the two alternating
+#
+# `scale` (not part of `all`: it takes about 7 minutes and 5 GB of disk) fills
+# databases of 10^4, 10^6 and 10^7 finished tasks and measures what must not grow
+# with them; see _bench_scale below.
 #
 # Installs what is missing (Debian packages only: the build dependencies through
 # scripts/deps.sh, then wrk, redis-server, python3-celery, python3-redis), builds the
@@ -15,7 +19,9 @@
 #
 # Knobs (environment): WP_BENCH_REPS (3), WP_BENCH_TP_N (20000 warmpool/PPE tasks),
 # WP_BENCH_CELERY_N (5000), WP_BENCH_SCAN_N (2000), WP_BENCH_NAIVE_N (40),
-# WP_BENCH_KEEP_WORK=1 keeps the temporary folder.
+# WP_BENCH_KEEP_WORK=1 keeps the temporary folder. scale: WP_BENCH_SCALE_SIZES
+# ("10000 1000000 10000000"), WP_BENCH_SCALE_MIGRATE_N (10000000), WP_BENCH_SCALE_LOAD_S
+# (20), WP_BENCH_SCALE_DIR (the temporary folder: the databases go there).
 # Every load loop is bounded in count and in time (wrk -d60s, timeout(1) on each client).
 set -euo pipefail
 
@@ -24,7 +30,7 @@ BENCH=$ROOT/bench
 PY=/usr/bin/python3
 export PYTHONDONTWRITEBYTECODE=1 # no __pycache__ in bench/
 WHAT=${1:-all}
-case $WHAT in all | throughput | sharing | preload | wal | exec) ;;
+case $WHAT in all | throughput | sharing | preload | wal | exec | scale) ;;
 ab)
     [ $# -eq 2 ] || {
         echo "usage: $0 ab REV   (the working tree against git revision REV)" >&2
@@ -36,7 +42,7 @@ ab)
     }
     ;;
 *)
-    echo "usage: $0 [all|throughput|sharing|preload|wal|exec] | $0 ab REV" >&2
+    echo "usage: $0 [all|throughput|sharing|preload|wal|exec|scale] | $0 ab REV" >&2
     exit 2
     ;;
 esac
@@ -118,12 +124,20 @@ run() {
 start_warmpool() {
     local name=$1
     shift
+    mkdir -p "$WORK/$name"
+    start_warmpool_on "$WORK/$name/w.db" "$name" "$@"
+}
+
+# start_warmpool_on DB NAME [flags...]: the same on the database DB (--log-level warn
+# unless the flags say otherwise)
+start_warmpool_on() {
+    local db=$1 name=$2
+    shift 2
     local port
     port=$(free_port)
     URL=http://127.0.0.1:$port
-    mkdir -p "$WORK/$name"
-    printf '%s\n' "warmpool --listen 127.0.0.1:$port --db $WORK/$name/w.db --log-level warn $*" >>"$OUT/commands.txt"
-    "$WP" --listen "127.0.0.1:$port" --db "$WORK/$name/w.db" --log-level warn "$@" \
+    printf '%s\n' "warmpool --listen 127.0.0.1:$port --db $db --log-level warn $*" >>"$OUT/commands.txt"
+    "$WP" --listen "127.0.0.1:$port" --db "$db" --log-level warn "$@" \
         2>>"$OUT/warmpool-$name.log" &
     WP_PID=$!
     if ! $PY "$BENCH/wpbench.py" wait-ready "$URL" --timeout 120 2>>"$OUT/warmpool-$name.log"; then
@@ -249,11 +263,11 @@ mkdir -p "$OUT"
 log "results: $OUT"
 log "building the release preset"
 (cd "$ROOT" && cmake --preset release >"$WORK/build.log" 2>&1 &&
-    cmake --build --preset release -j2 --target warmpool lookup wp-exec-drive >>"$WORK/build.log" 2>&1) || {
+    cmake --build --preset release -j2 --target warmpool lookup wp-exec-drive scale_tool >>"$WORK/build.log" 2>&1) || {
     tail -40 "$WORK/build.log" >&2
     exit 1
 }
-printf 'cmake --preset release && cmake --build --preset release -j2 --target warmpool lookup wp-exec-drive\n' >>"$OUT/commands.txt"
+printf 'cmake --preset release && cmake --build --preset release -j2 --target warmpool lookup wp-exec-drive scale_tool\n' >>"$OUT/commands.txt"
 
 # ---------------------------------------------------------------- wal
 # The WAL under constant load: submissions (wrk, one task per POST) and workers writing
@@ -347,6 +361,100 @@ _bench_exec() {
         "$OUT/exec" --mb "${WP_BENCH_EXEC_MB:-256}" --entries "${WP_BENCH_EXEC_ENTRIES:-1000000}"
 }
 
+# ---------------------------------------------------------------- scale
+# Databases of WP_BENCH_SCALE_SIZES finished tasks, filled through SQL in the real
+# schema (bench/scale_tool.c: about 15 s per million here, not hours of HTTP). For each
+# size, on a service with 2 workers: GET /v1/stats, every list filter (a page of 20, and
+# a next page by cursor) and GET by id, 200 requests each (wpbench.py latency); 10,000
+# no-op tasks end to end in batches of 100 while a client polls /v1/stats every 50 ms
+# (WP_BENCH_REPS times, and as many on an empty database for reference);
+# then claims through the store (1,000, one transaction each) without and with 100,000
+# tasks waiting for a retry. At the largest size: the submission p99 under a wrk load
+# (one task per POST, 8 connections, WP_BENCH_SCALE_LOAD_S seconds) without
+# --retention, then with --retention 1d (90 % of the tasks expire at once). Last, a
+# schema-1 database of WP_BENCH_SCALE_MIGRATE_N tasks (the previous release's SQL) is
+# upgraded as the supervisor does it. Database and WAL sizes throughout.
+file_sizes() { # DB OUT: sizes of the database, its WAL, and the free disk
+    { ls -l "$1" "$1-wal" 2>/dev/null || true; df -B1 --output=avail "$(dirname "$1")" | tail -1 | sed 's/^/avail /'; } >"$2"
+}
+
+scale_purge_load() { # DB DIR SECONDS
+    local db=$1 d=$2 secs=$3 side
+    for side in no_retention retention; do
+        if [ $side = retention ]; then
+            start_warmpool_on "$db" scale-$side --workers 2 --retention 1d --log-level info || die "cannot start warmpool"
+        else
+            start_warmpool_on "$db" scale-$side --workers 2 || die "cannot start warmpool"
+        fi
+        curl -s "$URL/v1/stats" >"$d/load_${side}_stats_before.json"
+        (for _ in $(seq $((secs + 15))); do
+            printf '%s %s %s\n' "$(date +%s.%N)" "$(stat -c %s "$db-wal" 2>/dev/null || echo 0)" \
+                "$(curl -s -m 2 "$URL/v1/stats" | $PY -c 'import json,sys; t=json.load(sys.stdin)["tasks"]; print(sum(t.values()))' 2>/dev/null || echo -)"
+            sleep 1
+        done) >"$d/load_${side}_samples.txt" &
+        local sampler=$!
+        WP_BENCH_N=1000000000 run timeout $((secs + 30)) wrk -t2 -c8 -d"${secs}s" --latency \
+            -s "$BENCH/submit.lua" "$URL/v1/tasks" >"$d/load_${side}.wrk.txt" 2>&1 || true
+        curl -s "$URL/v1/stats" >"$d/load_${side}_stats_after.json"
+        if [ $side = retention ]; then
+            sleep 10            # the purge alone, idle (the sampler records it)
+        fi
+        kill "$sampler" 2>/dev/null || true
+        wait "$sampler" 2>/dev/null || true
+        curl -s "$URL/v1/stats" >"$d/load_${side}_stats_idle.json"
+        stop_warmpool
+        file_sizes "$db" "$d/files_load_$side.txt"
+    done
+}
+
+_bench_scale() {
+    local d=$OUT/scale sizes=${WP_BENCH_SCALE_SIZES:-"10000 1000000 10000000"}
+    local tool=$ROOT/build/release/bench/scale_tool load_s=${WP_BENCH_SCALE_LOAD_S:-20}
+    local mig_n=${WP_BENCH_SCALE_MIGRATE_N:-10000000} dir=${WP_BENCH_SCALE_DIR:-$WORK/scale}
+    local largest=${sizes##* } n db
+    mkdir -p "$d" "$dir"
+    command -v wrk >/dev/null || die "scale needs wrk"
+    log "scale: sizes $sizes, upgrade of $mig_n; databases in $dir ($(df -h --output=avail "$dir" | tail -1) free)"
+    local r
+    for r in $(seq "$REPS"); do
+        start_warmpool scale-empty-$r --workers 2 || die "cannot start warmpool"
+        WPB e2e "$URL" "$d/e2e_0_$r.json" --mode batch --n 10000 --per-batch 100 --threads 4 \
+            --poll-ms 50 >/dev/null
+        stop_warmpool
+    done
+    for n in $sizes; do
+        db=$dir/$n.db
+        log "scale: $n tasks: fill"
+        run "$tool" fill "$db" "$n" --days 10 >"$d/fill_$n.json" 2>>"$d/scale_tool.log"
+        file_sizes "$db" "$d/files_$n.txt"
+        log "scale: $n tasks: latency, end to end"
+        start_warmpool_on "$db" "scale-$n" --workers 2 || die "cannot start warmpool"
+        WPB latency "$URL" "$d/latency_$n.json" --n 200 >/dev/null
+        for r in $(seq "$REPS"); do
+            WPB e2e "$URL" "$d/e2e_${n}_$r.json" --mode batch --n 10000 --per-batch 100 \
+                --threads 4 --poll-ms 50 --allow-existing >/dev/null
+        done
+        stop_warmpool
+        file_sizes "$db" "$d/files_${n}_after_e2e.txt"
+        log "scale: $n tasks: claims"
+        run "$tool" claims "$db" --ready 1000 --delayed 0 >"$d/claims_${n}_0.json" 2>>"$d/scale_tool.log"
+        run "$tool" claims "$db" --ready 1000 --delayed 100000 >"$d/claims_${n}_100000.json" 2>>"$d/scale_tool.log"
+        if [ "$n" = "$largest" ]; then
+            log "scale: $n tasks: submissions under load, without and with --retention"
+            scale_purge_load "$db" "$d" "$load_s"
+        fi
+        rm -f "$db" "$db-wal" "$db-shm" "$db.lock"
+    done
+    log "scale: upgrade of a schema-1 database of $mig_n tasks"
+    db=$dir/v1.db
+    run "$tool" fill "$db" "$mig_n" --schema 1 --days 10 >"$d/fill_v1_$mig_n.json" 2>>"$d/scale_tool.log"
+    file_sizes "$db" "$d/files_v1_$mig_n.txt"
+    run "$tool" migrate "$db" >"$d/migrate_$mig_n.json" 2>"$d/migrate_$mig_n.log"
+    file_sizes "$db" "$d/files_v1_${mig_n}_migrated.txt"
+    rm -f "$db" "$db-wal" "$db-shm" "$db.lock"
+    $PY "$BENCH/scale_summary.py" "$d"
+}
+
 # other processes on the machine make every figure noisier: note the load around each part
 loadavg() { echo "$1 $(date -u +%H:%M:%S) $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/loadavg.txt"; }
 bench_throughput() { loadavg throughput-start; _bench_throughput; loadavg throughput-end; }
@@ -355,6 +463,7 @@ bench_preload() { loadavg preload-start; _bench_preload; loadavg preload-end; }
 bench_wal() { loadavg wal-start; _bench_wal; loadavg wal-end; }
 bench_ab() { loadavg ab-start; _bench_ab; loadavg ab-end; }
 bench_exec() { loadavg exec-start; _bench_exec; loadavg exec-end; }
+bench_scale() { loadavg scale-start; _bench_scale; loadavg scale-end; }
 
 case $WHAT in
 all)
@@ -371,6 +480,10 @@ sharing) bench_sharing ;;
 preload) bench_preload ;;
 ab)
     bench_ab
+    exit 0
+    ;;
+scale)
+    bench_scale
     exit 0
     ;;
 esac

@@ -4,9 +4,14 @@
 Subcommands (each writes one JSON file with what it measured):
   wait-ready URL [--kind K] [--timeout S]     wait for /readyz (and kind K in /v1/stats)
   e2e URL OUT --mode wrk|batch --n N [--wrk-script F --wrk-threads T --wrk-conns C]
+      [--poll-ms MS] [--allow-existing]
       submit N echo tasks (with wrk, or with /v1/tasks/batch, 100 per batch, 4 client
-      threads), poll /v1/stats every 20 ms, and time: first submission -> last 202
-      (submissions/s) and first submission -> pending+running == 0 (end to end).
+      threads), poll /v1/stats every 20 ms (--poll-ms), and time: first submission ->
+      last 202 (submissions/s) and first submission -> pending+running == 0 (end to
+      end). --allow-existing: the database may hold tasks already (counts are deltas).
+  latency URL OUT [--n N]                      N sequential requests (keep-alive) to
+      /v1/stats, each list filter (a page of 20, and the next page by its cursor) and
+      GET /v1/tasks/{id} of random ids: median, p90, p99 and max per request, in ms.
   sharing URL OUT --supervisor PID --of 64    lookup slices 0..of-1, then PSS of every
       warmpool process (supervisor + its children) from /proc/PID/smaps_rollup.
   preload URL OUT --texts DIR --n N --keep K  scan tasks, batch-submitted; tasks/s; the
@@ -20,6 +25,7 @@ import http.client
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -69,10 +75,11 @@ class Poller(threading.Thread):
     holds `target` tasks (.reached is set then, with .t_reached); once armed, it stops
     at the first sample with pending + running == 0 and records that time (.t_done)."""
 
-    def __init__(self, url, target=None):
+    def __init__(self, url, target=None, poll_s=POLL_S):
         super().__init__(daemon=True)
         self.c = Client(url)
         self.target = target
+        self.poll_s = poll_s
         self.armed = threading.Event()
         self.reached = threading.Event()
         self.t_reached = None
@@ -97,7 +104,7 @@ class Poller(threading.Thread):
             if armed and t["pending"] + t["running"] == 0:
                 self.t_done = now
                 return
-            time.sleep(POLL_S)
+            time.sleep(self.poll_s)
 
 
 def total(tasks):
@@ -171,11 +178,14 @@ def cmd_wait_ready(a):
 def cmd_e2e(a):
     c = Client(a.url)
     before = c.stats()["tasks"]
-    if total(before) != 0:
+    if total(before) != 0 and not a.allow_existing:
         raise SystemExit("e2e wants an empty database, found %s" % before)
-    res = {"mode": a.mode, "requested": a.n}
+    if before["pending"] + before["running"] != 0:
+        raise SystemExit("e2e wants no pending or running task, found %s" % before)
+    res = {"mode": a.mode, "requested": a.n, "tasks_before": total(before),
+           "poll_ms": a.poll_ms}
     bodies = [{"kind": "echo", "input": {"n": i}} for i in range(a.n)] if a.mode == "batch" else None
-    poller = Poller(a.url, target=a.n)
+    poller = Poller(a.url, target=a.n + total(before), poll_s=a.poll_ms / 1000)
     poller.start()
     if a.mode == "wrk":
         wrk_out = a.out[:-5] + ".wrk.txt"
@@ -211,13 +221,14 @@ def cmd_e2e(a):
     poller.armed.set()
     poller.join()
     after = c.stats()["tasks"]
-    submitted = total(after)
+    submitted = total(after) - total(before)
+    succeeded = after["succeeded"] - before["succeeded"]
     res.update({
         "submitted": submitted,
         "submit_s": t_sub - t0,
         "submit_per_s": res.get("wrk_202", submitted) / (t_sub - t0),
         "e2e_s": poller.t_done - t0 if poller.t_done else None,
-        "e2e_per_s": (after["succeeded"] / (poller.t_done - t0)) if poller.t_done else None,
+        "e2e_per_s": (succeeded / (poller.t_done - t0)) if poller.t_done else None,
         "drain_after_submit_s": (poller.t_done - t_sub) if poller.t_done else None,
         "max_pending_seen": poller.max_pending,
         "stats_samples": poller.samples,
@@ -225,7 +236,56 @@ def cmd_e2e(a):
         "workers": c.stats()["workers"],
     })
     write(a.out, res)
-    return 0 if after["failed"] == 0 and poller.t_done else 1
+    return 0 if after["failed"] == before["failed"] and poller.t_done else 1
+
+
+def pct(vals, q):
+    v = sorted(vals)
+    return v[min(len(v) - 1, int(round(q / 100 * (len(v) - 1))))]
+
+
+def cmd_latency(a):
+    """Sequential requests on one keep-alive connection; ms per request."""
+    import random
+    c = Client(a.url)
+    st = c.stats()
+    n_tasks = total(st["tasks"])
+    rnd = random.Random(42)
+    first = c.req("GET", "/v1/tasks?limit=1")[1]["tasks"]
+    max_id = int(first[0]["id"]) if first else 0
+    cases = [("stats", lambda: "/v1/stats"),
+             ("list", lambda: "/v1/tasks?limit=20"),
+             ("list_state_succeeded", lambda: "/v1/tasks?state=succeeded&limit=20"),
+             ("list_state_failed", lambda: "/v1/tasks?state=failed&limit=20"),
+             ("list_kind", lambda: "/v1/tasks?kind=scan&limit=20"),
+             ("list_state_kind", lambda: "/v1/tasks?state=failed&kind=echo&limit=20")]
+    # the next page by the cursor, for the slowest-looking filter
+    st_, page = c.req("GET", "/v1/tasks?state=failed&kind=echo&limit=20")
+    cursor = page.get("next_cursor") if st_ == 200 else None
+    if cursor:
+        cases.append(("list_state_kind_cursor",
+                      lambda: "/v1/tasks?state=failed&kind=echo&limit=20&cursor=" + cursor))
+    if max_id:
+        cases.append(("get", lambda: "/v1/tasks/%d" % rnd.randint(1, max_id)))
+    out = {"tasks": n_tasks, "requests_each": a.n, "ms": {}}
+    for name, path in cases:
+        for _ in range(5):                  # warm the connection and the caches
+            c.req("GET", path())
+        times, items, bad = [], None, 0
+        for _ in range(a.n):
+            p = path()
+            t0 = time.perf_counter()
+            code, body = c.req("GET", p)
+            times.append((time.perf_counter() - t0) * 1000)
+            if code != 200 and not (name == "get" and code == 404):
+                bad += 1
+            elif name.startswith("list"):
+                items = len(body["tasks"])
+        out["ms"][name] = {"median": statistics.median(times), "p90": pct(times, 90),
+                           "p99": pct(times, 99), "max": max(times), "errors": bad,
+                           "items": items}
+    write(a.out, out)
+    return 0 if all(v["errors"] == 0 for v in out["ms"].values()) else 1
 
 
 def pss_kb(pid):
@@ -455,6 +515,12 @@ def main():
     p.add_argument("--wrk-seconds", type=int, default=60)
     p.add_argument("--per-batch", type=int, default=100)
     p.add_argument("--threads", type=int, default=4)
+    p.add_argument("--poll-ms", type=float, default=POLL_S * 1000)
+    p.add_argument("--allow-existing", action="store_true")
+    p = sub.add_parser("latency")
+    p.add_argument("url")
+    p.add_argument("out")
+    p.add_argument("--n", type=int, default=200)
     p = sub.add_parser("sharing")
     p.add_argument("url")
     p.add_argument("out")
@@ -481,7 +547,8 @@ def main():
     p.add_argument("naive_dir")
     p.add_argument("out")
     a = ap.parse_args()
-    fn = {"wait-ready": cmd_wait_ready, "e2e": cmd_e2e, "sharing": cmd_sharing,
+    fn = {"wait-ready": cmd_wait_ready, "e2e": cmd_e2e, "latency": cmd_latency,
+          "sharing": cmd_sharing,
           "preload": cmd_preload, "naive": cmd_naive, "compare": cmd_compare}[a.cmd]
     sys.exit(fn(a))
 

@@ -158,12 +158,24 @@ open_listener(const struct config *cfg)
     return fd;
 }
 
+static void
+log_migration(void *arg, const char *line)
+{
+    (void)arg;
+    log_info("database: %s", line);
+}
+
 static int
 prepare_database(const struct config *cfg)
 {
     char err[1024];
     int rc = store_lock(cfg->db_path, &S.lock_fd, err, sizeof err);
     if (rc != STORE_OK) {
+        log_error("%s", err);
+        return -1;
+    }
+    /* the one place the schema is created or upgraded: before any child exists */
+    if (store_migrate(cfg->db_path, log_migration, NULL, NULL, err, sizeof err) != STORE_OK) {
         log_error("%s", err);
         return -1;
     }

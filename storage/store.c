@@ -5,9 +5,17 @@
  *      on every path (stmt_done()), so no read transaction is left open.
  *  (2) A task changes state only through a compare-and-set on its current state
  *      (and, out of `running`, its attempt number): see the WHERE clauses.
- *  (3) Claiming is one UPDATE ... RETURNING statement, i.e. one write transaction:
- *      two claimers can never get the same row.
+ *  (3) Claiming is one write transaction: two claimers can never get the same row.
  *  (4) SQLITE_BUSY is a normal outcome (STORE_BUSY), never an error to log as such.
+ *  (5) Every statement reads only the rows it needs, through an index: no scan of
+ *      the tasks table, no sort (tests/unit/test_store.c checks each query plan).
+ *      The counts per (state, kind) live in task_counts, kept by triggers in the
+ *      statement that changes a task (schema.c), so reading them costs the same at
+ *      ten million tasks as at ten; `running` is counted from tasks_state_kind, where
+ *      there is at most one running task per worker.
+ *  (6) No constant IN (...) list on the path of a task: SQLite builds a temporary
+ *      B-tree for one each time it runs (about 30,000 instructions); comparisons
+ *      joined by OR / AND cost next to nothing.
  */
 #include "storage/store.h"
 #include "storage/schema.h"
@@ -35,35 +43,53 @@
     "id, kind, state, priority, NULL, NULL, error_code, error_message, attempts, " \
     "max_attempts, timeout_ms, created_at, started_at, finished_at, run_after"
 
+/* the conflict target names the partial unique index of new databases; it matches
+ * the version-1 UNIQUE index that upgraded databases keep just as well (schema.c) */
 static const char SQL_INSERT[] =
     "INSERT INTO tasks (kind, state, priority, input, max_attempts, timeout_ms, created_at,"
     " idem_key) VALUES (?1, 'pending', ?2, ?3, ?4, ?5, ?6, ?7)"
-    " ON CONFLICT (idem_key) DO NOTHING RETURNING " TASK_COLS;
+    " ON CONFLICT (idem_key) WHERE idem_key IS NOT NULL DO NOTHING RETURNING " TASK_COLS;
 static const char SQL_GET[] = "SELECT " TASK_COLS " FROM tasks WHERE id = ?1";
+static const char SQL_GET_BRIEF[] = "SELECT " TASK_COLS_BRIEF " FROM tasks WHERE id = ?1";
 static const char SQL_GET_BY_KEY[] = "SELECT " TASK_COLS " FROM tasks WHERE idem_key = ?1";
 static const char SQL_CANCEL[] =
     "UPDATE tasks SET state = 'canceled', finished_at = ?2"
     " WHERE id = ?1 AND state = 'pending' RETURNING " TASK_COLS;
-/* INDEXED BY: without ANALYZE statistics the planner prefers tasks_state and sorts
- * every pending task for each claim (seen: 30 claims/s with 20,000 pending) */
+/* Pending tasks are either ready (delayed = 0, in tasks_ready by priority, then id)
+ * or waiting for their run_after (delayed = 1, in tasks_delayed by run_after). The
+ * claim first moves the waiting ones that are due into tasks_ready (PROMOTE_BATCH at
+ * most per claim), then takes the first ready one: neither steps over waiting tasks.
+ * INDEXED BY: without ANALYZE statistics the planner may prefer another index and
+ * sort (seen with version 1: 30 claims/s with 20,000 pending). */
+#define PROMOTE_BATCH 100
+static const char SQL_DUE[] =
+    "SELECT 1 FROM tasks INDEXED BY tasks_delayed"
+    " WHERE state = 'pending' AND delayed = 1 AND run_after <= ?1 LIMIT 1";
 static const char SQL_HAS_READY[] =
-    "SELECT 1 FROM tasks INDEXED BY tasks_pending"
-    " WHERE state = 'pending' AND run_after <= ?1 LIMIT 1";
+    "SELECT EXISTS (SELECT 1 FROM tasks INDEXED BY tasks_ready"
+    "               WHERE state = 'pending' AND delayed = 0)"
+    " OR EXISTS (SELECT 1 FROM tasks INDEXED BY tasks_delayed"
+    "            WHERE state = 'pending' AND delayed = 1 AND run_after <= ?1)";
+/* only when SQL_DUE found one: the IN (SELECT ...) costs a temporary B-tree */
+static const char SQL_PROMOTE[] =
+    "UPDATE tasks SET delayed = 0"
+    " WHERE id IN (SELECT id FROM tasks INDEXED BY tasks_delayed"
+    "              WHERE state = 'pending' AND delayed = 1 AND run_after <= ?1"
+    "              ORDER BY run_after LIMIT ?2)";
 /* A subquery, not UPDATE ... ORDER BY ... LIMIT: that needs a compile option that
- * not every SQLite build has. It walks tasks_pending in order (EXPLAIN QUERY PLAN:
- * SCAN tasks USING COVERING INDEX tasks_pending, no temp B-tree). */
+ * not every SQLite build has. */
 static const char SQL_CLAIM[] =
     "UPDATE tasks SET state = 'running', attempts = attempts + 1,"
     /* the clock was read before the lock: never start before the task was created */
     " started_at = max(?1, created_at),"
     " finished_at = NULL, owner = ?2"
-    " WHERE id = (SELECT id FROM tasks INDEXED BY tasks_pending"
-    "             WHERE state = 'pending' AND run_after <= ?1"
+    " WHERE id = (SELECT id FROM tasks INDEXED BY tasks_ready"
+    "             WHERE state = 'pending' AND delayed = 0"
     "             ORDER BY priority DESC, id LIMIT 1)"
     " RETURNING " TASK_COLS;
 static const char SQL_FINISH[] =
     "UPDATE tasks SET state = ?3, result = ?4, error_code = ?5, error_message = ?6,"
-    " finished_at = ?7, run_after = ?8"
+    " finished_at = ?7, run_after = ?8, delayed = ?9"
     " WHERE id = ?1 AND attempts = ?2 AND state = 'running'";
 /* by owner, not by the slot's task id: a worker can die between committing its claim
  * and telling the supervisor which task it took */
@@ -71,50 +97,119 @@ static const char SQL_RELEASE[] =
     "UPDATE tasks SET"
     " state = CASE WHEN attempts < max_attempts THEN 'pending' ELSE 'failed' END,"
     " finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE ?2 END,"
-    " error_code = ?3, error_message = ?4"
+    " error_code = ?3, error_message = ?4, delayed = 0"
     " WHERE state = 'running' AND owner = ?1 RETURNING id, state";
 static const char SQL_RECOVER[] =
     "UPDATE tasks SET"
     " state = CASE WHEN attempts < max_attempts THEN 'pending' ELSE 'failed' END,"
     " finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE ?1 END,"
     " error_code = 'worker_lost',"
-    " error_message = 'the service stopped while this task was running'"
+    " error_message = 'the service stopped while this task was running', delayed = 0"
     " WHERE state = 'running' RETURNING state";
-/* when the next delayed retry becomes ready: read when a worker is about to sleep */
+/* when the next waiting retry becomes due: read when a worker is about to sleep */
 static const char SQL_NEXT_RUN_AFTER[] =
-    "SELECT min(run_after) FROM tasks INDEXED BY tasks_pending"
-    " WHERE state = 'pending' AND run_after > ?1";
-static const char SQL_COUNT_PENDING[] =
-    "SELECT count(*) FROM tasks INDEXED BY tasks_pending WHERE state = 'pending'";
-/* retention: a small batch at a time, so submissions never wait long behind it */
+    "SELECT run_after FROM tasks INDEXED BY tasks_delayed"
+    " WHERE state = 'pending' AND delayed = 1 AND run_after > ?1"
+    " ORDER BY run_after LIMIT 1";
+/* retention: the oldest finished tasks first, a small batch at a time, so submissions
+ * never wait long behind it */
 static const char SQL_PURGE[] =
-    "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks"
-    " WHERE state IN ('succeeded', 'failed', 'canceled') AND finished_at < ?1 LIMIT ?2)";
-static const char SQL_COUNT[] = "SELECT state, count(*) FROM tasks GROUP BY state";
+    "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks INDEXED BY tasks_finished"
+    " WHERE finished_at < ?1 AND state <> 'pending' AND state <> 'running'"
+    " ORDER BY finished_at LIMIT ?2)";
+/* task_counts: a handful of rows (4 per kind); running tasks, at most one per worker,
+ * from the index. One statement each: one snapshot. */
+static const char SQL_COUNT[] =
+    "SELECT state, sum(n) FROM task_counts GROUP BY state"
+    " UNION ALL SELECT 'running', count(*) FROM tasks INDEXED BY tasks_state_kind"
+    " WHERE state = 'running'";
+static const char SQL_COUNT_PENDING[] =
+    "SELECT coalesce(sum(n), 0) FROM task_counts WHERE state = 'pending'";
+static const char SQL_COUNT_KINDS[] =
+    "SELECT state, kind, n FROM task_counts WHERE n <> 0"
+    " UNION ALL SELECT 'running', kind, count(*) FROM tasks INDEXED BY tasks_state_kind"
+    " WHERE state = 'running' GROUP BY kind";
 /* reads a table, so it opens a read transaction on the file (`SELECT 1` does not) */
 static const char SQL_PING[] = "SELECT count(*) FROM meta";
 static const char SQL_SECRET[] = "SELECT value FROM meta WHERE key = 'cursor_secret'";
-/* list: one statement for each filter combination, so each can use its index */
-static const char *const SQL_LIST[4] = {
-    "SELECT " TASK_COLS_BRIEF " FROM tasks WHERE id < ?3 ORDER BY id DESC LIMIT ?4",
-    "SELECT " TASK_COLS_BRIEF " FROM tasks WHERE state = ?1 AND id < ?3"
-    " ORDER BY id DESC LIMIT ?4",
-    "SELECT " TASK_COLS_BRIEF " FROM tasks WHERE kind = ?2 AND id < ?3"
-    " ORDER BY id DESC LIMIT ?4",
-    "SELECT " TASK_COLS_BRIEF " FROM tasks WHERE state = ?1 AND kind = ?2 AND id < ?3"
-    " ORDER BY id DESC LIMIT ?4",
-};
+/* Lists, newest first, one statement per filter so each walks its index from the
+ * cursor and stops after the page. By state alone: tasks_state_kind holds each kind's
+ * tasks of a state apart, so the store reads the page's ids from each kind that has
+ * tasks in that state (task_counts says which) and merges them. */
+static const char SQL_LIST_ALL[] =
+    "SELECT " TASK_COLS_BRIEF " FROM tasks WHERE id < ?3 ORDER BY id DESC LIMIT ?4";
+static const char SQL_LIST_KIND[] =
+    "SELECT " TASK_COLS_BRIEF " FROM tasks INDEXED BY tasks_kind"
+    " WHERE kind = ?2 AND id < ?3 ORDER BY id DESC LIMIT ?4";
+static const char SQL_LIST_STATE_KIND[] =
+    "SELECT " TASK_COLS_BRIEF " FROM tasks INDEXED BY tasks_state_kind"
+    " WHERE state = ?1 AND kind = ?2 AND id < ?3 ORDER BY id DESC LIMIT ?4";
+static const char SQL_LIST_STATE_KINDS[] =
+    "SELECT kind FROM task_counts WHERE state = ?1 AND n > 0";
+static const char SQL_LIST_RUNNING_KINDS[] =
+    "SELECT DISTINCT kind FROM tasks INDEXED BY tasks_state_kind WHERE state = 'running'";
+static const char SQL_LIST_STATE_IDS[] =
+    "SELECT id FROM tasks INDEXED BY tasks_state_kind"
+    " WHERE state = ?1 AND kind = ?2 AND id < ?3 ORDER BY id DESC LIMIT ?4";
+/* A purge's commit waits for no fsync: the next submission's commit covers it.
+ * Never prepared ahead: SQLite applies this pragma when it is prepared, not run. */
+static const char SQL_SYNC_NORMAL[] = "PRAGMA synchronous = NORMAL";
+static const char SQL_SYNC_FULL[] = "PRAGMA synchronous = FULL";
+static const char SQL_SETTINGS[] =
+    "SELECT s.synchronous, j.journal_mode FROM pragma_synchronous AS s,"
+    " pragma_journal_mode AS j";
 
 /* ---------------------------------------------------------------- the store */
 
+enum stmt_id {
+    S_INSERT, S_GET, S_GET_BRIEF, S_GET_BY_KEY, S_CANCEL, S_HAS_READY, S_DUE, S_PROMOTE,
+    S_CLAIM, S_FINISH, S_RELEASE, S_RECOVER, S_NEXT_RUN_AFTER, S_PURGE, S_COUNT,
+    S_COUNT_PENDING, S_COUNT_KINDS, S_LIST_ALL, S_LIST_KIND, S_LIST_STATE_KIND,
+    S_LIST_STATE_KINDS, S_LIST_RUNNING_KINDS, S_LIST_STATE_IDS, S_PING, S_SECRET, S_BEGIN, S_BEGIN_READ, S_COMMIT, S_ROLLBACK,
+    S_COUNT_OF
+};
+
+static const struct {
+    const char *name;       /* for store_explain() */
+    const char *sql;
+} STMTS[S_COUNT_OF] = {
+    [S_INSERT] = {"insert", SQL_INSERT},
+    [S_GET] = {"get", SQL_GET},
+    [S_GET_BRIEF] = {"get_brief", SQL_GET_BRIEF},
+    [S_GET_BY_KEY] = {"get_by_key", SQL_GET_BY_KEY},
+    [S_CANCEL] = {"cancel", SQL_CANCEL},
+    [S_HAS_READY] = {"has_ready", SQL_HAS_READY},
+    [S_DUE] = {"due", SQL_DUE},
+    [S_PROMOTE] = {"promote", SQL_PROMOTE},
+    [S_CLAIM] = {"claim", SQL_CLAIM},
+    [S_FINISH] = {"finish", SQL_FINISH},
+    [S_RELEASE] = {"release", SQL_RELEASE},
+    [S_RECOVER] = {"recover", SQL_RECOVER},
+    [S_NEXT_RUN_AFTER] = {"next_run_after", SQL_NEXT_RUN_AFTER},
+    [S_PURGE] = {"purge", SQL_PURGE},
+    [S_COUNT] = {"count", SQL_COUNT},
+    [S_COUNT_PENDING] = {"count_pending", SQL_COUNT_PENDING},
+    [S_COUNT_KINDS] = {"count_kinds", SQL_COUNT_KINDS},
+    [S_LIST_ALL] = {"list_all", SQL_LIST_ALL},
+    [S_LIST_KIND] = {"list_kind", SQL_LIST_KIND},
+    [S_LIST_STATE_KIND] = {"list_state_kind", SQL_LIST_STATE_KIND},
+    [S_LIST_STATE_KINDS] = {"list_state_kinds", SQL_LIST_STATE_KINDS},
+    [S_LIST_RUNNING_KINDS] = {"list_running_kinds", SQL_LIST_RUNNING_KINDS},
+    [S_LIST_STATE_IDS] = {"list_state_ids", SQL_LIST_STATE_IDS},
+    [S_PING] = {"ping", SQL_PING},
+    [S_SECRET] = {"secret", SQL_SECRET},
+    [S_BEGIN] = {"begin", "BEGIN IMMEDIATE"},
+    [S_BEGIN_READ] = {"begin_read", "BEGIN"},
+    [S_COMMIT] = {"commit", "COMMIT"},
+    [S_ROLLBACK] = {"rollback", "ROLLBACK"},
+};
+
 struct store {
     sqlite3 *db;
+    enum store_sync sync;
     int busy_ms;                /* lock budget of one call */
     int64_t busy_since_ms;      /* monotonic time the current wait for the lock began */
-    sqlite3_stmt *insert, *get, *get_by_key, *cancel, *has_ready, *claim, *finish,
-        *release, *recover, *count, *ping, *secret, *begin, *commit, *rollback,
-        *count_pending, *purge, *next_run_after;
-    sqlite3_stmt *list[4];
+    sqlite3_stmt *st[S_COUNT_OF];
     char errmsg[512];
 };
 
@@ -273,22 +368,35 @@ step_task(store *s, sqlite3_stmt *st, const char *what, store_task *t, int none)
     return ret;
 }
 
+/* Sets the connection up: busy handler and pragmas. SQLITE_OK or an error in err. */
 static int
-prepare(store *s, const char *sql, sqlite3_stmt **st)
+configure(sqlite3 *db, store *s, enum store_sync sync, const char *path, char *err,
+          size_t errlen)
 {
-    int rc = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL);
-    return rc == SQLITE_OK ? STORE_OK : fail(s, "prepare", rc);
+    sqlite3_extended_result_codes(db, 1);
+    if (s != NULL)
+        sqlite3_busy_handler(db, busy_handler, s);
+    else
+        sqlite3_busy_timeout(db, 10000);
+    char *msg = NULL;
+    const char *pragmas = sync == STORE_SYNC_FULL
+        ? "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY;"
+          "PRAGMA journal_size_limit = 67108864;"
+        : "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY;"
+          "PRAGMA journal_size_limit = 67108864;";
+    int rc = sqlite3_exec(db, pragmas, NULL, NULL, &msg);
+    if (rc != SQLITE_OK)
+        snprintf(err, errlen, "setting up %s: %s", path, msg ? msg : sqlite3_errstr(rc));
+    sqlite3_free(msg);
+    return rc;
 }
 
-store *
-store_open(const char *path, enum store_sync sync, int busy_ms, char *err, size_t errlen)
+int
+store_migrate(const char *path, store_progress_fn *progress, void *arg, int *from, char *err,
+              size_t errlen)
 {
-    store *s = calloc(1, sizeof *s);
-    if (s == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
-    s->busy_ms = busy_ms > 0 ? busy_ms : 5000;
+    sqlite3 *db = NULL;
+    int version = 0;
     /* Task data is private: create the file 0600 ourselves (SQLite would make it 0644),
      * and SQLite gives the -wal and -shm files the database file's mode (issue 8).
      * O_EXCL: only a file that did not exist is opened (and closed) here. Closing any
@@ -299,45 +407,79 @@ store_open(const char *path, enum store_sync sync, int busy_ms, char *err, size_
                  ? -1 : open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd >= 0)
         close(fd);              /* EEXIST is the usual case; other errors: SQLite says */
-    int rc = sqlite3_open_v2(path, &s->db,
+    int rc = sqlite3_open_v2(path, &db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                              NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "opening %s: %s", path,
+                 db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        sqlite3_close(db);
+        return STORE_IOERR;
+    }
+    rc = configure(db, NULL, STORE_SYNC_FULL, path, err, errlen);
+    if (rc == SQLITE_OK)
+        rc = schema_migrate(db, progress, arg, &version, err, errlen);
+    if (rc == SQLITE_OK && version != 0 && version != SCHEMA_VERSION) {
+        /* an upgrade wrote the new indexes through the WAL: copy them home now, so the
+         * WAL starts small for the service */
+        if (progress != NULL)
+            progress(arg, "copying the upgrade into the database file (checkpoint)");
+        int64_t t0 = clock_mono_ms();
+        rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+        if (rc != SQLITE_OK)
+            snprintf(err, errlen, "checkpoint after the upgrade: %s", sqlite3_errmsg(db));
+        else if (progress != NULL) {
+            char line[128];
+            snprintf(line, sizeof line, "checkpoint done in %lld ms",
+                     (long long)(clock_mono_ms() - t0));
+            progress(arg, line);
+        }
+    }
+    sqlite3_close(db);
+    if (from != NULL)
+        *from = version;
+    if (rc == SQLITE_OK)
+        return STORE_OK;
+    switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return STORE_BUSY;
+    case SQLITE_FULL:
+        return STORE_FULL;
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN:
+        return STORE_IOERR;
+    default:
+        return STORE_ERR;
+    }
+}
+
+store *
+store_open(const char *path, enum store_sync sync, int busy_ms, char *err, size_t errlen)
+{
+    store *s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    s->sync = sync;
+    s->busy_ms = busy_ms > 0 ? busy_ms : 5000;
+    /* no SQLITE_OPEN_CREATE: only store_migrate() creates the database */
+    int rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "opening %s: %s", path,
                  s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
         goto fail;
     }
-    sqlite3_extended_result_codes(s->db, 1);
-    sqlite3_busy_handler(s->db, busy_handler, s);
-    char *msg = NULL;
-    const char *pragmas = sync == STORE_SYNC_FULL
-        ? "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY;"
-          "PRAGMA journal_size_limit = 67108864;"
-        : "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY;"
-          "PRAGMA journal_size_limit = 67108864;";
-    rc = sqlite3_exec(s->db, pragmas, NULL, NULL, &msg);
-    if (rc != SQLITE_OK) {
-        snprintf(err, errlen, "setting up %s: %s", path, msg ? msg : sqlite3_errstr(rc));
-        sqlite3_free(msg);
+    if (configure(s->db, s, sync, path, err, errlen) != SQLITE_OK)
         goto fail;
-    }
-    if (schema_migrate(s->db, err, errlen) != SQLITE_OK)
+    if (schema_check(s->db, err, errlen) != SQLITE_OK)
         goto fail;
-
-    struct { const char *sql; sqlite3_stmt **st; } stmts[] = {
-        {SQL_INSERT, &s->insert}, {SQL_GET, &s->get}, {SQL_GET_BY_KEY, &s->get_by_key},
-        {SQL_CANCEL, &s->cancel}, {SQL_HAS_READY, &s->has_ready}, {SQL_CLAIM, &s->claim},
-        {SQL_FINISH, &s->finish}, {SQL_RELEASE, &s->release}, {SQL_RECOVER, &s->recover},
-        {SQL_COUNT, &s->count}, {SQL_PING, &s->ping}, {SQL_SECRET, &s->secret},
-        {"BEGIN IMMEDIATE", &s->begin}, {"COMMIT", &s->commit}, {"ROLLBACK", &s->rollback},
-        {SQL_COUNT_PENDING, &s->count_pending}, {SQL_PURGE, &s->purge},
-        {SQL_NEXT_RUN_AFTER, &s->next_run_after},
-        {SQL_LIST[0], &s->list[0]}, {SQL_LIST[1], &s->list[1]},
-        {SQL_LIST[2], &s->list[2]}, {SQL_LIST[3], &s->list[3]},
-    };
-    for (size_t i = 0; i < sizeof stmts / sizeof stmts[0]; i++) {
-        if (prepare(s, stmts[i].sql, stmts[i].st) != STORE_OK) {
-            snprintf(err, errlen, "%s", s->errmsg);
+    for (int i = 0; i < S_COUNT_OF; i++) {
+        rc = sqlite3_prepare_v3(s->db, STMTS[i].sql, -1, SQLITE_PREPARE_PERSISTENT, &s->st[i],
+                                NULL);
+        if (rc != SQLITE_OK) {
+            snprintf(err, errlen, "preparing %s: %s", STMTS[i].name, sqlite3_errmsg(s->db));
             goto fail;
         }
     }
@@ -352,13 +494,8 @@ store_close(store *s)
 {
     if (s == NULL)
         return;
-    sqlite3_stmt *all[] = {s->insert, s->get, s->get_by_key, s->cancel, s->has_ready,
-                           s->claim, s->finish, s->release, s->recover, s->count, s->ping,
-                           s->secret, s->begin, s->commit, s->rollback, s->count_pending,
-                           s->purge, s->next_run_after, s->list[0],
-                           s->list[1], s->list[2], s->list[3]};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        sqlite3_finalize(all[i]);          /* NULL-safe */
+    for (int i = 0; i < S_COUNT_OF; i++)
+        sqlite3_finalize(s->st[i]);         /* NULL-safe */
     sqlite3_close(s->db);                   /* NULL-safe */
     free(s);
 }
@@ -377,19 +514,20 @@ store_schema_version(store *s)
 }
 
 static int
-exec_stmt(store *s, sqlite3_stmt *st, const char *what)
+exec_stmt(store *s, enum stmt_id id)
 {
+    sqlite3_stmt *st = s->st[id];
     int rc = sqlite3_step(st);
     stmt_done(st);
-    return rc == SQLITE_DONE ? STORE_OK : fail(s, what, rc);
+    return rc == SQLITE_DONE ? STORE_OK : fail(s, STMTS[id].name, rc);
 }
 
-int store_begin(store *s) { return exec_stmt(s, s->begin, "begin"); }
+int store_begin(store *s) { return exec_stmt(s, S_BEGIN); }
 
 int
 store_commit(store *s)
 {
-    int ret = exec_stmt(s, s->commit, "commit");
+    int ret = exec_stmt(s, S_COMMIT);
     if (ret != STORE_OK && !sqlite3_get_autocommit(s->db))
         store_rollback(s);      /* a failed COMMIT may leave the transaction open */
     return ret;
@@ -399,15 +537,30 @@ void
 store_rollback(store *s)
 {
     if (!sqlite3_get_autocommit(s->db)) {
-        sqlite3_step(s->rollback);
-        stmt_done(s->rollback);
+        sqlite3_step(s->st[S_ROLLBACK]);
+        stmt_done(s->st[S_ROLLBACK]);
     }
+}
+
+/* Ends a read transaction begun with S_BEGIN_READ (nothing to keep: a COMMIT that
+ * fails is followed by a ROLLBACK). */
+static void
+end_read(store *s)
+{
+    if (sqlite3_get_autocommit(s->db))
+        return;
+    if (sqlite3_step(s->st[S_COMMIT]) != SQLITE_DONE) {
+        stmt_done(s->st[S_COMMIT]);
+        store_rollback(s);
+        return;
+    }
+    stmt_done(s->st[S_COMMIT]);
 }
 
 int
 store_insert(store *s, const store_new_task *nt, int64_t now_ms, store_task *out)
 {
-    sqlite3_stmt *st = s->insert;
+    sqlite3_stmt *st = s->st[S_INSERT];
     sqlite3_bind_text(st, 1, nt->kind, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 2, nt->priority);
     sqlite3_bind_text(st, 3, nt->input, -1, SQLITE_STATIC);
@@ -420,8 +573,9 @@ store_insert(store *s, const store_new_task *nt, int64_t now_ms, store_task *out
     if (ret != STORE_EXISTS)
         return ret;
     /* ON CONFLICT DO NOTHING returned no row: the key was used before */
-    sqlite3_bind_text(s->get_by_key, 1, nt->idem_key, -1, SQLITE_STATIC);
-    ret = step_task(s, s->get_by_key, "get by key", out, STORE_ERR);
+    sqlite3_stmt *byk = s->st[S_GET_BY_KEY];
+    sqlite3_bind_text(byk, 1, nt->idem_key, -1, SQLITE_STATIC);
+    ret = step_task(s, byk, "get by key", out, STORE_ERR);
     if (ret == STORE_OK)
         return STORE_EXISTS;
     if (ret == STORE_ERR)
@@ -432,54 +586,172 @@ store_insert(store *s, const store_new_task *nt, int64_t now_ms, store_task *out
 int
 store_get(store *s, int64_t id, store_task *out)
 {
-    sqlite3_bind_int64(s->get, 1, id);
-    return step_task(s, s->get, "get", out, STORE_NOTFOUND);
+    sqlite3_bind_int64(s->st[S_GET], 1, id);
+    return step_task(s, s->st[S_GET], "get", out, STORE_NOTFOUND);
+}
+
+/* Steps a list statement (bound by the caller) into v[*got..cap). */
+static int
+list_rows(store *s, sqlite3_stmt *st, store_task *v, size_t cap, size_t *got)
+{
+    int rc, ret = STORE_OK;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW && *got < cap) {
+        if (row_to_task(st, &v[*got]) != 0) {
+            snprintf(s->errmsg, sizeof s->errmsg, "list: out of memory");
+            ret = STORE_ERR;
+            break;
+        }
+        (*got)++;
+    }
+    if (ret == STORE_OK && rc != SQLITE_DONE && rc != SQLITE_ROW)
+        ret = fail(s, "list", rc);
+    stmt_done(st);
+    return ret;
+}
+
+static int
+cmp_id_desc(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* The kinds that have tasks in state (from task_counts, or for `running` from the
+ * index): *kinds[*nk], each freed by the caller, then the array. */
+static int
+kinds_in_state(store *s, const char *state, char ***kinds, size_t *nk)
+{
+    int running = strcmp(state, "running") == 0;
+    sqlite3_stmt *st = s->st[running ? S_LIST_RUNNING_KINDS : S_LIST_STATE_KINDS];
+    size_t cap = 0;
+    int rc, ret = STORE_OK;
+    *kinds = NULL;
+    *nk = 0;
+    if (!running)
+        sqlite3_bind_text(st, 1, state, -1, SQLITE_STATIC);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (*nk == cap) {
+            cap = cap ? cap * 2 : 8;
+            char **p = realloc(*kinds, cap * sizeof *p);
+            if (p == NULL)
+                break;
+            *kinds = p;
+        }
+        if (((*kinds)[*nk] = col_dup(st, 0)) == NULL)
+            break;
+        (*nk)++;
+    }
+    if (rc == SQLITE_ROW) {
+        snprintf(s->errmsg, sizeof s->errmsg, "list: out of memory");
+        ret = STORE_ERR;
+    } else if (rc != SQLITE_DONE) {
+        ret = fail(s, "list kinds", rc);
+    }
+    stmt_done(st);
+    return ret;
+}
+
+/* By state alone: each kind's newest ids of that state from tasks_state_kind (an
+ * index read, no row), merged, then the rows of the page's ids. */
+static int
+list_by_state(store *s, const char *state, int64_t before, size_t want, store_task *v,
+              size_t *got)
+{
+    char **kinds;
+    size_t nk;
+    int ret = kinds_in_state(s, state, &kinds, &nk);
+    if (ret == STORE_OK && nk == 1) {
+        sqlite3_stmt *st = s->st[S_LIST_STATE_KIND];
+        sqlite3_bind_text(st, 1, state, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, kinds[0], -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, before);
+        sqlite3_bind_int64(st, 4, (int64_t)want);
+        ret = list_rows(s, st, v, want, got);
+    } else if (ret == STORE_OK && nk > 1) {
+        int64_t *ids = malloc(nk * want * sizeof *ids);
+        size_t nids = 0;
+        sqlite3_stmt *st = s->st[S_LIST_STATE_IDS];
+        if (ids == NULL) {
+            snprintf(s->errmsg, sizeof s->errmsg, "list: out of memory");
+            ret = STORE_ERR;
+        }
+        for (size_t k = 0; ret == STORE_OK && k < nk; k++) {
+            int rc;
+            sqlite3_bind_text(st, 1, state, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 2, kinds[k], -1, SQLITE_STATIC);
+            sqlite3_bind_int64(st, 3, before);
+            sqlite3_bind_int64(st, 4, (int64_t)want);
+            while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+                ids[nids++] = sqlite3_column_int64(st, 0);
+            if (rc != SQLITE_DONE)
+                ret = fail(s, "list ids", rc);
+            stmt_done(st);
+        }
+        if (ret == STORE_OK) {
+            qsort(ids, nids, sizeof *ids, cmp_id_desc);
+            sqlite3_stmt *g = s->st[S_GET_BRIEF];
+            for (size_t i = 0; ret == STORE_OK && i < nids && *got < want; i++) {
+                sqlite3_bind_int64(g, 1, ids[i]);
+                ret = step_task(s, g, "list", &v[*got], STORE_NOTFOUND);
+                if (ret == STORE_OK)
+                    (*got)++;
+                else if (ret == STORE_NOTFOUND)
+                    ret = STORE_OK;     /* cannot happen inside one read transaction */
+            }
+        }
+        free(ids);
+    }
+    for (size_t k = 0; k < nk; k++)
+        free(kinds[k]);
+    free(kinds);
+    return ret;
 }
 
 int
 store_list(store *s, const store_filter *f, store_task **items, size_t *n, int *more)
 {
-    int which = (f->has_state ? 1 : 0) | (f->kind != NULL ? 2 : 0);
-    sqlite3_stmt *st = s->list[which];
     *items = NULL;
     *n = 0;
     *more = 0;
-    if (f->has_state)
-        sqlite3_bind_text(st, 1, task_state_name(f->state), -1, SQLITE_STATIC);
-    if (f->kind != NULL)
-        sqlite3_bind_text(st, 2, f->kind, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, f->before_id > 0 ? f->before_id : INT64_MAX);
-    sqlite3_bind_int(st, 4, f->limit + 1);     /* one more tells whether more exist */
-
-    store_task *v = calloc((size_t)f->limit + 1, sizeof *v);
+    size_t want = (size_t)f->limit + 1;         /* one more tells whether more exist */
+    int64_t before = f->before_id > 0 ? f->before_id : INT64_MAX;
+    store_task *v = calloc(want, sizeof *v);
     if (v == NULL) {
-        stmt_done(st);
         snprintf(s->errmsg, sizeof s->errmsg, "list: out of memory");
         return STORE_ERR;
     }
-    int rc, ret = STORE_OK;
+    const char *state = f->has_state ? task_state_name(f->state) : NULL;
     size_t got = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (got == (size_t)f->limit) {
-            *more = 1;
-            continue;
-        }
-        if (row_to_task(st, &v[got]) != 0) {
-            snprintf(s->errmsg, sizeof s->errmsg, "list: out of memory");
-            ret = STORE_ERR;
-            break;
-        }
-        got++;
+    int ret;
+    if (state != NULL && f->kind == NULL) {
+        /* several statements: one read transaction, so they see the same tasks */
+        int own = sqlite3_get_autocommit(s->db);
+        ret = own ? exec_stmt(s, S_BEGIN_READ) : STORE_OK;
+        if (ret == STORE_OK)
+            ret = list_by_state(s, state, before, want, v, &got);
+        if (own)
+            end_read(s);
+    } else {
+        enum stmt_id which = state != NULL ? S_LIST_STATE_KIND
+                           : f->kind != NULL ? S_LIST_KIND : S_LIST_ALL;
+        sqlite3_stmt *st = s->st[which];
+        if (state != NULL)
+            sqlite3_bind_text(st, 1, state, -1, SQLITE_STATIC);
+        if (f->kind != NULL)
+            sqlite3_bind_text(st, 2, f->kind, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, before);
+        sqlite3_bind_int64(st, 4, (int64_t)want);
+        ret = list_rows(s, st, v, want, &got);
     }
-    if (ret == STORE_OK && rc != SQLITE_DONE)
-        ret = fail(s, "list", rc);
-    stmt_done(st);
     if (ret != STORE_OK) {
         for (size_t i = 0; i < got; i++)
             store_task_clear(&v[i]);
         free(v);
-        *more = 0;
         return ret;
+    }
+    if (got == want) {
+        *more = 1;
+        store_task_clear(&v[--got]);
     }
     *items = v;
     *n = got;
@@ -489,9 +761,10 @@ store_list(store *s, const store_filter *f, store_task **items, size_t *n, int *
 int
 store_cancel(store *s, int64_t id, int64_t now_ms, store_task *out)
 {
-    sqlite3_bind_int64(s->cancel, 1, id);
-    sqlite3_bind_int64(s->cancel, 2, now_ms);
-    int ret = step_task(s, s->cancel, "cancel", out, STORE_NOTFOUND);
+    sqlite3_stmt *st = s->st[S_CANCEL];
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_int64(st, 2, now_ms);
+    int ret = step_task(s, st, "cancel", out, STORE_NOTFOUND);
     if (ret != STORE_NOTFOUND)
         return ret;
     /* nothing canceled: either no such task, or it is no longer pending */
@@ -502,28 +775,67 @@ store_cancel(store *s, int64_t id, int64_t now_ms, store_task *out)
 int
 store_has_ready(store *s, int64_t now_ms)
 {
-    sqlite3_bind_int64(s->has_ready, 1, now_ms);
-    int rc = sqlite3_step(s->has_ready);
-    stmt_done(s->has_ready);
+    sqlite3_stmt *st = s->st[S_HAS_READY];
+    sqlite3_bind_int64(st, 1, now_ms);
+    int rc = sqlite3_step(st);
+    int yes = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+    stmt_done(st);
     if (rc == SQLITE_ROW)
-        return 1;
-    if (rc == SQLITE_DONE)
-        return 0;
+        return yes != 0;
     return -fail(s, "has_ready", rc);
+}
+
+/* The claim, inside a write transaction: due waiting tasks become ready, then the
+ * first ready one is taken. */
+static int
+claim_locked(store *s, int64_t now_ms, long owner, store_task *out)
+{
+    *out = (store_task){0};
+    sqlite3_stmt *due = s->st[S_DUE];
+    sqlite3_bind_int64(due, 1, now_ms);
+    int rc = sqlite3_step(due);
+    stmt_done(due);
+    if (rc == SQLITE_ROW) {
+        sqlite3_stmt *p = s->st[S_PROMOTE];
+        sqlite3_bind_int64(p, 1, now_ms);
+        sqlite3_bind_int(p, 2, PROMOTE_BATCH);
+        rc = sqlite3_step(p);
+        stmt_done(p);
+    }
+    if (rc != SQLITE_DONE)
+        return fail(s, "promote", rc);
+    sqlite3_stmt *st = s->st[S_CLAIM];
+    sqlite3_bind_int64(st, 1, now_ms);
+    sqlite3_bind_int64(st, 2, owner);
+    return step_task(s, st, "claim", out, STORE_EMPTY);
 }
 
 int
 store_claim_next(store *s, int64_t now_ms, long owner, store_task *out)
 {
-    sqlite3_bind_int64(s->claim, 1, now_ms);
-    sqlite3_bind_int64(s->claim, 2, owner);
-    return step_task(s, s->claim, "claim", out, STORE_EMPTY);
+    if (!sqlite3_get_autocommit(s->db))     /* inside the caller's transaction */
+        return claim_locked(s, now_ms, owner, out);
+    *out = (store_task){0};
+    int rc = store_begin(s);
+    if (rc != STORE_OK)
+        return rc;
+    rc = claim_locked(s, now_ms, owner, out);
+    if (rc != STORE_OK && rc != STORE_EMPTY) {
+        store_rollback(s);
+        return rc;
+    }
+    int c = store_commit(s);
+    if (c != STORE_OK) {
+        store_task_clear(out);
+        return c;
+    }
+    return rc;
 }
 
 int
 store_finish(store *s, int64_t id, int attempt, const store_outcome *o)
 {
-    sqlite3_stmt *st = s->finish;
+    sqlite3_stmt *st = s->st[S_FINISH];
     sqlite3_bind_int64(st, 1, id);
     sqlite3_bind_int(st, 2, attempt);
     sqlite3_bind_text(st, 3, task_state_name(o->state), -1, SQLITE_STATIC);
@@ -535,7 +847,10 @@ store_finish(store *s, int64_t id, int attempt, const store_outcome *o)
         sqlite3_bind_text(st, 6, o->error_message, -1, SQLITE_STATIC);
     if (o->state != TASK_PENDING)
         sqlite3_bind_int64(st, 7, o->now_ms);
-    sqlite3_bind_int64(st, 8, o->state == TASK_PENDING ? o->run_after_ms : 0);
+    int retry = o->state == TASK_PENDING;
+    sqlite3_bind_int64(st, 8, retry ? o->run_after_ms : 0);
+    /* a retry that must wait goes to tasks_delayed; one due already is ready */
+    sqlite3_bind_int(st, 9, retry && o->run_after_ms > o->now_ms);
     int rc = sqlite3_step(st);
     stmt_done(st);
     if (rc != SQLITE_DONE)
@@ -565,7 +880,7 @@ store_finish_claim(store *s, int64_t id, int attempt, const store_outcome *o, in
     char why[sizeof s->errmsg];
     if (finished == STORE_CONFLICT)
         snprintf(why, sizeof why, "%s", s->errmsg);
-    rc = store_claim_next(s, now_ms, owner, next);
+    rc = claim_locked(s, now_ms, owner, next);
     if (rc != STORE_OK && rc != STORE_EMPTY) {
         store_rollback(s);
         return rc;
@@ -586,7 +901,7 @@ int
 store_release_lost(store *s, long owner, int64_t now_ms, const char *code,
                    const char *message, store_task_ref *released, size_t cap, size_t *n)
 {
-    sqlite3_stmt *st = s->release;
+    sqlite3_stmt *st = s->st[S_RELEASE];
     *n = 0;
     sqlite3_bind_int64(st, 1, owner);
     sqlite3_bind_int64(st, 2, now_ms);
@@ -611,7 +926,7 @@ store_release_lost(store *s, long owner, int64_t now_ms, const char *code,
 int
 store_recover_running(store *s, int64_t now_ms, int *requeued, int *failed)
 {
-    sqlite3_stmt *st = s->recover;
+    sqlite3_stmt *st = s->st[S_RECOVER];
     *requeued = *failed = 0;
     sqlite3_bind_int64(st, 1, now_ms);
     int rc;
@@ -630,7 +945,7 @@ store_recover_running(store *s, int64_t now_ms, int *requeued, int *failed)
 int
 store_count_states(store *s, int64_t counts[TASK_STATE_COUNT])
 {
-    sqlite3_stmt *st = s->count;
+    sqlite3_stmt *st = s->st[S_COUNT];
     memset(counts, 0, sizeof(int64_t) * TASK_STATE_COUNT);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -644,30 +959,89 @@ store_count_states(store *s, int64_t counts[TASK_STATE_COUNT])
     return ret;
 }
 
+void
+store_kind_counts_free(store_kind_counts *v, size_t n)
+{
+    for (size_t i = 0; v != NULL && i < n; i++)
+        free(v[i].kind);
+    free(v);
+}
+
+int
+store_count_kinds(store *s, store_kind_counts **out, size_t *n)
+{
+    sqlite3_stmt *st = s->st[S_COUNT_KINDS];
+    store_kind_counts *v = NULL;
+    size_t len = 0, cap = 0;
+    int rc, ret = STORE_OK;
+    *out = NULL;
+    *n = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        enum task_state state;
+        const char *name = (const char *)sqlite3_column_text(st, 0);
+        const char *kind = (const char *)sqlite3_column_text(st, 1);
+        if (name == NULL || kind == NULL || task_state_parse(name, &state) != 0)
+            continue;
+        size_t i = 0;
+        while (i < len && strcmp(v[i].kind, kind) != 0)
+            i++;
+        if (i == len) {
+            if (len == cap) {
+                cap = cap ? cap * 2 : 8;
+                store_kind_counts *p = realloc(v, cap * sizeof *p);
+                if (p == NULL)
+                    break;
+                v = p;
+            }
+            v[len] = (store_kind_counts){.kind = strdup(kind)};
+            if (v[len].kind == NULL)
+                break;
+            len++;
+        }
+        v[i].n[state] = sqlite3_column_int64(st, 2);
+    }
+    if (rc == SQLITE_ROW) {
+        snprintf(s->errmsg, sizeof s->errmsg, "count kinds: out of memory");
+        ret = STORE_ERR;
+    } else if (rc != SQLITE_DONE) {
+        ret = fail(s, "count kinds", rc);
+    }
+    stmt_done(st);
+    if (ret != STORE_OK) {
+        store_kind_counts_free(v, len);
+        return ret;
+    }
+    *out = v;
+    *n = len;
+    return STORE_OK;
+}
+
 int64_t
 store_next_run_after(store *s, int64_t now_ms)
 {
+    sqlite3_stmt *st = s->st[S_NEXT_RUN_AFTER];
     int64_t t = 0;
-    sqlite3_bind_int64(s->next_run_after, 1, now_ms);
-    int rc = sqlite3_step(s->next_run_after);
+    sqlite3_bind_int64(st, 1, now_ms);
+    int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
-        t = sqlite3_column_int64(s->next_run_after, 0);     /* NULL reads as 0 */
-    else
+        t = sqlite3_column_int64(st, 0);
+    else if (rc != SQLITE_DONE)
         fail(s, "next run_after", rc);
-    stmt_done(s->next_run_after);
+    stmt_done(st);
     return t;
 }
 
 int64_t
 store_count_pending(store *s)
 {
+    sqlite3_stmt *st = s->st[S_COUNT_PENDING];
     int64_t n = -1;
-    int rc = sqlite3_step(s->count_pending);
+    int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
-        n = sqlite3_column_int64(s->count_pending, 0);
+        n = sqlite3_column_int64(st, 0);
     else
         fail(s, "count pending", rc);
-    stmt_done(s->count_pending);
+    stmt_done(st);
     return n;
 }
 
@@ -675,14 +1049,83 @@ int
 store_purge(store *s, int64_t before_ms, int limit, int *deleted)
 {
     *deleted = 0;
-    sqlite3_bind_int64(s->purge, 1, before_ms);
-    sqlite3_bind_int(s->purge, 2, limit);
-    int rc = sqlite3_step(s->purge);
-    stmt_done(s->purge);
-    if (rc != SQLITE_DONE)
+    /* no fsync for this commit (see store.h); the connection's mode comes back after */
+    int relaxed = s->sync == STORE_SYNC_FULL && sqlite3_get_autocommit(s->db);
+    int rc = relaxed ? sqlite3_exec(s->db, SQL_SYNC_NORMAL, NULL, NULL, NULL) : SQLITE_OK;
+    if (rc != SQLITE_OK)
         return fail(s, "purge", rc);
-    *deleted = sqlite3_changes(s->db);
+    sqlite3_stmt *st = s->st[S_PURGE];
+    sqlite3_bind_int64(st, 1, before_ms);
+    sqlite3_bind_int(st, 2, limit);
+    rc = sqlite3_step(st);
+    stmt_done(st);
+    int ret = rc == SQLITE_DONE ? STORE_OK : fail(s, "purge", rc);
+    if (ret == STORE_OK)
+        *deleted = sqlite3_changes(s->db);
+    if (relaxed && (rc = sqlite3_exec(s->db, SQL_SYNC_FULL, NULL, NULL, NULL)) != SQLITE_OK &&
+        ret == STORE_OK)
+        ret = fail(s, "purge", rc);
+    return ret;
+}
+
+int
+store_explain(store *s, store_plan_fn *fn, void *arg)
+{
+    /* first the connection's own settings: how durable a commit is */
+    sqlite3_stmt *set;
+    int rc = sqlite3_prepare_v2(s->db, SQL_SETTINGS, -1, &set, NULL);
+    if (rc != SQLITE_OK)
+        return fail(s, "settings", rc);
+    if ((rc = sqlite3_step(set)) == SQLITE_ROW) {
+        static const char *const SYNC[] = {"OFF", "NORMAL", "FULL", "EXTRA"};
+        int level = sqlite3_column_int(set, 0);
+        char line[128];
+        snprintf(line, sizeof line, "synchronous=%s journal_mode=%s\n",
+                 level >= 0 && level < 4 ? SYNC[level] : "?",
+                 (const char *)sqlite3_column_text(set, 1));
+        fn(arg, "connection", line);
+    }
+    sqlite3_finalize(set);
+    for (int i = 0; i < S_COUNT_OF; i++) {
+        char sql[2048];
+        snprintf(sql, sizeof sql, "EXPLAIN QUERY PLAN %s", STMTS[i].sql);
+        sqlite3_stmt *st;
+        rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+        if (rc != SQLITE_OK)
+            return fail(s, STMTS[i].name, rc);
+        char plan[4096] = "";
+        size_t len = 0;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW && len < sizeof plan) {
+            const char *detail = (const char *)sqlite3_column_text(st, 3);
+            int n = snprintf(plan + len, sizeof plan - len, "%s\n", detail ? detail : "");
+            len += n > 0 ? (size_t)n : 0;
+        }
+        sqlite3_finalize(st);
+        /* temporary B-trees the plan does not show: constant IN lists, RETURNING */
+        snprintf(sql, sizeof sql, "EXPLAIN %s", STMTS[i].sql);
+        int ephemeral = 0;
+        if ((rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL)) != SQLITE_OK)
+            return fail(s, STMTS[i].name, rc);
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            const char *op = (const char *)sqlite3_column_text(st, 1);
+            ephemeral += op != NULL && strcmp(op, "OpenEphemeral") == 0;
+        }
+        sqlite3_finalize(st);
+        if (ephemeral > 0 && len < sizeof plan)
+            snprintf(plan + len, sizeof plan - len, "ephemeral tables: %d\n", ephemeral);
+        if (plan[0] != '\0')
+            fn(arg, STMTS[i].name, plan);
+    }
     return STORE_OK;
+}
+
+int64_t
+store_work(store *s)
+{
+    int64_t n = 0;
+    for (int i = 0; i < S_COUNT_OF; i++)
+        n += sqlite3_stmt_status(s->st[i], SQLITE_STMTSTATUS_VM_STEP, 1);
+    return n;
 }
 
 void
@@ -708,8 +1151,8 @@ store_ping(store *s)
     /* drop this connection's page cache first, so the read goes to the file (or the
      * WAL) and not to pages cached before the database broke (issue 8) */
     sqlite3_db_release_memory(s->db);
-    int rc = sqlite3_step(s->ping);
-    stmt_done(s->ping);
+    int rc = sqlite3_step(s->st[S_PING]);
+    stmt_done(s->st[S_PING]);
     return rc == SQLITE_ROW ? STORE_OK : fail(s, "ping", rc);
 }
 
@@ -717,12 +1160,13 @@ uint64_t
 store_secret(store *s)
 {
     uint64_t v = 0;
-    if (sqlite3_step(s->secret) == SQLITE_ROW) {
-        const char *hex = (const char *)sqlite3_column_text(s->secret, 0);
+    sqlite3_stmt *st = s->st[S_SECRET];
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        const char *hex = (const char *)sqlite3_column_text(st, 0);
         if (hex != NULL)
             v = strtoull(hex, NULL, 16);
     }
-    stmt_done(s->secret);
+    stmt_done(st);
     return v;
 }
 

@@ -106,8 +106,20 @@ enum store_sync {
     STORE_SYNC_NORMAL,      /* fsync at checkpoints only: survives a crash of warmpool */
 };
 
-/* Opens (creating if missing) and migrates the database at path. NULL on failure,
- * with the reason in err. busy_ms is the lock budget of every call. */
+/* Start-up, once, in the supervisor, before any other process or thread opens the
+ * database: creates it if missing and brings its schema up to this build's version.
+ * All pending migrations run in one transaction (all or nothing). Upgrading a large
+ * database takes a while (a few seconds per million tasks): progress(arg, line) is
+ * called at each step and every few seconds during a long one (progress may be NULL).
+ * *from (may be NULL) gets the version found (0: a new database). STORE_OK, or an
+ * error with the reason in err (a database newer than this build is refused). */
+typedef void store_progress_fn(void *arg, const char *line);
+int store_migrate(const char *path, store_progress_fn *progress, void *arg, int *from,
+                  char *err, size_t errlen);
+
+/* Opens the database at path, which store_migrate() has set up: a missing database,
+ * or one of another schema version, is refused (NULL, with what to do in err). Never
+ * writes the schema. busy_ms is the lock budget of every call. */
 store *store_open(const char *path, enum store_sync sync, int busy_ms, char *err, size_t errlen);
 void store_close(store *s);                     /* NULL-safe */
 const char *store_errmsg(const store *s);
@@ -128,7 +140,7 @@ int store_list(store *s, const store_filter *f, store_task **items, size_t *n, i
 /* pending -> canceled. STORE_NOTFOUND, or STORE_CONFLICT with *out the current task. */
 int store_cancel(store *s, int64_t id, int64_t now_ms, store_task *out);
 /* Claims the next pending task (priority desc, then id) whose run_after has come,
- * for the worker whose pid is owner. */
+ * for the worker whose pid is owner: one write transaction. */
 int store_claim_next(store *s, int64_t now_ms, long owner, store_task *out);
 /* Records the end of attempt `attempt` of task id. STORE_CONFLICT if the task is no
  * longer running that attempt (it was released, canceled or finished elsewhere). */
@@ -150,17 +162,29 @@ int store_release_lost(store *s, long owner, int64_t now_ms, const char *code,
                        const char *message, store_task_ref *released, size_t cap, size_t *n);
 /* Start-up: every task left running by a previous run is handled as lost. */
 int store_recover_running(store *s, int64_t now_ms, int *requeued, int *failed);
-/* Number of tasks in each state. */
+/* Number of tasks in each state. Kept by the store as tasks change, so reading it
+ * costs the same however many tasks are stored. */
 int store_count_states(store *s, int64_t counts[TASK_STATE_COUNT]);
+/* Number of tasks in each state, per kind: *out (free with store_kind_counts_free)
+ * holds one entry for every kind with at least one task, *n of them. Cheap, as above. */
+typedef struct store_kind_counts {
+    char *kind;
+    int64_t n[TASK_STATE_COUNT];
+} store_kind_counts;
+int store_count_kinds(store *s, store_kind_counts **out, size_t *n);
+void store_kind_counts_free(store_kind_counts *v, size_t n);
 /* Is there a pending task ready at now_ms? A read, no write lock: 1 yes, 0 no, <0 error */
 int store_has_ready(store *s, int64_t now_ms);
 /* The earliest run_after after now_ms among pending tasks (a retry waiting for its
  * backoff), or 0 if there is none (or on error). A read. */
 int64_t store_next_run_after(store *s, int64_t now_ms);
-/* Number of pending tasks (counts the pending index), or -1 on error. */
+/* Number of pending tasks (as store_count_states), or -1 on error. */
 int64_t store_count_pending(store *s);
-/* Deletes up to limit terminal tasks that finished before before_ms (their
- * idempotency keys go with them). *deleted says how many. */
+/* Deletes up to limit terminal tasks that finished before before_ms, oldest first
+ * (their idempotency keys go with them), in one short write transaction; it reads only
+ * the tasks it deletes. *deleted says how many. The deletion becomes durable with the
+ * connection's next durable commit (losing it to a power cut only means deleting the
+ * same tasks again). */
 int store_purge(store *s, int64_t before_ms, int limit, int *deleted);
 /* SQLite checkpoints after a commit that leaves the WAL over `pages` pages (1000 by
  * default); 0 turns that off for this connection. Only one connection can checkpoint
@@ -176,6 +200,15 @@ int store_ping(store *s);
 uint64_t store_secret(store *s);
 /* Bytes the database takes on disk now (SQLite: the file and its WAL), or -1. */
 int64_t store_size_bytes(store *s);
+
+/* Diagnostics, for tests and benchmarks. store_explain() calls fn(arg, name, plan)
+ * for each statement the store runs: how the database will execute it (SQLite: the
+ * lines of EXPLAIN QUERY PLAN). store_work() returns the work the store's statements
+ * did since the previous call (SQLite: virtual machine steps), so a test can show that
+ * a call costs the same whatever the number of stored tasks. */
+typedef void store_plan_fn(void *arg, const char *name, const char *plan);
+int store_explain(store *s, store_plan_fn *fn, void *arg);
+int64_t store_work(store *s);
 
 /* Takes an exclusive lock on "<db_path>.lock" (flock), which the caller holds for
  * its life (the fd is inherited by its children on purpose). Creates the database's

@@ -56,6 +56,22 @@ setup(void **state)
     return 0;
 }
 
+/* What the supervisor does at start (store_migrate), then what every other process
+ * does (store_open). NULL, with the reason printed, on failure. */
+static store *
+open_new(const char *path, enum store_sync sync)
+{
+    char err[512] = "";
+    if (store_migrate(path, NULL, NULL, NULL, err, sizeof err) != STORE_OK) {
+        fprintf(stderr, "store_migrate: %s\n", err);
+        return NULL;
+    }
+    store *s = store_open(path, sync, BUSY_MS, err, sizeof err);
+    if (s == NULL)
+        fprintf(stderr, "store_open: %s\n", err);
+    return s;
+}
+
 /* setup, then open the store */
 static int
 setup_open(void **state)
@@ -63,10 +79,10 @@ setup_open(void **state)
     if (setup(state) != 0)
         return -1;
     struct fixture *f = *state;
-    char err[256] = "";
-    f->s = store_open(f->path, STORE_SYNC_NORMAL, BUSY_MS, err, sizeof err);
+    f->s = open_new(f->path, STORE_SYNC_NORMAL);
     if (f->s == NULL) {
-        fprintf(stderr, "store_open: %s\n", err);
+        nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);  /* cmocka skips the teardown */
+        free(f);
         return -1;
     }
     return 0;
@@ -159,11 +175,19 @@ test_open_creates_and_migrates(void **state)
     struct fixture *f = *state;
     struct stat sb;
     assert_int_equal(stat(f->path, &sb), -1);
-    char err[256] = "";
+    /* store_open creates nothing: only the supervisor's store_migrate does */
+    char err[512] = "";
+    assert_null(store_open(f->path, STORE_SYNC_FULL, BUSY_MS, err, sizeof err));
+    assert_non_null(strstr(err, f->path));
+    assert_int_equal(stat(f->path, &sb), -1);
+
+    int from = -1;
+    assert_int_equal(store_migrate(f->path, NULL, NULL, &from, err, sizeof err), STORE_OK);
+    assert_int_equal(from, 0);
     f->s = store_open(f->path, STORE_SYNC_FULL, BUSY_MS, err, sizeof err);
     assert_non_null(f->s);
     assert_int_equal(stat(f->path, &sb), 0);
-    assert_int_equal(store_schema_version(f->s), 1);
+    assert_int_equal(store_schema_version(f->s), 2);
     assert_int_equal(store_ping(f->s), STORE_OK);
     assert_int_equal(total_tasks(f->s), 0);
     assert_int_equal(store_has_ready(f->s, 0), 0);
@@ -184,7 +208,7 @@ test_reopen_is_idempotent(void **state)
 {
     struct fixture *f = *state;
     char err[256] = "";
-    f->s = store_open(f->path, STORE_SYNC_NORMAL, BUSY_MS, err, sizeof err);
+    f->s = open_new(f->path, STORE_SYNC_NORMAL);
     assert_non_null(f->s);
     int64_t id = add(f->s, "echo", 0, 1, "key-1", 1000);
     uint64_t secret = store_secret(f->s);
@@ -192,15 +216,32 @@ test_reopen_is_idempotent(void **state)
     store_close(f->s);
 
     for (int round = 0; round < 2; round++) {
+        int from = -1;
+        assert_int_equal(store_migrate(f->path, NULL, NULL, &from, err, sizeof err), STORE_OK);
+        assert_int_equal(from, 2);                      /* nothing to do */
         f->s = store_open(f->path, STORE_SYNC_NORMAL, BUSY_MS, err, sizeof err);
         assert_non_null(f->s);
-        assert_int_equal(store_schema_version(f->s), 1);
+        assert_int_equal(store_schema_version(f->s), 2);
         assert_int_equal(total_tasks(f->s), 1);
         assert_int_equal(state_of(f->s, id), TASK_PENDING);
         assert_true(store_secret(f->s) == secret);      /* the migration did not rerun */
         if (round == 0)
             store_close(f->s);
     }
+}
+
+static int
+user_version_of(const char *path)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int v = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
 }
 
 static void
@@ -213,19 +254,17 @@ test_newer_schema_refused(void **state)
     sqlite3_close(db);
 
     char err[256] = "";
+    assert_int_equal(store_migrate(f->path, NULL, NULL, NULL, err, sizeof err), STORE_ERR);
+    assert_non_null(strstr(err, "99"));
+    assert_non_null(strstr(err, "newer"));
+    err[0] = '\0';
     f->s = store_open(f->path, STORE_SYNC_NORMAL, BUSY_MS, err, sizeof err);
     assert_null(f->s);
     assert_non_null(strstr(err, "99"));
     assert_non_null(strstr(err, "newer"));
 
     /* and it was left as it was */
-    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    sqlite3_stmt *st;
-    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(st, 0), 99);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    assert_int_equal(user_version_of(f->path), 99);
 }
 
 /* ---------------------------------------------------------------- insert, get */
@@ -891,6 +930,72 @@ test_list_filters(void **state)
     free_list(items, n);
 }
 
+/* By state alone, the store merges the kinds that have tasks in that state (for
+ * `running`, the kinds read from the index): every page, newest first, through the
+ * cursor, equals what a filter over all the tasks gives. */
+static void
+test_list_by_state_merges_kinds(void **state)
+{
+    store *s = ((struct fixture *)*state)->s;
+    static const char *const kinds[] = {"echo", "sleep", "scan"};
+    enum { N = 60 };
+    int64_t ids[N];
+    enum task_state st[N];
+    for (int i = 0; i < N; i++) {
+        ids[i] = add(s, kinds[(i * 7) % 3], 0, 1, NULL, 1);
+        st[i] = TASK_PENDING;
+    }
+    /* claims go in id order: claim 40, finish some, cancel some of the rest */
+    for (int i = 0; i < 40; i++) {
+        assert_int_equal(claim(s, 2, 1), ids[i]);
+        st[i] = TASK_RUNNING;
+    }
+    for (int i = 0; i < 40; i++) {
+        if (i % 3 == 0)
+            continue;       /* stays running */
+        enum task_state to = i % 3 == 1 ? TASK_SUCCEEDED : TASK_FAILED;
+        finish_ok(s, ids[i], 1, to, 3);
+        st[i] = to;
+    }
+    for (int i = 40; i < N; i += 2) {
+        store_task t;
+        assert_int_equal(store_cancel(s, ids[i], 4, &t), STORE_OK);
+        store_task_clear(&t);
+        st[i] = TASK_CANCELED;
+    }
+    for (int want = 0; want < TASK_STATE_COUNT; want++) {
+        for (int limit = 1; limit <= 7; limit += 3) {
+            int next = N - 1;       /* the expected item, walking down */
+            store_filter f = {.has_state = 1, .state = (enum task_state)want, .limit = limit};
+            for (int page = 0;; page++) {
+                store_task *items;
+                size_t n;
+                int more;
+                assert_int_equal(store_list(s, &f, &items, &n, &more), STORE_OK);
+                for (size_t k = 0; k < n; k++) {
+                    while (next >= 0 && st[next] != (enum task_state)want)
+                        next--;
+                    assert_true(next >= 0);
+                    assert_int_equal(items[k].id, ids[next]);
+                    assert_int_equal(items[k].state, want);
+                    assert_string_equal(items[k].kind, kinds[(next * 7) % 3]);
+                    next--;
+                }
+                int64_t last = n > 0 ? items[n - 1].id : 0;
+                free_list(items, n);
+                if (!more)
+                    break;
+                assert_int_equal(n, (size_t)limit);
+                f.before_id = last;
+                assert_true(page < N);
+            }
+            while (next >= 0 && st[next] != (enum task_state)want)
+                next--;
+            assert_int_equal(next, -1);     /* every one of them was listed */
+        }
+    }
+}
+
 static void
 test_list_limit_and_more(void **state)
 {
@@ -1190,8 +1295,7 @@ test_lock_creates_parent_dirs(void **state)
     assert_int_equal(stat(dir, &sb), 0);
     assert_true(S_ISDIR(sb.st_mode));
     /* and the store opens there */
-    char err2[256] = "";
-    f->s = store_open(path, STORE_SYNC_NORMAL, BUSY_MS, err2, sizeof err2);
+    f->s = open_new(path, STORE_SYNC_NORMAL);
     assert_non_null(f->s);
     close(fd);
 }
@@ -1259,7 +1363,7 @@ test_concurrent_claims_never_duplicate(void **state)
 {
     struct fixture *f = *state;
     char err[256] = "";
-    f->s = store_open(f->path, STORE_SYNC_NORMAL, BUSY_MS, err, sizeof err);
+    f->s = open_new(f->path, STORE_SYNC_NORMAL);
     assert_non_null(f->s);
     for (int i = 0; i < NTASKS; i++)
         add(f->s, "echo", i % 5, 1, NULL, 1);
@@ -1323,6 +1427,853 @@ test_concurrent_claims_never_duplicate(void **state)
     assert_int_equal(c[TASK_PENDING], 0);
 }
 
+/* ---------------------------------------------------------------- counts */
+
+/* SQL on the database file through a connection of the test's own */
+static void
+sql_exec(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 10000);
+    char *msg = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK)
+        fail_msg("%s: %s", sql, msg ? msg : "?");
+    sqlite3_close(db);
+}
+
+static int64_t
+sql_int(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 10000);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+/* The counts the store keeps equal COUNT(*) of the rows, per (state, kind), and
+ * store_count_states / store_count_pending agree with them. */
+static void
+check_counts(store *s, const char *path)
+{
+    store_kind_counts *kc;
+    size_t nk;
+    assert_int_equal(store_count_kinds(s, &kc, &nk), STORE_OK);
+    int64_t by_state[TASK_STATE_COUNT] = {0}, kept[TASK_STATE_COUNT];
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 10000);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT state, kind, count(*) FROM tasks"
+                                            " GROUP BY state, kind", -1, &st, NULL),
+                     SQLITE_OK);
+    size_t rows = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        enum task_state state;
+        assert_int_equal(task_state_parse((const char *)sqlite3_column_text(st, 0), &state), 0);
+        const char *kind = (const char *)sqlite3_column_text(st, 1);
+        int64_t n = sqlite3_column_int64(st, 2);
+        size_t i = 0;
+        while (i < nk && strcmp(kc[i].kind, kind) != 0)
+            i++;
+        if (i == nk)
+            fail_msg("kind %s has %lld %s tasks but no counts", kind, (long long)n,
+                     task_state_name(state));
+        if (kc[i].n[state] != n)
+            fail_msg("%s %s: counted %lld, COUNT(*) %lld", kind, task_state_name(state),
+                     (long long)kc[i].n[state], (long long)n);
+        by_state[state] += n;
+        if (state != TASK_RUNNING)          /* counted from the index, not kept */
+            rows++;
+    }
+    sqlite3_finalize(st);
+    /* and no kept count where there is no row (nor a negative one, nor one of running) */
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*), min(n),"
+                                            " count(*) FILTER (WHERE state = 'running')"
+                                            " FROM task_counts WHERE n <> 0", -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int64(st, 0), (int64_t)rows);
+    if (rows > 0)
+        assert_true(sqlite3_column_int64(st, 1) > 0);
+    assert_int_equal(sqlite3_column_int64(st, 2), 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    store_kind_counts_free(kc, nk);
+
+    assert_int_equal(store_count_states(s, kept), STORE_OK);
+    for (int i = 0; i < TASK_STATE_COUNT; i++)
+        assert_int_equal(kept[i], by_state[i]);
+    assert_int_equal(store_count_pending(s), by_state[TASK_PENDING]);
+}
+
+static void
+test_count_kinds(void **state)
+{
+    struct fixture *f = *state;
+    store *s = f->s;
+    store_kind_counts *kc;
+    size_t nk = 99;
+    assert_int_equal(store_count_kinds(s, &kc, &nk), STORE_OK);
+    assert_int_equal(nk, 0);
+    store_kind_counts_free(kc, nk);
+
+    int64_t a = add(s, "echo", 0, 1, NULL, 1);
+    add(s, "echo", 0, 1, NULL, 1);
+    int64_t c = add(s, "sleep", 0, 1, NULL, 1);
+    assert_int_equal(claim(s, 2, 1), a);
+    finish_ok(s, a, 1, TASK_FAILED, 3);
+    store_task t;
+    assert_int_equal(store_cancel(s, c, 4, &t), STORE_OK);
+    store_task_clear(&t);
+
+    assert_int_equal(store_count_kinds(s, &kc, &nk), STORE_OK);
+    assert_int_equal(nk, 2);
+    for (size_t i = 0; i < nk; i++) {
+        int64_t want[TASK_STATE_COUNT] = {0};
+        if (strcmp(kc[i].kind, "echo") == 0) {
+            want[TASK_PENDING] = 1;
+            want[TASK_FAILED] = 1;
+        } else {
+            assert_string_equal(kc[i].kind, "sleep");
+            want[TASK_CANCELED] = 1;
+        }
+        for (int k = 0; k < TASK_STATE_COUNT; k++)
+            assert_int_equal(kc[i].n[k], want[k]);
+    }
+    store_kind_counts_free(kc, nk);
+    check_counts(s, f->path);
+
+    /* a kind whose last task is gone is no longer listed */
+    int deleted;
+    assert_int_equal(store_purge(s, 100, 10, &deleted), STORE_OK);
+    assert_int_equal(deleted, 2);
+    assert_int_equal(store_count_kinds(s, &kc, &nk), STORE_OK);
+    assert_int_equal(nk, 1);
+    assert_string_equal(kc[0].kind, "echo");
+    store_kind_counts_free(kc, nk);
+    check_counts(s, f->path);
+}
+
+/* A worker process for the drift test: claims and finishes tasks (succeeded, failed,
+ * or retried) as fast as it can until the parent kills it. */
+static void
+busy_worker(const char *path, unsigned seed)
+{
+    char err[256];
+    store *s = store_open(path, STORE_SYNC_NORMAL, 10000, err, sizeof err);
+    if (s == NULL)
+        _exit(10);
+    long self = (long)getpid();
+    store_task t, next;
+    int have = 0;
+    for (;;) {
+        int64_t now = clock_now_ms();
+        if (!have) {
+            int rc = store_claim_next(s, now, self, &t);
+            if (rc == STORE_EMPTY || rc == STORE_BUSY)
+                continue;
+            if (rc != STORE_OK)
+                _exit(11);
+            have = 1;
+        }
+        int r = (int)(rand_r(&seed) % 4);
+        store_outcome o = {.now_ms = now};
+        if (r < 2) {
+            o.state = TASK_SUCCEEDED;
+            o.result = "1";
+        } else {
+            o.state = t.attempts < t.max_attempts ? TASK_PENDING : TASK_FAILED;
+            o.error_code = "task_failed";
+            o.error_message = "boom";
+            o.run_after_ms = now + (rand_r(&seed) % 2 ? 0 : 5);
+        }
+        int claimed = 0;
+        int rc = store_finish_claim(s, t.id, t.attempts, &o, now, self, &next, &claimed);
+        if (rc != STORE_OK && rc != STORE_CONFLICT && rc != STORE_BUSY)
+            _exit(12);
+        if (rc == STORE_BUSY)
+            continue;               /* nothing written: the same task again */
+        store_task_clear(&t);
+        have = claimed;
+        if (claimed)
+            t = next;
+    }
+}
+
+/* A random mix of everything that changes tasks -- submissions (some rolled back),
+ * cancels, successes, failures, retries (due and waiting), workers killed with
+ * SIGKILL in the middle of their transactions and then released, a restart's
+ * recovery, retention purges -- and after each round the counts equal COUNT(*). */
+static void
+test_counts_never_drift(void **state)
+{
+    struct fixture *f = *state;
+    store *s = f->s;
+    unsigned seed = 20261202;
+    static const char *const kinds[] = {"echo", "sleep", "scan"};
+    char key[32];
+    int keyno = 0;
+    int64_t finished = 0, purged = 0;
+    for (int round = 0; round < 12; round++) {
+        /* submissions: a group of them in one transaction, sometimes rolled back */
+        assert_int_equal(store_begin(s), STORE_OK);
+        for (int i = 0; i < 30; i++) {
+            snprintf(key, sizeof key, "k%d", keyno++ % 50);   /* some repeat */
+            store_new_task nt = {.kind = kinds[rand_r(&seed) % 3], .input = "{}",
+                                 .priority = (int)(rand_r(&seed) % 3),
+                                 .max_attempts = 1 + (int)(rand_r(&seed) % 3),
+                                 .timeout_ms = 1000,
+                                 .idem_key = rand_r(&seed) % 4 == 0 ? key : NULL};
+            store_task t;
+            int rc = store_insert(s, &nt, clock_now_ms() - 100, &t);
+            assert_true(rc == STORE_OK || rc == STORE_EXISTS);
+            store_task_clear(&t);
+        }
+        if (rand_r(&seed) % 4 == 0)
+            store_rollback(s);
+        else
+            assert_int_equal(store_commit(s), STORE_OK);
+        check_counts(s, f->path);
+
+        /* cancels, whatever the state (pending ones change; others conflict) */
+        int64_t maxid = sql_int(f->path, "SELECT coalesce(max(id), 0) FROM tasks");
+        for (int i = 0; i < 5 && maxid > 0; i++) {
+            store_task t;
+            int rc = store_cancel(s, 1 + (int64_t)(rand_r(&seed) % (unsigned)maxid),
+                                  clock_now_ms(), &t);
+            assert_true(rc == STORE_OK || rc == STORE_CONFLICT || rc == STORE_NOTFOUND);
+            store_task_clear(&t);
+        }
+        check_counts(s, f->path);
+
+        /* two worker processes, killed after a few milliseconds, then released */
+        store_close(s);             /* no connection crosses fork() */
+        f->s = s = NULL;
+        pid_t kids[2];
+        for (int k = 0; k < 2; k++) {
+            kids[k] = fork();
+            assert_true(kids[k] >= 0);
+            if (kids[k] == 0)
+                busy_worker(f->path, seed + (unsigned)k * 7919u + (unsigned)round);
+        }
+        struct timespec ts = {0, (long)(10 + rand_r(&seed) % 40) * 1000000L};
+        nanosleep(&ts, NULL);
+        for (int k = 0; k < 2; k++) {
+            int status;
+            kill(kids[k], SIGKILL);
+            assert_int_equal(waitpid(kids[k], &status, 0), kids[k]);
+            assert_true(WIFSIGNALED(status));   /* killed at work, not failed */
+        }
+        s = f->s = open_new(f->path, STORE_SYNC_NORMAL);
+        assert_non_null(s);
+        check_counts(s, f->path);
+        for (int k = 0; k < 2; k++) {
+            store_task_ref refs[4];
+            size_t n;
+            assert_int_equal(store_release_lost(s, (long)kids[k], clock_now_ms(), NULL, NULL,
+                                                refs, 4, &n), STORE_OK);
+        }
+        check_counts(s, f->path);
+
+        /* a claim left running, recovered as at a restart, every third round */
+        if (round % 3 == 2) {
+            store_task t;
+            if (store_claim_next(s, clock_now_ms(), 4242, &t) == STORE_OK)
+                store_task_clear(&t);
+            int requeued, failed;
+            assert_int_equal(store_recover_running(s, clock_now_ms(), &requeued, &failed),
+                             STORE_OK);
+            check_counts(s, f->path);
+        }
+
+        int64_t c[TASK_STATE_COUNT];
+        assert_int_equal(store_count_states(s, c), STORE_OK);
+        finished += c[TASK_SUCCEEDED] + c[TASK_FAILED];
+
+        /* retention: everything finished more than a few ms ago, in small batches */
+        int deleted;
+        do
+            assert_int_equal(store_purge(s, clock_now_ms() - (int64_t)(rand_r(&seed) % 20),
+                                         7, &deleted), STORE_OK);
+        while (deleted == 7 && rand_r(&seed) % 2);
+        purged += deleted;
+        check_counts(s, f->path);
+    }
+    int64_t c[TASK_STATE_COUNT];
+    assert_int_equal(store_count_states(s, c), STORE_OK);
+    print_message("after the mix: %lld pending, %lld running, %lld succeeded, %lld failed, "
+                  "%lld canceled; finished ones seen before each purge: %lld\n",
+                  (long long)c[0], (long long)c[1], (long long)c[2], (long long)c[3],
+                  (long long)c[4], (long long)finished);
+    int64_t attempts = sql_int(f->path, "SELECT total(attempts) FROM tasks");
+    print_message("attempts of the tasks left: %lld\n", (long long)attempts);
+    assert_true(finished > 0);          /* the workers did work before they were killed */
+    (void)purged;
+}
+
+static void add_finished(store *s, int n, int64_t at);
+
+/* ---------------------------------------------------------------- query plans */
+
+struct plans {
+    int n;
+    char name[64][32];
+    char plan[64][1024];
+};
+
+static void
+collect_plan(void *arg, const char *name, const char *plan)
+{
+    struct plans *p = arg;
+    assert_true(p->n < 64);
+    snprintf(p->name[p->n], sizeof p->name[0], "%s", name);
+    snprintf(p->plan[p->n], sizeof p->plan[0], "%s", plan);
+    p->n++;
+}
+
+static const char *
+plan_of(const struct plans *p, const char *name)
+{
+    for (int i = 0; i < p->n; i++)
+        if (strcmp(p->name[i], name) == 0)
+            return p->plan[i];
+    fail_msg("no plan for %s", name);
+    return NULL;
+}
+
+static int
+ephemeral_of(const char *plan)
+{
+    const char *e = strstr(plan, "ephemeral tables: ");
+    return e != NULL ? atoi(e + 18) : 0;
+}
+
+/* Every statement reads through an index: no sort into a temporary B-tree, no scan
+ * of tasks except the ordered walk of tasks_ready that stops at its first entry; and
+ * each uses the index it was written for. On the path of every task, no temporary
+ * B-tree either, but the one of RETURNING (and, on a database upgraded from schema
+ * 1, `extra` = 1 more for its CHECK ... IN list). */
+static void
+check_plans(store *s, int extra)
+{
+    static struct plans p;
+    p.n = 0;
+    assert_int_equal(store_explain(s, collect_plan, &p), STORE_OK);
+    for (int i = 0; i < p.n; i++) {
+        if (strstr(p.plan[i], "TEMP B-TREE") != NULL)
+            fail_msg("%s sorts:\n%s", p.name[i], p.plan[i]);
+        for (const char *l = p.plan[i]; (l = strstr(l, "SCAN tasks")) != NULL; l++) {
+            if (strncmp(l, "SCAN tasks USING INDEX tasks_ready\n", 35) != 0 &&
+                strncmp(l, "SCAN tasks USING COVERING INDEX tasks_ready\n", 44) != 0)
+                fail_msg("%s scans tasks:\n%s", p.name[i], p.plan[i]);
+            if (strcmp(p.name[i], "claim") != 0 && strcmp(p.name[i], "has_ready") != 0)
+                fail_msg("%s walks tasks_ready:\n%s", p.name[i], p.plan[i]);
+        }
+    }
+    static const struct { const char *name, *uses; } want[] = {
+        {"get", "USING INTEGER PRIMARY KEY (rowid=?)"},
+        {"get_brief", "USING INTEGER PRIMARY KEY (rowid=?)"},
+        {"get_by_key", "(idem_key=?)"},
+        {"cancel", "USING INTEGER PRIMARY KEY (rowid=?)"},
+        {"finish", "USING INTEGER PRIMARY KEY (rowid=?)"},
+        {"claim", "tasks_ready"},
+        {"has_ready", "tasks_ready"},
+        {"has_ready", "INDEX tasks_delayed (run_after<?)"},
+        {"due", "INDEX tasks_delayed (run_after<?)"},
+        {"promote", "INDEX tasks_delayed (run_after<?)"},
+        {"next_run_after", "INDEX tasks_delayed (run_after>?)"},
+        {"purge", "INDEX tasks_finished (finished_at<?)"},
+        {"release", "INDEX tasks_state_kind (state=?)"},
+        {"recover", "INDEX tasks_state_kind (state=?)"},
+        {"count", "task_counts"},
+        {"count_pending", "task_counts USING PRIMARY KEY (state=?)"},
+        {"count_kinds", "task_counts"},
+        {"list_all", "USING INTEGER PRIMARY KEY (rowid<?)"},
+        {"list_kind", "INDEX tasks_kind (kind=? AND id<?)"},
+        {"list_state_kind", "INDEX tasks_state_kind (state=? AND kind=? AND id<?)"},
+        {"list_state_kinds", "task_counts USING PRIMARY KEY (state=?)"},
+        {"list_running_kinds", "COVERING INDEX tasks_state_kind (state=?)"},
+        {"count", "COVERING INDEX tasks_state_kind (state=?)"},
+        {"count_kinds", "COVERING INDEX tasks_state_kind (state=?)"},
+        {"list_state_ids", "COVERING INDEX tasks_state_kind (state=? AND kind=? AND id<?)"},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        const char *plan = plan_of(&p, want[i].name);
+        if (strstr(plan, want[i].uses) == NULL)
+            fail_msg("%s does not use %s:\n%s", want[i].name, want[i].uses, plan);
+    }
+    /* base: RETURNING's; checks: the statement checks the CHECK constraint on state */
+    static const struct { const char *name; int base, checks; } hot[] = {
+        {"insert", 1, 1}, {"claim", 1, 1}, {"finish", 0, 1}, {"due", 0, 0},
+        {"has_ready", 0, 0}, {"next_run_after", 0, 0}, {"count_pending", 0, 0},
+        {"count", 0, 0},
+    };
+    for (size_t i = 0; i < sizeof hot / sizeof hot[0]; i++) {
+        int most = hot[i].base + hot[i].checks * extra;
+        const char *plan = plan_of(&p, hot[i].name);
+        if (ephemeral_of(plan) > most)
+            fail_msg("%s builds %d temporary B-trees (at most %d):\n%s", hot[i].name,
+                     ephemeral_of(plan), most, plan);
+    }
+}
+
+static void
+test_query_plans(void **state)
+{
+    struct fixture *f = *state;
+    check_plans(f->s, 0);
+    /* with rows and with the planner's statistics, too */
+    for (int i = 0; i < 300; i++)
+        add(f->s, i % 2 ? "echo" : "sleep", i % 3, 1, NULL, 1);
+    for (int i = 0; i < 100; i++)
+        finish_ok(f->s, claim(f->s, 2, 1), 1, TASK_SUCCEEDED, 3);
+    sql_exec(f->path, "ANALYZE");
+    store_close(f->s);
+    f->s = open_new(f->path, STORE_SYNC_NORMAL);
+    check_plans(f->s, 0);
+}
+
+/* The durability a connection was opened with is the one it has (a statement
+ * prepared at open once changed it for every connection), also after a purge, whose
+ * own commit relaxes it for a moment. */
+static void
+test_connection_durability(void **state)
+{
+    struct fixture *f = *state;
+    static struct plans p;
+    p.n = 0;
+    assert_int_equal(store_explain(f->s, collect_plan, &p), STORE_OK);
+    assert_string_equal(plan_of(&p, "connection"), "synchronous=NORMAL journal_mode=wal\n");
+
+    char err[256];
+    store *full = store_open(f->path, STORE_SYNC_FULL, BUSY_MS, err, sizeof err);
+    assert_non_null(full);
+    add_finished(full, 5, 100);
+    int deleted;
+    assert_int_equal(store_purge(full, 200, 10, &deleted), STORE_OK);
+    assert_int_equal(deleted, 5);
+    p.n = 0;
+    assert_int_equal(store_explain(full, collect_plan, &p), STORE_OK);
+    assert_string_equal(plan_of(&p, "connection"), "synchronous=FULL journal_mode=wal\n");
+    store_close(full);
+}
+
+/* ---------------------------------------------------------------- waiting retries */
+
+/* n tasks that failed and wait until run_after to be retried */
+static void
+add_waiting(store *s, int n, int64_t run_after)
+{
+    assert_int_equal(store_begin(s), STORE_OK);     /* one commit: quicker */
+    for (int i = 0; i < n; i++) {
+        int64_t id = add(s, "echo", 0, 2, NULL, 1);
+        assert_int_equal(claim(s, 2, 1), id);
+        store_outcome o = {.state = TASK_PENDING, .error_code = "task_failed",
+                           .error_message = "later", .now_ms = 3, .run_after_ms = run_after};
+        assert_int_equal(store_finish(s, id, 1, &o), STORE_OK);
+    }
+    assert_int_equal(store_commit(s), STORE_OK);
+}
+
+/* The work of has_ready, claim and next_run_after, for each of `n` ready tasks. */
+static void
+work_of_claims(store *s, int n, int64_t *has, int64_t *clm, int64_t *next)
+{
+    *has = *clm = *next = 0;
+    for (int i = 0; i < n; i++) {
+        store_work(s);
+        assert_int_equal(store_has_ready(s, 100), 1);
+        *has += store_work(s);
+        claim(s, 100, 1);
+        *clm += store_work(s);
+        store_next_run_after(s, 100);
+        *next += store_work(s);
+    }
+}
+
+/* Thousands of tasks waiting for their run_after cost the claim, the ready check and
+ * the next wake-up nothing: none of them steps over a waiting task. */
+static void
+test_waiting_tasks_are_not_stepped_over(void **state)
+{
+    store *s = ((struct fixture *)*state)->s;
+    int64_t has0, clm0, next0, has1, clm1, next1;
+    for (int i = 0; i < 20; i++)
+        add(s, "echo", 0, 1, NULL, 1);
+    work_of_claims(s, 20, &has0, &clm0, &next0);
+    assert_int_equal(store_next_run_after(s, 100), 0);
+
+    add_waiting(s, 3000, 1000000);
+    for (int i = 0; i < 20; i++)
+        add(s, "echo", 0, 1, NULL, 1);
+    work_of_claims(s, 20, &has1, &clm1, &next1);
+    print_message("work of 20 has_ready / claims / next_run_after: %lld / %lld / %lld "
+                  "without waiting tasks, %lld / %lld / %lld with 3000\n", (long long)has0,
+                  (long long)clm0, (long long)next0, (long long)has1, (long long)clm1,
+                  (long long)next1);
+    /* the same, give or take a B-tree level */
+    assert_true(has1 <= has0 + has0 / 4 + 20);
+    assert_true(clm1 <= clm0 + clm0 / 4 + 20);
+    assert_true(next1 <= next0 + next0 / 4 + 60);
+    assert_int_equal(store_next_run_after(s, 100), 1000000);
+    assert_int_equal(store_has_ready(s, 100), 0);
+    store_task t;
+    assert_int_equal(store_claim_next(s, 100, 1, &t), STORE_EMPTY);
+    assert_int_equal(store_has_ready(s, 1000000), 1);
+}
+
+/* Retries that come due are claimed in priority-then-id order among the ready tasks,
+ * as if they had never waited; a retry due at once is ready at once. */
+static void
+test_due_retries_keep_priority_order(void **state)
+{
+    store *s = ((struct fixture *)*state)->s;
+    int64_t lo = add(s, "echo", 1, 2, NULL, 1);
+    int64_t hi = add(s, "echo", 5, 2, NULL, 1);
+    int64_t mid = add(s, "echo", 3, 2, NULL, 1);
+    int64_t plain = add(s, "echo", 3, 1, NULL, 1);
+    int64_t last = add(s, "echo", 0, 1, NULL, 1);
+    /* hi, mid and plain run; hi and mid fail and wait, lo waits too */
+    assert_int_equal(claim(s, 10, 1), hi);
+    assert_int_equal(claim(s, 10, 1), mid);
+    assert_int_equal(claim(s, 10, 1), plain);
+    assert_int_equal(claim(s, 10, 1), lo);
+    store_outcome o = {.state = TASK_PENDING, .now_ms = 20, .run_after_ms = 500};
+    assert_int_equal(store_finish(s, hi, 1, &o), STORE_OK);
+    assert_int_equal(store_finish(s, lo, 1, &o), STORE_OK);
+    o.run_after_ms = 400;
+    assert_int_equal(store_finish(s, mid, 1, &o), STORE_OK);
+    finish_ok(s, plain, 1, TASK_SUCCEEDED, 20);
+
+    assert_int_equal(store_next_run_after(s, 30), 400);
+    assert_int_equal(claim(s, 30, 1), last);
+    store_task t;
+    assert_int_equal(store_claim_next(s, 399, 1, &t), STORE_EMPTY);
+    int64_t again = add(s, "echo", 4, 1, NULL, 450);
+    assert_int_equal(store_next_run_after(s, 460), 500);
+    /* all due at 600: hi (5), again (4), mid (3), lo (1) */
+    int64_t want[] = {hi, again, mid, lo};
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(claim(s, 600, 1), want[i]);
+    assert_int_equal(store_next_run_after(s, 600), 0);
+
+    /* a retry whose run_after has already passed when it is recorded: ready at once */
+    int64_t now_id = add(s, "echo", 0, 2, NULL, 700);
+    assert_int_equal(claim(s, 700, 1), now_id);
+    o = (store_outcome){.state = TASK_PENDING, .now_ms = 710, .run_after_ms = 705};
+    assert_int_equal(store_finish(s, now_id, 1, &o), STORE_OK);
+    assert_int_equal(store_next_run_after(s, 710), 0);
+    assert_int_equal(store_has_ready(s, 710), 1);
+    assert_int_equal(claim(s, 710, 1), now_id);
+}
+
+/* ---------------------------------------------------------------- retention */
+
+/* n finished tasks (succeeded) with finished_at = at */
+static void
+add_finished(store *s, int n, int64_t at)
+{
+    assert_int_equal(store_begin(s), STORE_OK);     /* one commit: quicker */
+    for (int i = 0; i < n; i++) {
+        int64_t id = add(s, i % 2 ? "echo" : "sleep", 0, 1, NULL, 1);
+        assert_int_equal(claim(s, at, 1), id);
+        finish_ok(s, id, 1, i % 3 ? TASK_SUCCEEDED : TASK_FAILED, at);
+    }
+    assert_int_equal(store_commit(s), STORE_OK);
+}
+
+static void
+test_purge(void **state)
+{
+    struct fixture *f = *state;
+    store *s = f->s;
+    add_finished(s, 30, 100);           /* old */
+    int64_t keep_pending = add(s, "echo", 0, 1, NULL, 1);
+    int64_t running = add(s, "echo", 0, 1, NULL, 1);
+    assert_int_equal(claim(s, 50, 1), keep_pending);   /* the order: pending first */
+    finish_ok(s, keep_pending, 1, TASK_SUCCEEDED, 5000);
+    keep_pending = add(s, "echo", 0, 1, NULL, 1);
+    assert_int_equal(claim(s, 60, 1), running);
+    store_task t;
+    int64_t canceled = add(s, "echo", 0, 1, NULL, 1);
+    assert_int_equal(store_cancel(s, canceled, 150, &t), STORE_OK);
+    store_task_clear(&t);
+
+    /* before 200: the 30 old ones and the canceled one, 7 at a time, oldest first */
+    int deleted, total = 0, calls = 0;
+    do {
+        assert_int_equal(store_purge(s, 200, 7, &deleted), STORE_OK);
+        assert_true(deleted <= 7);
+        total += deleted;
+        calls++;
+    } while (deleted > 0);
+    assert_int_equal(total, 31);
+    assert_int_equal(calls, 6);
+    assert_int_equal(store_get(s, canceled, &t), STORE_NOTFOUND);
+    assert_int_equal(total_tasks(s), 3);       /* finished at 5000, pending, running */
+    assert_int_equal(state_of(s, keep_pending), TASK_PENDING);
+    assert_int_equal(state_of(s, running), TASK_RUNNING);
+    check_counts(s, f->path);
+    /* the one finished at 5000 goes once the cut-off passes it, not before */
+    assert_int_equal(store_purge(s, 5000, 100, &deleted), STORE_OK);
+    assert_int_equal(deleted, 0);
+    assert_int_equal(store_purge(s, 5001, 100, &deleted), STORE_OK);
+    assert_int_equal(deleted, 1);
+    check_counts(s, f->path);
+}
+
+/* A purge reads only what it deletes: thousands of retained finished tasks do not
+ * make it cost more. And with nothing expired it costs next to nothing. */
+static void
+test_purge_reads_only_expired(void **state)
+{
+    store *s = ((struct fixture *)*state)->s;
+    int deleted;
+    add_finished(s, 50, 100);
+    store_work(s);
+    assert_int_equal(store_purge(s, 200, 20, &deleted), STORE_OK);
+    assert_int_equal(deleted, 20);
+    int64_t few = store_work(s);
+
+    add_finished(s, 3000, 9000);        /* retained */
+    store_work(s);
+    assert_int_equal(store_purge(s, 200, 20, &deleted), STORE_OK);
+    assert_int_equal(deleted, 20);
+    int64_t many = store_work(s);
+    assert_int_equal(store_purge(s, 200, 20, &deleted), STORE_OK);
+    assert_int_equal(deleted, 10);
+    store_work(s);
+    assert_int_equal(store_purge(s, 200, 20, &deleted), STORE_OK);
+    assert_int_equal(deleted, 0);
+    int64_t none = store_work(s);
+    print_message("work of a purge of 20: %lld with 30 retained, %lld with 3030; "
+                  "of a purge with nothing to delete: %lld\n", (long long)few,
+                  (long long)many, (long long)none);
+    assert_true(many <= few + few / 4 + 50);
+    assert_true(none <= 60);
+}
+
+/* ---------------------------------------------------------------- upgrades */
+
+/* The version-1 schema, as the release before schema 2 wrote it (8e7da98). */
+static const char V1_SCHEMA[] =
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE tasks ("
+    "  id            INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  kind          TEXT    NOT NULL,"
+    "  state         TEXT    NOT NULL CHECK (state IN"
+    "                ('pending','running','succeeded','failed','canceled')),"
+    "  priority      INTEGER NOT NULL,"
+    "  input         TEXT    NOT NULL,"
+    "  result        TEXT,"
+    "  error_code    TEXT,"
+    "  error_message TEXT,"
+    "  attempts      INTEGER NOT NULL DEFAULT 0,"
+    "  max_attempts  INTEGER NOT NULL,"
+    "  timeout_ms    INTEGER NOT NULL,"
+    "  created_at    INTEGER NOT NULL,"
+    "  started_at    INTEGER,"
+    "  finished_at   INTEGER,"
+    "  run_after     INTEGER NOT NULL DEFAULT 0,"
+    "  idem_key      TEXT UNIQUE,"
+    "  owner         INTEGER"
+    ");"
+    "CREATE INDEX tasks_pending ON tasks (priority DESC, id, run_after)"
+    " WHERE state = 'pending';"
+    "CREATE INDEX tasks_state ON tasks (state, id);"
+    "CREATE INDEX tasks_kind ON tasks (kind, id);"
+    "INSERT INTO meta (key, value) VALUES ('cursor_secret', 'abcdef0123456789');"
+    "PRAGMA user_version = 1;";
+
+static void
+make_v1(const char *path)
+{
+    sql_exec(path, "PRAGMA journal_mode = WAL");
+    sql_exec(path, V1_SCHEMA);
+}
+
+struct lines {
+    int n;
+    int schema2;        /* lines that name the step's version */
+};
+
+static void
+count_line(void *arg, const char *line)
+{
+    struct lines *l = arg;
+    l->n++;
+    if (strncmp(line, "schema 2: ", 10) == 0)
+        l->schema2++;
+}
+
+static int
+has_index(const char *path, const char *name)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name = '%s'", name);
+    return (int)sql_int(path, sql);
+}
+
+static void
+test_upgrade_from_v1(void **state)
+{
+    struct fixture *f = *state;
+    make_v1(f->path);
+    /* what a version-1 service leaves: every state, keys, a retry waiting (id 5), a
+     * retry due (id 6), a task running (id 7) */
+    sql_exec(f->path,
+             "INSERT INTO tasks (kind, state, priority, input, result, attempts, max_attempts,"
+             " timeout_ms, created_at, started_at, finished_at, run_after, idem_key, owner)"
+             " VALUES"
+             " ('echo', 'succeeded', 0, '1', '1', 1, 1, 1000, 10, 11, 12, 0, 'key-a', 9),"
+             " ('echo', 'failed', 0, '2', NULL, 1, 1, 1000, 10, 11, 12, 0, NULL, 9),"
+             " ('sleep', 'canceled', 0, '3', NULL, 0, 1, 1000, 10, NULL, 12, 0, NULL, NULL),"
+             " ('echo', 'pending', 1, '4', NULL, 0, 1, 1000, 10, NULL, NULL, 0, 'key-b', NULL),"
+             " ('echo', 'pending', 9, '5', NULL, 1, 3, 1000, 10, 11, NULL, 999999, NULL, 9),"
+             " ('sleep', 'pending', 2, '6', NULL, 1, 3, 1000, 10, 11, NULL, 50, NULL, 9),"
+             " ('echo', 'running', 0, '7', NULL, 1, 1, 1000, 10, 11, NULL, 0, NULL, 9);");
+
+    /* a process other than the supervisor is told what is wrong and changes nothing */
+    char err[512] = "";
+    assert_null(store_open(f->path, STORE_SYNC_NORMAL, BUSY_MS, err, sizeof err));
+    assert_non_null(strstr(err, "version 1"));
+    assert_non_null(strstr(err, "needs 2"));
+    assert_int_equal(user_version_of(f->path), 1);
+
+    struct lines lines = {0};
+    int from = -1;
+    assert_int_equal(store_migrate(f->path, count_line, &lines, &from, err, sizeof err),
+                     STORE_OK);
+    assert_int_equal(from, 1);
+    assert_true(lines.schema2 >= 8);      /* a line per step, and the end */
+    f->s = store_open(f->path, STORE_SYNC_NORMAL, BUSY_MS, err, sizeof err);
+    assert_non_null(f->s);
+    store *s = f->s;
+    assert_int_equal(store_schema_version(s), 2);
+    assert_int_equal(sql_int(f->path, "SELECT count(*) FROM pragma_integrity_check"
+                                      " WHERE integrity_check <> 'ok'"), 0);
+    check_counts(s, f->path);
+    check_plans(s, 1);
+    /* the table had rows: its version-1 key index stays, and still works */
+    assert_int_equal(has_index(f->path, "sqlite_autoindex_tasks_1"), 1);
+    assert_int_equal(has_index(f->path, "tasks_idem"), 0);
+    assert_int_equal(has_index(f->path, "tasks_pending"), 0);
+    assert_int_equal(has_index(f->path, "tasks_state"), 0);
+    store_new_task nt = {.kind = "echo", .input = "1", .max_attempts = 1, .timeout_ms = 1000,
+                         .idem_key = "key-a"};
+    store_task t;
+    assert_int_equal(store_insert(s, &nt, 100, &t), STORE_EXISTS);
+    assert_int_equal(t.id, 1);
+    store_task_clear(&t);
+    nt.idem_key = "key-c";
+    assert_int_equal(store_insert(s, &nt, 100, &t), STORE_OK);
+    int64_t c_id = t.id;
+    assert_true(c_id > 7);                      /* ids go on */
+    store_task_clear(&t);
+    assert_true(store_secret(s) == 0xabcdef0123456789ULL);
+
+    /* the running task is recovered as at any start; the waiting retry still waits */
+    int requeued, failed;
+    assert_int_equal(store_recover_running(s, 100, &requeued, &failed), STORE_OK);
+    assert_int_equal(failed, 1);
+    assert_int_equal(store_next_run_after(s, 100), 999999);
+    int64_t want[] = {6, 4, c_id};          /* priority 2 (due retry), 1, 0 */
+    for (size_t i = 0; i < 3; i++)
+        assert_int_equal(claim(s, 100, 1), want[i]);
+    assert_int_equal(store_claim_next(s, 100, 1, &t), STORE_EMPTY);
+    assert_int_equal(claim(s, 999999, 1), 5);
+    check_counts(s, f->path);
+
+    /* and it is done once: a second start finds version 2 */
+    store_close(f->s);
+    f->s = NULL;
+    lines = (struct lines){0};
+    assert_int_equal(store_migrate(f->path, count_line, &lines, &from, err, sizeof err),
+                     STORE_OK);
+    assert_int_equal(from, 2);
+    assert_int_equal(lines.n, 0);
+}
+
+/* An empty version-1 table (even one whose tasks were all purged) is rebuilt: the
+ * idempotency index becomes partial, and ids still never repeat. */
+static void
+test_upgrade_empty_v1(void **state)
+{
+    struct fixture *f = *state;
+    make_v1(f->path);
+    sql_exec(f->path, "INSERT INTO tasks (kind, state, priority, input, max_attempts,"
+                      " timeout_ms, created_at) VALUES ('echo', 'pending', 0, '1', 1, 1, 1),"
+                      " ('echo', 'pending', 0, '1', 1, 1, 1); DELETE FROM tasks;");
+    char err[512] = "";
+    int from = -1;
+    assert_int_equal(store_migrate(f->path, NULL, NULL, &from, err, sizeof err), STORE_OK);
+    assert_int_equal(from, 1);
+    assert_int_equal(has_index(f->path, "sqlite_autoindex_tasks_1"), 0);
+    assert_int_equal(has_index(f->path, "tasks_idem"), 1);
+    f->s = store_open(f->path, STORE_SYNC_NORMAL, BUSY_MS, err, sizeof err);
+    assert_non_null(f->s);
+    assert_int_equal(add(f->s, "echo", 0, 1, "k", 1), 3);
+    store_new_task nt = {.kind = "sleep", .input = "2", .max_attempts = 1, .timeout_ms = 1,
+                         .idem_key = "k"};
+    store_task t;
+    assert_int_equal(store_insert(f->s, &nt, 2, &t), STORE_EXISTS);
+    assert_int_equal(t.id, 3);
+    store_task_clear(&t);
+    check_plans(f->s, 0);
+    check_counts(f->s, f->path);
+}
+
+/* An upgrade that fails half-way (here: a table in the way of the counts, the last
+ * step) changes nothing: the database is still at schema 1, with its indexes, and the
+ * error names the step. */
+static void
+test_upgrade_failure_rolls_back(void **state)
+{
+    struct fixture *f = *state;
+    make_v1(f->path);
+    sql_exec(f->path, "INSERT INTO tasks (kind, state, priority, input, max_attempts,"
+                      " timeout_ms, created_at) VALUES ('echo', 'pending', 0, '1', 1, 1, 1);"
+                      "CREATE TABLE task_counts (x);");
+    char err[512] = "";
+    int from = -1;
+    assert_int_equal(store_migrate(f->path, NULL, NULL, &from, err, sizeof err), STORE_ERR);
+    assert_int_equal(from, 1);
+    assert_non_null(strstr(err, "counts per state and kind"));
+    assert_non_null(strstr(err, "task_counts"));
+    assert_int_equal(user_version_of(f->path), 1);
+    assert_int_equal(has_index(f->path, "tasks_state"), 1);
+    assert_int_equal(has_index(f->path, "tasks_pending"), 1);
+    assert_int_equal(has_index(f->path, "tasks_state_kind"), 0);
+    assert_int_equal(sql_int(f->path, "SELECT count(*) FROM pragma_table_info('tasks')"
+                                      " WHERE name = 'delayed'"), 0);
+    assert_int_equal(sql_int(f->path, "SELECT count(*) FROM tasks"), 1);
+    assert_null(store_open(f->path, STORE_SYNC_NORMAL, BUSY_MS, err, sizeof err));
+}
+
+static void
+test_new_database_layout(void **state)
+{
+    struct fixture *f = *state;
+    /* a new database goes through version 1 and 2 at once: the partial key index */
+    assert_int_equal(has_index(f->path, "sqlite_autoindex_tasks_1"), 0);
+    assert_int_equal(has_index(f->path, "tasks_idem"), 1);
+    assert_int_equal(sql_int(f->path, "SELECT count(*) FROM sqlite_schema WHERE type ="
+                                      " 'trigger' AND tbl_name = 'tasks'"), 4);
+    assert_int_equal(sql_int(f->path, "SELECT count(*) FROM pragma_index_list('tasks')"
+                                      " WHERE name = 'tasks_idem' AND \"unique\" AND partial"),
+                     1);
+}
+
 /* ---------------------------------------------------------------- state names */
 
 static void
@@ -1382,6 +2333,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_recover_running, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_count_states, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_list_filters, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_list_by_state_merges_kinds, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_list_limit_and_more, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_list_paging_covers_all_once, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_idempotency_key, setup_open, teardown),
@@ -1392,6 +2344,20 @@ main(void)
         cmocka_unit_test_setup_teardown(test_lock_creates_parent_dirs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock_relative_path, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_claims_never_duplicate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_count_kinds, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_counts_never_drift, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_query_plans, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_connection_durability, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_waiting_tasks_are_not_stepped_over, setup_open,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_due_retries_keep_priority_order, setup_open,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_purge, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_purge_reads_only_expired, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_upgrade_from_v1, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upgrade_empty_v1, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upgrade_failure_rolls_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_new_database_layout, setup_open, teardown),
         cmocka_unit_test(test_state_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
