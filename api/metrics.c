@@ -2,8 +2,9 @@
  *
  * Counters and histograms come from the shared block every process adds to
  * (common/metrics.h); gauges are read at the scrape: task counts from the store's kept
- * counts (store_count_states: the same cost at 10^7 stored tasks as at 10^3), workers
- * and kinds from the worker table (api_hooks), the database's size from the store. The
+ * counts (store_count_states, store_count_kinds: the same cost at 10^7 stored tasks as
+ * at 10^3), workers and kinds from the worker table (api_hooks), the database's size
+ * from the store. The
  * process_* metrics are the whole instance's: summed over the supervisor and every
  * process below it (zygotes, the HTTP process, workers, whatever a kind started), read
  * from /proc; their cost grows with the number of processes, not of tasks.
@@ -255,12 +256,20 @@ proc_walk(long root, struct proc_totals *t)
 /* ---------------------------------------------------------------- GET /metrics */
 
 static void
-put_tasks(struct buf *b, const int64_t counts[TASK_STATE_COUNT])
+put_tasks(struct buf *b, const int64_t counts[TASK_STATE_COUNT], const store_kind_counts *kc,
+          size_t nkc)
 {
     head(b, "warmpool_tasks", "gauge", "Tasks stored, by state.");
     for (int i = 0; i < TASK_STATE_COUNT; i++)
         put(b, "warmpool_tasks{state=\"%s\"} %" PRId64 "\n",
             task_state_name((enum task_state)i), counts[i]);
+    head(b, "warmpool_kind_tasks", "gauge", "Tasks stored, by kind and state.");
+    char lv[2 * NAMES_MAX_LEN + 8];
+    for (size_t k = 0; k < nkc; k++)
+        for (int i = 0; i < TASK_STATE_COUNT; i++)
+            put(b, "warmpool_kind_tasks{kind=\"%s\",state=\"%s\"} %" PRId64 "\n",
+                label(kc[k].kind, lv, sizeof lv), task_state_name((enum task_state)i),
+                kc[k].n[i]);
 }
 
 static void
@@ -438,14 +447,20 @@ api_metrics(struct api_ctx *ctx, struct MHD_Connection *conn, struct req *r)
     if (st == NULL)
         return api_reply_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
                                "the database cannot be opened; retry shortly");
+    /* the store keeps these counts: the same cost at 10^7 tasks as at 10^3 */
     int64_t counts[TASK_STATE_COUNT];
+    store_kind_counts *kc = NULL;
+    size_t nkc = 0;
     int rc = store_count_states(st, counts);
+    if (rc == STORE_OK)
+        rc = store_count_kinds(st, &kc, &nkc);
     if (rc != STORE_OK)
         return api_reply_store_error(conn, rc, "metrics", store_errmsg(st));
     int64_t db_bytes = store_size_bytes(st);
 
     struct buf b = {0};
-    put_tasks(&b, counts);
+    put_tasks(&b, counts, kc, nkc);
+    store_kind_counts_free(kc, nkc);
     put_task_counters(&b);
     put_service(&b, ctx);
     put_http(&b);

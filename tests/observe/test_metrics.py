@@ -18,9 +18,11 @@ import argparse
 import collections
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -320,13 +322,57 @@ def test_token(binary):
               a.status == 200, a)
 
 
+def scrape_ms(wp, n=15):
+    """The median time of n scrapes (after two to warm up), and the last text."""
+    times, text = [], ""
+    for i in range(n + 2):
+        t0 = time.perf_counter()
+        a = wp.request("GET", "/metrics")
+        if i >= 2:
+            times.append((time.perf_counter() - t0) * 1000)
+        text = a.body.decode()
+    times.sort()
+    return times[len(times) // 2], text
+
+
+def test_scrape_cost(binary, tool):
+    """The scrape reads the store's kept counts: 300,000 stored tasks (filled through SQL
+    by bench's scale_tool) cost it no more than none. (Counting them, as before the
+    counts table, took tens of milliseconds.)"""
+    d = tempfile.mkdtemp(prefix="warmpool-scrape-")
+    try:
+        big = os.path.join(d, "big.db")
+        subprocess.run([tool, "fill", big, "300000", "--days", "10"], check=True,
+                       capture_output=True, timeout=120)
+        with wptest.Warmpool(binary, ["--workers", "1", "--db", big]) as wp:
+            big_ms, text = scrape_ms(wp)
+        with wptest.Warmpool(binary, ["--workers", "1"]) as wp:
+            small_ms, _ = scrape_ms(wp)
+        fams = {s.name: s for f in text_string_to_metric_families(text) for s in f.samples
+                if s.name == "warmpool_tasks" and s.labels == {"state": "succeeded"}}
+        total = sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                    if s.name == "warmpool_tasks")
+        by_kind = sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                      if s.name == "warmpool_kind_tasks")
+        check("300,000 stored tasks counted (by state, and by kind and state)",
+              total == 300000 and by_kind == 300000, (total, by_kind, fams))
+        check("a scrape costs the same with 300,000 tasks as with none (median %.1f ms vs "
+              "%.1f ms)" % (big_ms, small_ms), big_ms < 3 * small_ms + 10, (big_ms, small_ms))
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
+    ap.add_argument("--scale-tool", help="bench/scale_tool (fills a database through SQL)")
     a = ap.parse_args()
     if not os.path.exists(PROMTOOL):
         sys.exit("test_metrics: needs promtool (Debian prometheus; scripts/deps.sh test)")
-    for t in (test_counters, test_retired, test_token):
+    tests = [test_counters, test_retired, test_token]
+    if a.scale_tool:
+        tests.append(lambda b: test_scrape_cost(b, a.scale_tool))
+    for t in tests:
         try:
             t(a.bin)
         except Exception as e:  # noqa: BLE001 -- a failure of the test, reported as one
