@@ -21,8 +21,8 @@
  * fails, crashes or hangs in load() is killed and logged, and nothing else changes. */
 #include "service/supervisor.h"
 #include "common/clock.h"
-#include "common/fault.h"
 #include "common/events.h"
+#include "common/fault.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/wake.h"
@@ -1066,7 +1066,8 @@ supervisor_run(const struct config *cfg)
 
     /* the counters of /metrics and the events of /v1/events, before the first change
      * of a task's state (start-up recovery) and before any fork */
-    if (metrics_create(cfg->workers) != 0 || events_create(clock_now_ms(), EVENTS_RECORDS) != 0) {
+    if (metrics_create(cfg->workers) != 0 ||
+        events_create(clock_now_ms(), EVENTS_RECORDS) != 0) {
         log_error("creating the shared metrics and event ring: %s", strerror(errno));
         return 1;
     }
