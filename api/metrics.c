@@ -340,7 +340,7 @@ put_service(struct buf *b, struct api_ctx *ctx)
     head(b, "warmpool_worker_restarts_total", "counter",
          "Workers forked again after one ended, by reason: crashed (died on its own or was "
          "killed), timeout (killed for a task past its timeout_ms), retired (a reload, "
-         "--max-tasks-per-worker, --max-worker-rss).");
+         "--max-tasks-per-worker, --max-worker-rss, or to get an exec kind's child).");
     for (int r = 0; r < METRICS_N_RESTARTS; r++)
         put(b, "warmpool_worker_restarts_total{reason=\"%s\"} %" PRIu64 "\n", WHY[r],
             metrics_restarts((enum metrics_restart)r));

@@ -19,6 +19,7 @@
 #
 # Knobs (environment): WP_BENCH_REPS (3), WP_BENCH_TP_N (20000 warmpool/PPE tasks),
 # WP_BENCH_CELERY_N (5000), WP_BENCH_SCAN_N (2000), WP_BENCH_NAIVE_N (40),
+# WP_BENCH_EXEC_MB (256), WP_BENCH_EXEC_ENTRIES (1000000), WP_BENCH_EXEC_N (TP_N),
 # WP_BENCH_KEEP_WORK=1 keeps the temporary folder. scale: WP_BENCH_SCALE_SIZES
 # ("10000 1000000 10000000"), WP_BENCH_SCALE_MIGRATE_N (10000000), WP_BENCH_SCALE_LOAD_S
 # (20), WP_BENCH_SCALE_DIR (the temporary folder: the databases go there).
@@ -351,12 +352,18 @@ PYEOF
 }
 
 # ---------------------------------------------------------------- exec
-# Exec kinds (docs/exec-kinds.md): memory of a Python zygote + 4 children against
-# ProcessPoolExecutor(4, initializer=...) for a 256 MiB array and a dict of 1M strings,
-# and the no-op round trip over the protocol; through wp-exec-drive (warmpool's side of
-# the protocol), since --exec-kind is not wired into the workers yet.
+# Exec kinds (docs/exec-kinds.md): through warmpool itself (--exec-kind, 4 workers): the
+# memory of warmpool + a Python zygote + its children, each child having read the whole
+# context, against ProcessPoolExecutor(4, initializer=...) for a 256 MiB array and a dict
+# of 1M strings; the no-op task rate of the Python exec kind against the C echo kind and
+# PPE, and one task's round trip (bench/exec_warmpool.py). Then the same memory cases and
+# the bare protocol round trip with wp-exec-drive in warmpool's place (exec_sharing.py).
 _bench_exec() {
-    log "exec: Python zygote + 4 children vs ProcessPoolExecutor(4), table and dict"
+    log "exec: through warmpool: memory, no-op rate, round trip (4 workers)"
+    run timeout 1800 $PY "$BENCH/exec_warmpool.py" "$WP" "$OUT/exec" \
+        --mb "${WP_BENCH_EXEC_MB:-256}" --entries "${WP_BENCH_EXEC_ENTRIES:-1000000}" \
+        --n "${WP_BENCH_EXEC_N:-$TP_N}"
+    log "exec: wp-exec-drive: Python zygote + 4 children vs ProcessPoolExecutor(4), table and dict"
     run timeout 900 $PY "$BENCH/exec_sharing.py" "$ROOT/build/release/tools/wp-exec-drive" \
         "$OUT/exec" --mb "${WP_BENCH_EXEC_MB:-256}" --entries "${WP_BENCH_EXEC_ENTRIES:-1000000}"
 }

@@ -4,8 +4,9 @@
  * through the store with and without tasks waiting for their run_after.
  *
  *   scale_tool fill PATH N [--schema 1|2] [--days D]
- *       a new database at PATH (schema 2 through store_migrate, or the schema-1 SQL of
- *       the release before it) holding N finished tasks, created over the last D days
+ *       a new database at PATH (--schema 2: the current schema, 2 or later, through
+ *       store_migrate; 1: the schema-1 SQL of the release before 2) holding N finished
+ *       tasks, created over the last D days
  *       (10): kinds echo 70 %, sleep 20 %, scan 10 %; 98 % succeeded, 1 % failed, 1 %
  *       canceled; an idempotency key on one in 50
  *   scale_tool migrate PATH
@@ -250,7 +251,7 @@ cmd_claims(const char *path, int ready, int delayed)
     t0 = now_s();
     int claimed = 0;
     for (;;) {
-        int rc = store_claim_next(s, clock_now_ms(), owner, &t);
+        int rc = store_claim_next(s, clock_now_ms(), owner, NULL, &t);
         if (rc == STORE_EMPTY)
             break;
         if (rc != STORE_OK)

@@ -187,6 +187,30 @@ def main():
                                           fmt(e["ppe_dict"]["total_pss_mib"], 1))))
         rows.append(("  no-op round trip to a Python child (p50, p99)",
                      "%s us, %s us" % (e["noop_rtt"]["p50_us"], e["noop_rtt"]["p99_us"])))
+    ew = os.path.join(d, "exec", "exec_warmpool.json")
+    if os.path.exists(ew):
+        e = load(ew)
+        w = e["workers"]
+        s["exec_warmpool"] = {k: e[k] for k in ("table_target_mib", "table_target_met",
+                                                "overhead_us_per_task", "overhead_target_met",
+                                                "rtt_echo", "rtt_exec")}
+        rows.append(("exec kinds through warmpool (--exec-kind, %d workers)" % w, None))
+        for name, ppe in (("table", "ppe_table"), ("dict", "ppe_dict")):
+            ctx = e[name]["context_bytes"] / 1048576
+            s["exec_warmpool"][name + "_total_pss_mib"] = e[name]["total_pss_mib"]
+            rows.append(("  %s %d MiB: warmpool + zygote + children / PPE(%d), total PSS" % (name, round(ctx), w),
+                         "%s MiB / %s MiB" % (fmt(e[name]["total_pss_mib"], 1), fmt(e[ppe]["total_pss_mib"], 1))))
+        rows.append(("  table target (<= %s MiB)" % fmt(e["table_target_mib"], 1),
+                     "met" if e["table_target_met"] else "MISSED"))
+        for n in sorted({1, w}):
+            rows.append(("  no-op tasks/s, %d worker(s): echo / exec / PPE" % n, "%s / %s / %s" % (
+                fmt(e["rate_echo_%d" % n]["per_s"], 0), fmt(e["rate_exec_%d" % n]["per_s"], 0),
+                fmt(e["rate_ppe_%d" % n]["per_s"], 0))))
+        rows.append(("  a worker replaced after its child's timeout, median", "%s ms" % fmt(e["replacement"]["median_ms"], 0)))
+        rows.append(("  protocol overhead per task (target <= 100 us)", "%s us -> %s" % (
+            fmt(e["overhead_us_per_task"], 0), "met" if e["overhead_target_met"] else "MISSED")))
+        rows.append(("  one task's round trip, p50: echo / exec", "%s us / %s us" % (
+            fmt(e["rtt_echo"]["p50_us"], 0), fmt(e["rtt_exec"]["p50_us"], 0))))
     with open(os.path.join(d, "summary.json"), "w") as f:
         json.dump(s, f, indent=1, sort_keys=True)
         f.write("\n")

@@ -33,7 +33,8 @@ enum metrics_end { METRICS_END_SUCCEEDED = 0, METRICS_END_FAILED, METRICS_END_CA
 enum metrics_restart {
     METRICS_RESTART_CRASHED = 0,    /* it died: a crash, a signal, an exit of its own */
     METRICS_RESTART_TIMEOUT,        /* killed because its task ran past timeout_ms */
-    METRICS_RESTART_RETIRED,        /* a reload, --max-tasks-per-worker, --max-worker-rss */
+    METRICS_RESTART_RETIRED,        /* a reload, --max-tasks-per-worker, --max-worker-rss,
+                                     * or to get a child of an exec kind it lacked */
     METRICS_N_RESTARTS
 };
 

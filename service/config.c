@@ -1,6 +1,8 @@
 /* config.c -- the table of flags, and the parser that reads defaults, then the
  * environment, then the command line into a struct config. */
 #include "service/config.h"
+#include "service/exec_zygote.h"
+#include "service/kinds.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -10,8 +12,8 @@
 #include <unistd.h>
 
 enum opt_type { OPT_INT, OPT_BOOL, OPT_PATH, OPT_LISTEN, OPT_LOG_LEVEL, OPT_PLUGIN,
-                OPT_KIND_CONFIG, OPT_SCAN_RULES, OPT_DURATION, OPT_TOKEN, OPT_TOKEN_FILE,
-                OPT_LOG_FORMAT, OPT_CORS_ORIGIN };
+                OPT_KIND_CONFIG, OPT_EXEC_KIND, OPT_SCAN_RULES, OPT_DURATION, OPT_TOKEN,
+                OPT_TOKEN_FILE, OPT_LOG_FORMAT, OPT_CORS_ORIGIN };
 
 struct opt {
     const char *name;           /* without the leading "--" */
@@ -79,6 +81,9 @@ static const struct opt OPTS[] = {
      "load kinds from a shared library; repeatable (variable: comma-separated)"},
     {"kind-config", OPT_KIND_CONFIG, 0, 0, 0, "NAME=VALUE",
      "configuration string for kind NAME; repeatable (variable: ';'-separated)"},
+    {"exec-kind", OPT_EXEC_KIND, 0, 0, 0, "NAME=COMMAND",
+     "run kind NAME in another program: COMMAND is started (no shell) as its zygote "
+     "(docs/exec-kinds.md); repeatable (variable: ';'-separated)"},
     {"scan-rules", OPT_SCAN_RULES, 0, 0, 0, "PATH",
      "rules file of the scan kind (default: the built-in rules)"},
 };
@@ -181,6 +186,49 @@ add_kind_config(struct config *cfg, const char *name, size_t nlen, const char *v
     return 0;
 }
 
+/* --exec-kind NAME=COMMAND: a kind name of its own and a command that splits. */
+static int
+add_exec_kind(struct config *cfg, const char *text, const char *source, char *err,
+              size_t errlen)
+{
+    const char *eq = strchr(text, '=');
+    size_t nlen = eq == NULL ? 0 : (size_t)(eq - text);
+    if (eq == NULL || nlen == 0 || nlen > 64 ||
+        strspn(text, "abcdefghijklmnopqrstuvwxyz0123456789_.-") != nlen) {
+        snprintf(err, errlen, "%s: '%.100s' is not NAME=COMMAND with NAME of 1 to 64 of "
+                 "a-z 0-9 _ . -", source, text);
+        return -1;
+    }
+    for (int i = 0; i < cfg->nexec_kinds; i++) {
+        if (strlen(cfg->exec_kinds[i].name) == nlen &&
+            strncmp(cfg->exec_kinds[i].name, text, nlen) == 0) {
+            snprintf(err, errlen, "%s: kind '%.*s' is given twice", source, (int)nlen, text);
+            return -1;
+        }
+    }
+    if (cfg->nexec_kinds == CONFIG_MAX_EXEC_KINDS) {
+        snprintf(err, errlen, "%s: more than %d exec kinds", source, CONFIG_MAX_EXEC_KINDS);
+        return -1;
+    }
+    char why[200];
+    char **argv = exec_command_split(eq + 1, why, sizeof why);
+    if (argv == NULL) {
+        snprintf(err, errlen, "%s: kind '%.*s': %s", source, (int)nlen, text, why);
+        return -1;
+    }
+    char *name = strndup(text, nlen);
+    if (name == NULL) {
+        exec_argv_free(argv);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    cfg->exec_kinds[cfg->nexec_kinds].name = name;
+    cfg->exec_kinds[cfg->nexec_kinds].command = eq + 1;
+    cfg->exec_kinds[cfg->nexec_kinds].argv = argv;
+    cfg->nexec_kinds++;
+    return 0;
+}
+
 const char *
 config_kind_config(const struct config *cfg, const char *name)
 {
@@ -257,6 +305,8 @@ set_opt(const struct opt *o, const char *text, struct config *cfg, const char *s
         }
         return add_kind_config(cfg, text, (size_t)(eq - text), eq + 1, source, err, errlen);
     }
+    case OPT_EXEC_KIND:
+        return add_exec_kind(cfg, text, source, err, errlen);
     case OPT_DURATION: {
         char *end;
         errno = 0;
@@ -355,6 +405,15 @@ check_combinations(struct config *cfg, char *err, size_t errlen)
             return CONFIG_ERROR;
         }
     }
+    /* an exec kind may not take a built-in kind's name (a plugin's clash shows when
+     * the kinds load: kinds_load()) */
+    for (int k = 0; k < cfg->nexec_kinds; k++) {
+        if (kinds_builtin_name(cfg->exec_kinds[k].name, cfg->enable_test_kinds)) {
+            snprintf(err, errlen, "--exec-kind %s: a built-in kind has that name",
+                     cfg->exec_kinds[k].name);
+            return CONFIG_ERROR;
+        }
+    }
     return CONFIG_OK;
 }
 
@@ -420,16 +479,17 @@ config_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen
         if (v == NULL || on_command_line(argc, argv, OPTS[i].name))
             continue;           /* a flag beats its variable, even a bad one */
         if (OPTS[i].type == OPT_PLUGIN || OPTS[i].type == OPT_KIND_CONFIG ||
-            OPTS[i].type == OPT_CORS_ORIGIN) {
-            /* a list: plugins and origins comma-separated, kind configurations
-             * ';'-separated */
+            OPTS[i].type == OPT_CORS_ORIGIN || OPTS[i].type == OPT_EXEC_KIND) {
+            /* a list: plugins and origins comma-separated, kind configurations and
+             * exec kinds ';'-separated */
             /* the copy lives as long as the configuration, which points into it; a
              * later parse (tests) replaces it */
             static char *copies[N_OPTS];
             char *copy = strdup(v);
             free(copies[i]);
             copies[i] = copy;
-            const char *sep = OPTS[i].type == OPT_KIND_CONFIG ? ";" : ",";
+            const char *sep = OPTS[i].type == OPT_KIND_CONFIG ||
+                              OPTS[i].type == OPT_EXEC_KIND ? ";" : ",";
             char *save = NULL;
             for (char *tok = copy ? strtok_r(copy, sep, &save) : NULL; tok != NULL;
                  tok = strtok_r(NULL, sep, &save))
@@ -486,4 +546,16 @@ config_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen
             return CONFIG_ERROR;
     }
     return check_combinations(cfg, err, errlen);
+}
+
+void
+config_free(struct config *cfg)
+{
+    for (int i = 0; i < cfg->nkind_configs; i++)
+        free((char *)cfg->kind_configs[i].name);
+    for (int i = 0; i < cfg->nexec_kinds; i++) {
+        free((char *)cfg->exec_kinds[i].name);
+        exec_argv_free(cfg->exec_kinds[i].argv);
+    }
+    cfg->nkind_configs = cfg->nexec_kinds = 0;
 }

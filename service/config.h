@@ -14,6 +14,7 @@
 #define CONFIG_MAX_PLUGINS 16
 #define CONFIG_MAX_KIND_CONFIGS 32
 #define CONFIG_MAX_CORS_ORIGINS 16
+#define CONFIG_MAX_EXEC_KINDS 16
 
 struct config {
     char listen_host[256];
@@ -49,6 +50,12 @@ struct config {
     const char *cors_origins[CONFIG_MAX_CORS_ORIGINS];  /* --cors-origin: "*" or
                                                          * scheme://host[:port] */
     int ncors_origins;
+    struct {
+        const char *name;       /* kind name, [a-z0-9_.-]{1,64} */
+        const char *command;    /* COMMAND as given */
+        char **argv;            /* COMMAND split into words (exec_command_split) */
+    } exec_kinds[CONFIG_MAX_EXEC_KINDS];        /* --exec-kind NAME=COMMAND, in order */
+    int nexec_kinds;
 };
 
 /* The configuration string of kind `name` (--kind-config, or --scan-rules for
@@ -63,5 +70,7 @@ enum { CONFIG_OK = 0, CONFIG_HELP = 1, CONFIG_ERROR = 2 };
 int config_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen);
 /* Prints every flag, its variable and default. */
 void config_print_help(const char *prog);
+/* Frees what config_parse() allocated (kind names, exec kinds' argv). */
+void config_free(struct config *cfg);
 
 #endif

@@ -462,6 +462,10 @@ exec_proto_encode_spawn(size_t max_frame_bytes, struct exec_buf *out, char *err,
     return frame3(body, sizeof body - 1, NULL, 0, NULL, 0, max_frame_bytes, out, err, errlen);
 }
 
+#define TASK_HEAD "{\"type\":\"task\",\"id\":%" PRId64 ",\"attempt\":%d,\"timeout_ms\":%" \
+    PRId64 ",\"deadline_ms\":%" PRId64 ",\"input\":"
+static const char VALIDATE_HEAD[] = "{\"type\":\"validate\",\"input\":";
+
 int
 exec_proto_encode_task(int64_t id, int attempt, int64_t timeout_ms, int64_t deadline_ms,
                        const char *input_json, size_t input_len, size_t max_frame_bytes,
@@ -470,23 +474,34 @@ exec_proto_encode_task(int64_t id, int attempt, int64_t timeout_ms, int64_t dead
     if (input_len == 0)
         return fail(err, errlen, EXEC_PROTO_MALFORMED, "task %" PRId64 ": empty input", id);
     char head[160];
-    int n = snprintf(head, sizeof head,
-                     "{\"type\":\"task\",\"id\":%" PRId64 ",\"attempt\":%d,\"timeout_ms\":%"
-                     PRId64 ",\"deadline_ms\":%" PRId64 ",\"input\":",
-                     id, attempt, timeout_ms, deadline_ms);
+    int n = snprintf(head, sizeof head, TASK_HEAD, id, attempt, timeout_ms, deadline_ms);
     return frame3(head, (size_t)n, input_json, input_len, "}", 1, max_frame_bytes, out, err,
                   errlen);
+}
+
+size_t
+exec_proto_task_bytes(int64_t id, int attempt, int64_t timeout_ms, int64_t deadline_ms,
+                      size_t input_len)
+{
+    char head[160];
+    int n = snprintf(head, sizeof head, TASK_HEAD, id, attempt, timeout_ms, deadline_ms);
+    return (size_t)n + input_len + 1;
 }
 
 int
 exec_proto_encode_validate(const char *input_json, size_t input_len, size_t max_frame_bytes,
                            struct exec_buf *out, char *err, size_t errlen)
 {
-    static const char head[] = "{\"type\":\"validate\",\"input\":";
     if (input_len == 0)
         return fail(err, errlen, EXEC_PROTO_MALFORMED, "validate: empty input");
-    return frame3(head, sizeof head - 1, input_json, input_len, "}", 1, max_frame_bytes, out,
-                  err, errlen);
+    return frame3(VALIDATE_HEAD, sizeof VALIDATE_HEAD - 1, input_json, input_len, "}", 1,
+                  max_frame_bytes, out, err, errlen);
+}
+
+size_t
+exec_proto_validate_bytes(size_t input_len)
+{
+    return sizeof VALIDATE_HEAD - 1 + input_len + 1;
 }
 
 /* ---------------------------------------------------------------- I/O */

@@ -115,6 +115,11 @@ int exec_proto_encode_task(int64_t id, int attempt, int64_t timeout_ms, int64_t 
 int exec_proto_encode_validate(const char *input_json, size_t input_len,
                                size_t max_frame_bytes, struct exec_buf *out, char *err,
                                size_t errlen);
+/* The body bytes of those two frames (no header): compare with max_frame_bytes to tell
+ * an input too big for a frame before sending anything. */
+size_t exec_proto_task_bytes(int64_t id, int attempt, int64_t timeout_ms, int64_t deadline_ms,
+                             size_t input_len);
+size_t exec_proto_validate_bytes(size_t input_len);
 
 /* ---------------------------------------------------------------- decoding
  * Decodes one frame's body (len bytes, no header) into *out. expect is a mask of

@@ -12,9 +12,20 @@
 
 static struct kind_entry g_kinds[MAX_KINDS];
 static size_t g_nkinds;
+static struct wp_kind g_exec_kinds[CONFIG_MAX_EXEC_KINDS];  /* names only */
+int (*kinds_exec_validate)(int exec, const json_t *input, char *err, size_t errlen);
 
 size_t kinds_count(void) { return g_nkinds; }
 struct kind_entry *kinds_at(size_t i) { return i < g_nkinds ? &g_kinds[i] : NULL; }
+
+struct kind_entry *
+kinds_exec(int i)
+{
+    for (size_t k = 0; k < g_nkinds; k++)
+        if (g_kinds[k].exec == i)
+            return &g_kinds[k];
+    return NULL;
+}
 
 struct kind_entry *
 kinds_find(const char *name)
@@ -50,7 +61,7 @@ register_kind(const struct wp_kind *k, const char *config, char *err, size_t err
         snprintf(err, errlen, "more than %d kinds", MAX_KINDS);
         return -1;
     }
-    struct kind_entry e = {.kind = k};
+    struct kind_entry e = {.kind = k, .exec = -1};
     int64_t t0 = clock_mono_ms();
     if (k->load != NULL) {
         char why[512] = "";
@@ -97,10 +108,20 @@ load_plugin(const struct config *cfg, const char *path, char *err, size_t errlen
     return 0;
 }
 
+static const struct wp_kind *const builtin[] = {&KIND_ECHO, &KIND_SLEEP, &KIND_SCAN};
+
+int
+kinds_builtin_name(const char *name, int test_kinds)
+{
+    for (size_t i = 0; i < sizeof builtin / sizeof builtin[0]; i++)
+        if (strcmp(builtin[i]->name, name) == 0)
+            return 1;
+    return test_kinds && (strcmp(name, KIND_FAIL.name) == 0 || strcmp(name, KIND_SPIN.name) == 0);
+}
+
 int
 kinds_load(const struct config *cfg, char *err, size_t errlen)
 {
-    static const struct wp_kind *const builtin[] = {&KIND_ECHO, &KIND_SLEEP, &KIND_SCAN};
     for (size_t i = 0; i < sizeof builtin / sizeof builtin[0]; i++)
         if (register_kind(builtin[i], config_kind_config(cfg, builtin[i]->name), err,
                           errlen) != 0)
@@ -111,6 +132,20 @@ kinds_load(const struct config *cfg, char *err, size_t errlen)
     for (int i = 0; i < cfg->nplugins; i++)
         if (load_plugin(cfg, cfg->plugins[i], err, errlen) != 0)
             return -1;
+    for (int i = 0; i < cfg->nexec_kinds; i++) {
+        const char *name = cfg->exec_kinds[i].name;
+        if (kinds_find(name) != NULL) {
+            snprintf(err, errlen, "--exec-kind %s: a kind of that name is already loaded "
+                     "(built-in or --plugin)", name);
+            return -1;
+        }
+        if (g_nkinds == MAX_KINDS) {
+            snprintf(err, errlen, "more than %d kinds", MAX_KINDS);
+            return -1;
+        }
+        g_exec_kinds[i] = (struct wp_kind){.abi_version = WP_KIND_ABI_VERSION, .name = name};
+        g_kinds[g_nkinds++] = (struct kind_entry){.kind = &g_exec_kinds[i], .exec = i};
+    }
     for (int i = 0; i < cfg->nkind_configs; i++) {
         if (kinds_find(cfg->kind_configs[i].name) == NULL) {
             snprintf(err, errlen, "--kind-config %s: no such kind", cfg->kind_configs[i].name);
@@ -160,6 +195,9 @@ kinds_validate(void *arg, const char *kind, const json_t *input, char *err, size
     const struct kind_entry *e = kinds_find(kind);
     if (e == NULL)
         return -1;
+    if (e->exec >= 0)
+        return kinds_exec_validate != NULL ? kinds_exec_validate(e->exec, input, err, errlen)
+                                           : 0;
     if (e->kind->validate == NULL)
         return 0;
     return e->kind->validate(e->ctx, input, err, errlen) == 0 ? 0 : 1;

@@ -77,11 +77,13 @@ slots_kinds_stats(void *arg)
     json_t *arr = json_array();
     for (int i = 0; arr != NULL && i < sh->nkinds; i++) {
         struct kind_info *k = &sh->kinds[i];
-        json_array_append_new(arr, json_pack("{s:s, s:I, s:i, s:I}", "name", k->name,
-                                             "context_bytes",
+        json_array_append_new(arr, json_pack("{s:s, s:I, s:i, s:I, s:s, s:b}", "name",
+                                             k->name, "context_bytes",
                                              (json_int_t)atomic_load(&k->ctx_bytes),
                                              "generation", atomic_load(&k->generation),
-                                             "load_ms", (json_int_t)atomic_load(&k->load_ms)));
+                                             "load_ms", (json_int_t)atomic_load(&k->load_ms),
+                                             "runtime", k->exec ? "exec" : "c",
+                                             "available", atomic_load(&k->available)));
     }
     return arr;
 }

@@ -31,6 +31,11 @@ struct slot {
                                      * before the slot becomes SLOT_BUSY */
     atomic_ullong tasks_done;       /* attempts finished, whatever their outcome */
     atomic_int retire;              /* set by the supervisor: exit after this task */
+    atomic_int child_pid;           /* an exec kind's task: the child running it, written
+                                     * before SLOT_BUSY; the supervisor's timeout kills it
+                                     * instead of the worker. 0 for a C kind's task */
+    atomic_ullong exec_missing;     /* bit i: this worker has no usable child of exec
+                                     * kind i (never had one, or it died) */
 };
 
 #define SHARED_MAX_KINDS 64
@@ -41,6 +46,8 @@ struct kind_info {
     atomic_llong ctx_bytes;
     atomic_int generation;
     atomic_llong load_ms;
+    int exec;                       /* an exec kind (its code runs in its zygote's children) */
+    atomic_int available;           /* 0 while an exec kind's zygote is down */
 };
 
 struct shared {

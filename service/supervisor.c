@@ -54,6 +54,9 @@
 #define SPAWN_TIMEOUT_MS 10000      /* a SPAWN without an answer is given up */
 #define MAX_ZYGOTES 4               /* serving, loading, and exiting ones being drained */
 #define DEAD_RING 32                /* unknown children reaped, remembered for SPAWNED */
+#define LOAD_REPORT_SLACK_MS 1000   /* with exec kinds: the loader names a late zygote first */
+#define REFRESH_YOUNG_MS 5000       /* replaced for a missing exec kind, and it was young */
+#define REFRESH_MAX_BACKOFF_MS 5000
 
 struct child {
     pid_t pid;                      /* 0: not running */
@@ -65,6 +68,13 @@ struct child {
     uint64_t spawn_seq;             /* non-zero: asked of a zygote, no answer yet */
     int spawn_zygote;               /* which one (index into S.zy) */
     int64_t spawn_deadline_ms;      /* monotonic */
+    /* exec kinds (a worker): it is replaced when it lacks a usable child of a kind whose
+     * zygote is up -- unless it came without one (the spawn was refused) and no newer
+     * announcement of that kind came since: then it waits for one */
+    uint64_t born_missing;
+    int refreshing;                 /* retired to get the children it lacks */
+    int refresh_backoff_ms;         /* grows while such replacements keep dying young */
+    int64_t refresh_not_before_ms;  /* monotonic */
 };
 
 /* A zygote: its record lives until it is reaped AND its socket has reached end of
@@ -110,6 +120,9 @@ static struct {
     unsigned max_connections;       /* --max-connections, as the open-file limit allows */
     int generation;                 /* the serving contexts'; +1 per reload */
     int retiring;                   /* slot of the worker being replaced, or -1 */
+    pid_t retiring_pid;             /* the process asked to leave it */
+    uint64_t exec_up;               /* exec kinds whose zygote is ready (serving loader) */
+    int validate_rd, validate_wr;   /* exec kinds' validate children, loader -> HTTP */
     struct pending_release *releases;   /* hand-backs to retry (retry_releases()) */
     size_t nreleases;
 } S;
@@ -263,6 +276,7 @@ start_zygote(int generation)
         .cfg = S.cfg, .supervisor = S.pid, .sh = S.sh, .wake = S.wake,
         .listen_fd = S.listen_fd, .notify_rd = S.notify_rd, .notify_wr = S.notify_wr,
         .max_connections = S.max_connections, .started_at_ms = S.started_at_ms,
+        .validate_rd = S.validate_rd, .validate_wr = S.validate_wr,
     };
     pid_t pid = fork();
     if (pid < 0) {
@@ -324,6 +338,8 @@ publish_kinds(const struct zygote_ready *r, int generation)
         atomic_store(&k->ctx_bytes, (long long)r->kinds[i].ctx_bytes);
         atomic_store(&k->generation, generation);
         atomic_store(&k->load_ms, (long long)r->kinds[i].load_ms);
+        k->exec = r->kinds[i].exec >= 0;
+        atomic_store(&k->available, 1);
     }
     S.sh->nkinds = n;
 }
@@ -359,12 +375,16 @@ on_ready(int z, const struct zygote_ready *r)
     y->ready = 1;
     S.loading = -1;
     S.zygote_restart_at_ms = 0;
-    int old = S.serving;
     S.serving = z;
     S.generation = y->generation;
     publish_kinds(r, y->generation);
-    if (old >= 0)
-        retire_zygote(old);             /* its children keep their copy of the contexts */
+    /* every exec kind's zygote is ready, or the loader would not be. The old loader
+     * exits once none of its workers is left (retire_idle_zygotes()): an exec kind's
+     * children end with their zygote, which ends with its loader */
+    S.exec_up = S.cfg->nexec_kinds >= 64 ? ~UINT64_C(0)
+                                         : (UINT64_C(1) << S.cfg->nexec_kinds) - 1;
+    if (S.started && S.cfg->nexec_kinds > 0 && y->sock >= 0)
+        zygote_send(y->sock, ZYGOTE_PUSH_VALIDATORS, NULL, 0);  /* the HTTP process's */
     if (!S.started) {
         S.started = 1;
         S.http.restart_at_ms = now;
@@ -407,7 +427,8 @@ check_load_timeout(void)
     if (S.loading < 0)
         return;
     struct zygote *y = &S.zy[S.loading];
-    if (clock_mono_ms() - y->started_ms <= S.cfg->load_timeout_ms)
+    int64_t slack = S.cfg->nexec_kinds > 0 ? LOAD_REPORT_SLACK_MS : 0;
+    if (clock_mono_ms() - y->started_ms <= S.cfg->load_timeout_ms + slack)
         return;
     if (y->pid > 0)
         kill(y->pid, SIGKILL);
@@ -451,6 +472,8 @@ request_spawn(struct child *c, int role, int slot)
         atomic_store(&s->task_id, 0);
         atomic_store(&s->retire, 0);
         atomic_store(&s->tasks_done, 0);    /* per worker process, not per slot */
+        atomic_store(&s->child_pid, 0);
+        atomic_store(&s->exec_missing, 0);
         atomic_store(&s->state, SLOT_STARTING);
     }
     c->restart_at_ms = 0;
@@ -642,8 +665,9 @@ child_died(pid_t pid, int status)
                       WEXITSTATUS(status) == 0;
         int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0 && S.draining;
         if (retired)
-            log_info("worker %ld retired (reload or recycling); forking a fresh one",
-                     (long)pid);
+            log_info("worker %ld retired (%s); forking a fresh one", (long)pid,
+                     c->refreshing ? "for a child of an exec kind it lacked"
+                                   : "reload or recycling");
         else if (clean)
             log_debug("worker %ld %s", (long)pid, why);
         else
@@ -654,6 +678,16 @@ child_died(pid_t pid, int status)
                                    ? METRICS_RESTART_TIMEOUT : METRICS_RESTART_CRASHED);
         release_or_queue(pid, c->timed_out, why);
         c->timed_out = 0;
+        if (c->refreshing) {
+            /* replaced to get an exec kind's child: if it was young, its children may
+             * be dying as soon as they start; the next such replacement waits longer */
+            int young = clock_mono_ms() - c->started_ms < REFRESH_YOUNG_MS;
+            c->refresh_backoff_ms = !young ? 0
+                                    : c->refresh_backoff_ms == 0 ? 100
+                                    : c->refresh_backoff_ms * 2 > REFRESH_MAX_BACKOFF_MS
+                                        ? REFRESH_MAX_BACKOFF_MS : c->refresh_backoff_ms * 2;
+            c->refreshing = 0;
+        }
         atomic_store(&slot->pid, 0);
         atomic_store(&slot->task_id, 0);
         atomic_store(&slot->state, SLOT_EMPTY);
@@ -687,6 +721,11 @@ zygote_died(int z, int status)
         load_failed(msg);
     } else if (z == S.serving) {
         S.serving = -1;
+        /* its exec kinds' zygotes died with it (their parent-death signal) */
+        S.exec_up = 0;
+        for (int i = 0; i < S.sh->nkinds; i++)
+            if (S.sh->kinds[i].exec)
+                atomic_store(&S.sh->kinds[i].available, 0);
         log_error("the zygote of generation %d (%ld) %s; a new one loads the contexts "
                   "again, and the workers keep running", y->generation, (long)pid, why);
         schedule_zygote_restart(clock_mono_ms() - y->started_ms);
@@ -715,6 +754,11 @@ on_spawned(int z, const struct zygote_spawned *rep)
     c->started_ms = clock_mono_ms();
     c->generation = S.zy[z].generation;
     if (rep->role == ZYGOTE_ROLE_WORKER) {
+        c->born_missing = rep->exec_missing;
+        c->refresh_not_before_ms = c->started_ms + c->refresh_backoff_ms;
+        if (rep->exec_missing != 0)
+            log_debug("worker %ld came without a child of some exec kinds (mask %#llx)",
+                      (long)pid, (unsigned long long)rep->exec_missing);
         atomic_store(&S.sh->slots[rep->slot].pid, (int)pid);
         log_debug("worker %ld started in slot %d (generation %d)", (long)pid, rep->slot,
                   c->generation);
@@ -733,6 +777,41 @@ on_spawned(int z, const struct zygote_spawned *rep)
             child_died(pid, S.dead[i].status);
         break;
     }
+}
+
+/* The serving loader's exec kind went down or came up: publish it; when it is up, the
+ * workers without its child are replaced (rolling()), and the HTTP process gets a
+ * fresh validate child. */
+static void
+on_exec_state(int z, const struct zygote_exec_state *m)
+{
+    if (m->kind < 0 || m->kind >= S.cfg->nexec_kinds)
+        return;
+    uint64_t bit = UINT64_C(1) << m->kind;
+    const char *name = S.cfg->exec_kinds[m->kind].name;
+    for (int i = 0; i < S.sh->nkinds; i++) {
+        struct kind_info *k = &S.sh->kinds[i];
+        if (strcmp(k->name, name) != 0)
+            continue;
+        atomic_store(&k->available, m->up != 0);
+        if (m->up) {
+            atomic_store(&k->ctx_bytes, (long long)m->ctx_bytes);
+            atomic_store(&k->load_ms, (long long)m->load_ms);
+        }
+    }
+    if (!m->up) {
+        S.exec_up &= ~bit;
+        log_warn("exec kind %s is down: its tasks wait, pending, until its zygote is ready "
+                 "again", name);
+        return;
+    }
+    S.exec_up |= bit;
+    for (int i = 0; i < S.cfg->workers; i++)
+        S.workers[i].born_missing &= ~bit;     /* a new chance for those without one */
+    log_info("exec kind %s is up: workers without its child are replaced one at a time",
+             name);
+    if (S.zy[z].sock >= 0)
+        zygote_send(S.zy[z].sock, ZYGOTE_PUSH_VALIDATORS, NULL, 0);
 }
 
 static void
@@ -766,6 +845,10 @@ on_zygote_message(int z, uint32_t type, const void *payload, int len)
                 spawn_given_up(c, rep->role, rep->slot);
             }
         }
+        break;
+    case ZYGOTE_EXEC_STATE:
+        if (z == S.serving && len >= (int)sizeof(struct zygote_exec_state))
+            on_exec_state(z, payload);
         break;
     default:
         break;                      /* a newer zygote's message: ignored */
@@ -843,6 +926,19 @@ enforce_timeouts(void)
         int busy = SLOT_BUSY;
         if (!atomic_compare_exchange_strong(&slot->state, &busy, SLOT_KILLED))
             continue;
+        /* An exec kind's task: kill its child, not the worker, which records `timeout`
+         * and goes on. The worker wrote child_pid before BUSY and clears it only after
+         * its own compare-and-set, which has now failed: the pid is this task's child.
+         * (It may have died a moment ago and been reaped by its zygote; its number could
+         * only be another process's after a wrap of the whole pid space meanwhile.) */
+        pid_t child = (pid_t)atomic_load(&slot->child_pid);
+        if (child > 0) {
+            log_warn("task %lld ran past its timeout: killing its exec child %ld (worker %ld "
+                     "stays)", (long long)atomic_load(&slot->task_id), (long)child,
+                     (long)c->pid);
+            kill(child, SIGKILL);
+            continue;
+        }
         log_warn("task %lld ran past its timeout: killing worker %ld",
                  (long long)atomic_load(&slot->task_id), (long)c->pid);
         c->timed_out = 1;
@@ -850,9 +946,24 @@ enforce_timeouts(void)
     }
 }
 
-/* Advances the rolling replacement: one worker of an older generation at a time is
- * asked to exit after its current task (an idle one first); its replacement comes
- * from the serving zygote, and once it is ready the next one goes. */
+/* Does worker i need replacing: it is of an older generation, or it lacks a usable
+ * child of an exec kind whose zygote is up (see struct child)? */
+static int
+needs_replacing(int i, int64_t now)
+{
+    const struct child *c = &S.workers[i];
+    if (c->pid == 0)
+        return 0;
+    if (c->generation != S.generation)
+        return 1;
+    uint64_t missing = atomic_load(&S.sh->slots[i].exec_missing);
+    return (missing & ~c->born_missing & S.exec_up) != 0 && now >= c->refresh_not_before_ms;
+}
+
+/* Advances the rolling replacement: one worker at a time that needs replacing (an older
+ * generation's, or one without an exec kind's child it could have) is asked to exit
+ * after its current task (an idle one first); its replacement comes from the serving
+ * zygote, and once it is ready the next one goes. */
 static void
 rolling(void)
 {
@@ -861,13 +972,14 @@ rolling(void)
     if (S.retiring >= 0) {
         struct child *c = &S.workers[S.retiring];
         int state = atomic_load(&S.sh->slots[S.retiring].state);
-        if (c->pid == 0 || c->generation != S.generation || state == SLOT_STARTING)
+        if (c->pid == 0 || c->pid == S.retiring_pid || state == SLOT_STARTING)
             return;                     /* still going, or its replacement starting */
         S.retiring = -1;
     }
+    int64_t now = clock_mono_ms();
     int pick = -1;
     for (int i = 0; i < S.cfg->workers; i++) {
-        if (S.workers[i].pid == 0 || S.workers[i].generation == S.generation)
+        if (!needs_replacing(i, now))
             continue;
         if (pick < 0 || atomic_load(&S.sh->slots[i].state) == SLOT_IDLE)
             pick = i;
@@ -876,9 +988,36 @@ rolling(void)
     }
     if (pick < 0)
         return;
+    struct child *c = &S.workers[pick];
     S.retiring = pick;
+    S.retiring_pid = c->pid;
+    c->refreshing = c->generation == S.generation;
     atomic_store(&S.sh->slots[pick].retire, 1);
-    kill(S.workers[pick].pid, SIGUSR1);     /* wakes it if it is idle */
+    kill(c->pid, SIGUSR1);              /* wakes it if it is idle */
+}
+
+/* A loader that no longer serves (a newer one does, or the service drains) exits once
+ * none of its workers runs: exec kinds' children end with their zygotes, which end with
+ * their loader, and a C kind's context costs nothing more while its workers hold it. */
+static void
+retire_idle_zygotes(void)
+{
+    for (int z = 0; z < MAX_ZYGOTES; z++) {
+        struct zygote *y = &S.zy[z];
+        if (!y->used || !y->ready || y->exiting || (z == S.serving && !S.draining))
+            continue;
+        int busy = S.http.spawn_seq != 0 && S.http.spawn_zygote == z;
+        for (int i = 0; i < S.cfg->workers && !busy; i++) {
+            const struct child *c = &S.workers[i];
+            busy = (c->pid != 0 && c->generation == y->generation) ||
+                   (c->spawn_seq != 0 && c->spawn_zygote == z);
+        }
+        if (!busy) {
+            log_debug("zygote %ld (generation %d): none of its workers is left; it exits",
+                      (long)y->pid, y->generation);
+            retire_zygote(z);
+        }
+    }
 }
 
 static void
@@ -897,10 +1036,12 @@ start_drain(int sig)
     close(S.listen_fd);
     S.listen_fd = -1;
     S.drain_deadline_ms = clock_mono_ms() + S.cfg->grace_ms;
-    /* zygotes exit (SIGTERM also ends one in the middle of a load); a child one of them
-     * forked meanwhile is told to stop when its ZYGOTE_SPAWNED arrives */
+    /* a loading zygote is stopped (SIGTERM ends it in the middle of a load); a ready one
+     * exits once its workers have (retire_idle_zygotes()): its exec kinds' children run
+     * their tasks in hand to the end. A child one of them forked meanwhile is told to
+     * stop when its ZYGOTE_SPAWNED arrives */
     for (int i = 0; i < MAX_ZYGOTES; i++) {
-        if (!S.zy[i].used)
+        if (!S.zy[i].used || S.zy[i].ready)
             continue;
         retire_zygote(i);
         if (S.zy[i].pid > 0)
@@ -1001,7 +1142,9 @@ supervise(void)
             enforce_timeouts();
             check_load_timeout();
             give_up_spawns(-1);
+            retire_idle_zygotes();
         } else {
+            retire_idle_zygotes();
             /* a hand-back that keeps failing gets until the end of the grace period;
              * what is still `running` after that is handed back at the next start */
             if (children_alive() == 0 && (S.nreleases == 0 || now >= S.drain_deadline_ms)) {
@@ -1044,7 +1187,7 @@ supervisor_run(const struct config *cfg)
     S.cfg = cfg;
     S.pid = getpid();
     S.serving = S.loading = S.retiring = S.exit_code = -1;
-    S.lock_fd = S.listen_fd = S.sig_fd = -1;
+    S.lock_fd = S.listen_fd = S.sig_fd = S.validate_rd = S.validate_wr = -1;
     S.started_at_ms = clock_now_ms();
     log_set_role("supervisor");
 
@@ -1054,7 +1197,8 @@ supervisor_run(const struct config *cfg)
     sigaddset(&S.sigs, SIGTERM);
     sigaddset(&S.sigs, SIGINT);
     sigaddset(&S.sigs, SIGHUP);
-    sigaddset(&S.sigs, SIGUSR1);        /* the workers' retire nudge; ignored here */
+    sigaddset(&S.sigs, SIGUSR1);        /* a worker lost an exec kind's child: the loop
+                                         * runs at once (rolling()) */
     sigprocmask(SIG_BLOCK, &S.sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
     S.sig_fd = signalfd(-1, &S.sigs, SFD_NONBLOCK | SFD_CLOEXEC);
@@ -1091,6 +1235,15 @@ supervisor_run(const struct config *cfg)
     }
     S.notify_rd = pipefd[0];
     S.notify_wr = pipefd[1];
+    if (cfg->nexec_kinds > 0) {
+        int vp[2];
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK, 0, vp) != 0) {
+            log_error("socketpair (validate children): %s", strerror(errno));
+            return 1;
+        }
+        S.validate_rd = vp[0];
+        S.validate_wr = vp[1];
+    }
     fcntl(S.notify_wr, F_SETPIPE_SZ, 1 << 20);     /* room for 131072 ids; best effort */
 
     S.loading = start_zygote(1);
@@ -1110,6 +1263,10 @@ supervisor_run(const struct config *cfg)
     wake_destroy(S.wake);
     close(S.notify_rd);
     close(S.notify_wr);
+    if (S.validate_rd >= 0) {
+        close(S.validate_rd);
+        close(S.validate_wr);
+    }
     if (S.listen_fd >= 0)
         close(S.listen_fd);
     close(S.sig_fd);

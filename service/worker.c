@@ -36,6 +36,9 @@
 
 #define SAFETY_NET_MS 1000
 #define RETRY_CAP_MS 300000
+#define EXEC_WAIT_SLACK_MS 2000     /* past a deadline, before the worker kills the child
+                                     * itself (the supervisor should have, at once) */
+#define EXEC_KILL_WAIT_MS 1000      /* for a killed child's channel to reach end of file */
 
 /* Signals. SIGTERM and SIGINT (stop after the task in hand) and SIGUSR1 (a nudge:
  * look at the retire flag) stay blocked except inside the idle wait's ppoll(), which
@@ -106,29 +109,210 @@ struct attempt {
     store_outcome o;
     char *text;
     struct wp_task_error err;
+    int no_backoff;             /* an exec task's worker_lost or timeout: retried at once,
+                                 * as the supervisor's hand-back of a C task would be */
 };
 
-/* Runs task t against its kind's preloaded context; fills *a. Returns 0, or -1 when
- * the supervisor timed the task out meanwhile (then nothing is to be recorded). */
+/* ---------------------------------------------------------------- exec kinds
+ * Each exec kind's task runs in this worker's child of that kind (env->exec[i]), which
+ * the loader obtained from the kind's zygote when it forked this worker. A child that
+ * dies or breaks is killed and not replaced here: its kind goes into this worker's
+ * skip set (slot->exec_missing), so this worker claims no more of its tasks, and the
+ * supervisor replaces the worker once the kind's zygote is up (rolling()). */
+
+static struct exec_buf g_exec_buf;          /* reused for every frame */
+
+static const char *
+exec_name(const struct worker_env *env, int i)
+{
+    return env->cfg->exec_kinds[i].name;
+}
+
+/* Child i is of no more use: kill it (through its pidfd) and publish the gap. */
+static void
+exec_drop(const struct worker_env *env, int i, const char *why)
+{
+    struct exec_child *c = &env->exec[i];
+    if (c->fd >= 0) {
+        log_warn("exec kind %s: child %ld %s; this worker takes no more of its tasks and "
+                 "is replaced", exec_name(env, i), (long)c->pid, why);
+        exec_child_kill(c, EXEC_KILL_WAIT_MS);
+    }
+    uint64_t bit = UINT64_C(1) << i;
+    if (!(atomic_fetch_or(&env->sh->slots[env->slot].exec_missing, bit) & bit)) {
+        /* nudge the supervisor (our parent), so that it replaces this worker now rather
+         * than at its next tick */
+        pid_t sup = getppid();
+        if (sup > 1)
+            kill(sup, SIGUSR1);
+    }
+}
+
+/* Before a claim: a child that left or wrote unasked (docs/exec-kinds.md section 7) is
+ * dropped, so no task is sent to it. */
+static void
+exec_check_children(const struct worker_env *env)
+{
+    for (int i = 0; i < env->cfg->nexec_kinds; i++)
+        if (env->exec[i].fd >= 0 && !exec_child_usable(&env->exec[i]))
+            exec_drop(env, i, "left (or wrote unasked) between tasks");
+}
+
+/* Does this worker leave the tasks of `kind` to others (an exec kind it has no child
+ * of)? */
+static int
+exec_skips(const struct worker_env *env, const char *kind)
+{
+    const struct kind_entry *k = kinds_find(kind);
+    return k != NULL && k->exec >= 0 &&
+           (atomic_load(&env->sh->slots[env->slot].exec_missing) & (UINT64_C(1) << k->exec));
+}
+
+/* The kinds this worker's claims leave alone: the exec kinds it has no usable child of
+ * (store.h's skip set, read by every claim; empty, the claim is the plain one). */
+static const store_kind_set *
+claim_skip(const struct worker_env *env)
+{
+    static const char *names[CONFIG_MAX_EXEC_KINDS];
+    static store_kind_set set = {.names = names};
+    uint64_t missing = atomic_load(&env->sh->slots[env->slot].exec_missing);
+    set.n = 0;
+    for (int i = 0; i < env->cfg->nexec_kinds; i++)
+        if (missing & (UINT64_C(1) << i))
+            names[set.n++] = exec_name(env, i);
+    return &set;
+}
+
+/* How an exec task's round trip ended. */
+enum exec_end { EXEC_END_ANSWER, EXEC_END_LOST, EXEC_END_PROTOCOL, EXEC_END_TIMEOUT };
+
+/* Sends task t to child i and waits for its answer. ANSWER fills a (a result or the
+ * child's error); the others say what became of the child (dropped) and why (in a). */
+static enum exec_end
+exec_round_trip(const struct worker_env *env, int i, const store_task *t, int64_t deadline_ms,
+                struct attempt *a, json_t **result)
+{
+    struct exec_child *c = &env->exec[i];
+    struct slot *slot = &env->sh->slots[env->slot];
+    const char *input = t->input ? t->input : "null";
+    struct exec_task xt = {.id = t->id, .attempt = t->attempts, .timeout_ms = t->timeout_ms,
+                           .deadline_ms = clock_now_ms() + t->timeout_ms, .input = input,
+                           .input_len = strlen(input)};
+    if (exec_proto_task_bytes(xt.id, xt.attempt, xt.timeout_ms, xt.deadline_ms,
+                              xt.input_len) > EXEC_PROTO_FRAME_MAX_DEFAULT) {
+        wp_task_error_set(&a->err, "input_too_large", 0, "the input takes %zu bytes: over "
+                          "what an exec kind's frame holds (%u bytes)", xt.input_len,
+                          EXEC_PROTO_FRAME_MAX_DEFAULT);
+        return EXEC_END_ANSWER;
+    }
+    struct exec_msg reply;
+    char why[700];
+    int rc = exec_child_task(c, &g_exec_buf, EXEC_PROTO_FRAME_MAX_DEFAULT, &xt,
+                             deadline_ms + EXEC_WAIT_SLACK_MS, &reply, why, sizeof why);
+    if (rc == EXEC_PROTO_OK) {
+        if (reply.type == EXEC_MSG_RESULT) {
+            *result = reply.value;
+            reply.value = NULL;
+        } else {
+            wp_task_error_set(&a->err, reply.code, reply.retryable, "%s", reply.message);
+        }
+        exec_msg_clear(&reply);
+        return EXEC_END_ANSWER;
+    }
+    if (rc == EXEC_PROTO_TIMEOUT) {
+        /* the supervisor did not kill it (it is stopped, or very late): do its part,
+         * through the same compare-and-set */
+        int busy = SLOT_BUSY;
+        atomic_compare_exchange_strong(&slot->state, &busy, SLOT_KILLED);
+        exec_drop(env, i, "outlived its task's deadline");
+        return EXEC_END_TIMEOUT;
+    }
+    if ((rc == EXEC_PROTO_EOF || rc == EXEC_PROTO_IO) &&
+        atomic_load(&slot->state) == SLOT_KILLED) {
+        exec_drop(env, i, "was killed: its task ran past its timeout_ms");
+        return EXEC_END_TIMEOUT;        /* the supervisor's kill (enforce_timeouts()) */
+    }
+    if (rc == EXEC_PROTO_EOF || rc == EXEC_PROTO_IO) {
+        wp_task_error_set(&a->err, "worker_lost", 1, "the exec child running this task (%s "
+                          "child %ld) ended during the task: it crashed, exited or was killed",
+                          exec_name(env, i), (long)c->pid);
+        exec_drop(env, i, "ended during a task");
+        return EXEC_END_LOST;
+    }
+    /* MALFORMED, TOO_BIG: the same code would do it again; not retried */
+    wp_task_error_set(&a->err, "exec_protocol", 0, "%s", why);
+    exec_drop(env, i, "broke the protocol");
+    return EXEC_END_PROTOCOL;
+}
+
+/* Closes every child's channel: each leaves at end of file. */
+static void
+exec_close_children(const struct worker_env *env)
+{
+    for (int i = 0; i < env->cfg->nexec_kinds; i++) {
+        if (env->exec[i].fd >= 0)
+            close(env->exec[i].fd);
+        if (env->exec[i].pidfd >= 0)
+            close(env->exec[i].pidfd);
+        env->exec[i].fd = env->exec[i].pidfd = -1;
+    }
+    exec_buf_free(&g_exec_buf);
+}
+
+/* Resident set size of process pid (0: this one) in MiB, from /proc; -1 if unknown. */
+static long
+rss_mb_of(pid_t pid)
+{
+    char path[64];
+    if (pid > 0)
+        snprintf(path, sizeof path, "/proc/%ld/statm", (long)pid);
+    else
+        snprintf(path, sizeof path, "/proc/self/statm");
+    FILE *f = fopen(path, "r");
+    long pages_total, pages_resident = -1;
+    if (f == NULL)
+        return -1;
+    if (fscanf(f, "%ld %ld", &pages_total, &pages_resident) != 2)
+        pages_resident = -1;
+    fclose(f);
+    return pages_resident < 0 ? -1 : pages_resident * (sysconf(_SC_PAGESIZE) / 1024) / 1024;
+}
+
+/* Runs task t against its kind's preloaded context, or in its exec kind's child; fills
+ * *a. Returns 0, or -1 when the supervisor timed a C kind's task out meanwhile (then
+ * nothing is to be recorded: the SIGKILL is on its way). */
 static int
 run_task(const struct worker_env *env, const store_task *t, struct attempt *a)
 {
     struct slot *slot = &env->sh->slots[env->slot];
+    struct kind_entry *k = kinds_find(t->kind);
+    int x = k != NULL ? k->exec : -1;       /* exec kind number, or -1 */
     atomic_store(&slot->task_id, t->id);
     atomic_store(&slot->attempt, t->attempts);
+    /* an exec task's child: the supervisor kills it, not this worker, at the deadline */
+    atomic_store(&slot->child_pid, x >= 0 && env->exec[x].fd >= 0 ? (int)env->exec[x].pid : 0);
     /* the deadline first: the supervisor only looks at it once the slot is BUSY, so it
      * never sees the previous task's (issue 8) */
-    atomic_store(&slot->deadline_ms, clock_mono_ms() + t->timeout_ms);
+    int64_t deadline = clock_mono_ms() + t->timeout_ms;
+    atomic_store(&slot->deadline_ms, deadline);
     atomic_store(&slot->state, SLOT_BUSY);
     tasklog_started(t);
 
     *a = (struct attempt){.err = {.retryable = 1}};
     struct wp_task_error *err = &a->err;
     json_t *result = NULL;
-    struct kind_entry *k = kinds_find(t->kind);
+    enum exec_end end = EXEC_END_ANSWER;
     if (k == NULL) {
         wp_task_error_set(err, "unknown_kind", 0, "no kind '%s' is loaded in this service",
                           t->kind);
+    } else if (x >= 0 && env->exec[x].fd < 0) {
+        /* claimed although this worker has no child of the kind: only when the claim
+         * could not leave it out (it cannot happen with the skip set) */
+        wp_task_error_set(err, "worker_lost", 1, "this worker has no child of exec kind %s",
+                          t->kind);
+        end = EXEC_END_LOST;
+    } else if (x >= 0) {
+        end = exec_round_trip(env, x, t, deadline, a, &result);
     } else {
         json_error_t je;
         json_t *input = json_loads(t->input ? t->input : "null", JSON_DECODE_ANY, &je);
@@ -143,11 +327,22 @@ run_task(const struct worker_env *env, const store_task *t, struct attempt *a)
     int busy = SLOT_BUSY;
     if (!atomic_compare_exchange_strong(&slot->state, &busy, SLOT_RECORDING)) {
         json_decref(result);
-        return -1;                      /* KILLED: the SIGKILL is on its way */
+        if (x < 0)
+            return -1;                  /* KILLED: the SIGKILL is on its way */
+        /* KILLED: the supervisor killed this task's child; the worker records it */
+        exec_drop(env, x, "was killed: its task ran past its timeout_ms");
+        result = NULL;
+        end = EXEC_END_TIMEOUT;
+        atomic_store(&slot->state, SLOT_RECORDING);
     }
+    atomic_store(&slot->child_pid, 0);
 
     store_outcome *o = &a->o;
     o->now_ms = clock_now_ms();
+    if (end == EXEC_END_TIMEOUT)
+        wp_task_error_set(err, "timeout", 1, "the task ran past its timeout_ms (%lld ms) and "
+                          "its exec child was killed", (long long)t->timeout_ms);
+    a->no_backoff = end == EXEC_END_TIMEOUT || end == EXEC_END_LOST;
     if (result != NULL) {
         a->text = json_dumps(result, JSON_COMPACT | JSON_ENCODE_ANY);
         json_decref(result);
@@ -164,26 +359,14 @@ run_task(const struct worker_env *env, const store_task *t, struct attempt *a)
         o->error_message = err->message;
         if (err->retryable && t->attempts < t->max_attempts) {
             o->state = TASK_PENDING;
-            o->run_after_ms = o->now_ms + retry_delay_ms(env->cfg->retry_base_ms, t->attempts);
+            o->run_after_ms = o->now_ms + (a->no_backoff ? 0
+                                           : retry_delay_ms(env->cfg->retry_base_ms,
+                                                            t->attempts));
         } else {
             o->state = TASK_FAILED;
         }
     }
     return 0;
-}
-
-/* Resident set size of this process in MiB, from /proc/self/statm; -1 if unknown. */
-static long
-rss_mb(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    long pages_total, pages_resident = -1;
-    if (f == NULL)
-        return -1;
-    if (fscanf(f, "%ld %ld", &pages_total, &pages_resident) != 2)
-        pages_resident = -1;
-    fclose(f);
-    return pages_resident < 0 ? -1 : pages_resident * (sysconf(_SC_PAGESIZE) / 1024) / 1024;
 }
 
 /* --max-tasks-per-worker / --max-worker-rss: retire after this task? extra_tasks
@@ -199,11 +382,21 @@ worn_out(const struct worker_env *env, int64_t extra_tasks, int quiet)
         return 1;
     }
     long rss;
-    if (max_rss > 0 && (rss = rss_mb()) > max_rss) {
+    if (max_rss > 0 && (rss = rss_mb_of(0)) > max_rss) {
         if (!quiet)
             log_info("retiring: resident %ld MB is over --max-worker-rss %lld", rss,
                      (long long)max_rss);
         return 1;
+    }
+    /* an exec kind's child is held to the same limit: the worker retires with it */
+    for (int i = 0; max_rss > 0 && i < env->cfg->nexec_kinds; i++) {
+        if (env->exec[i].fd >= 0 && (rss = rss_mb_of(env->exec[i].pid)) > max_rss) {
+            if (!quiet)
+                log_info("retiring: exec kind %s's child %ld is resident %ld MB, over "
+                         "--max-worker-rss %lld", exec_name(env, i), (long)env->exec[i].pid,
+                         rss, (long long)max_rss);
+            return 1;
+        }
     }
     return 0;
 }
@@ -222,7 +415,7 @@ record(const struct worker_env *env, store *st, const store_task *t, const store
         /* stopping is asked again on every try: a drain may begin meanwhile */
         int go_on = fresh && !stopping(env);
         int rc = go_on ? store_finish_claim(st, t->id, t->attempts, o, clock_now_ms(),
-                                            (long)getpid(), next, claimed)
+                                            (long)getpid(), claim_skip(env), next, claimed)
                        : store_finish(st, t->id, t->attempts, o);
         if (rc == STORE_OK) {
             if (*claimed)       /* fault point: the gap before the slot shows the claim */
@@ -255,6 +448,7 @@ run_one(const struct worker_env *env, store *st, const store_task *t, store_task
             pause();
     }
     int claimed = 0;
+    exec_check_children(env);           /* the claim in record() skips kinds gone */
     int recorded = record(env, st, t, &a.o, next, &claimed) == 0;
     tasklog_outcome(t, &a.o, recorded);
     free(a.text);
@@ -264,9 +458,10 @@ run_one(const struct worker_env *env, store *st, const store_task *t, store_task
     atomic_store(&slot->state, SLOT_IDLE);
     /* A retry waits for its run_after. Idle workers set their sleep by the earliest one
      * when they went to sleep; if this worker will not be idle to take it (it claimed
-     * the next task, or it is leaving), wake one so that it looks again (issue 8). */
+     * the next task, or it is leaving, or it lost its child of the task's exec kind),
+     * wake one so that it looks again (issue 8). */
     if (recorded && a.o.state == TASK_PENDING &&
-        (claimed || stopping(env) || worn_out(env, 0, 1)))
+        (claimed || stopping(env) || worn_out(env, 0, 1) || exec_skips(env, t->kind)))
         wake_post(env->wake, 1);
     if (recorded && task_state_terminal(a.o.state)) {
         /* tell the HTTP process, for ?wait; if the pipe is full, the waiter's deadline
@@ -302,6 +497,12 @@ worker_main(const struct worker_env *env)
 
     struct slot *slot = &env->sh->slots[env->slot];
     atomic_store(&slot->pid, (int)getpid());
+    /* the exec kinds it came without: it takes none of their tasks */
+    uint64_t missing = env->exec_missing;
+    for (int i = 0; i < env->cfg->nexec_kinds; i++)
+        if (env->exec[i].fd < 0)
+            missing |= UINT64_C(1) << i;
+    atomic_store(&slot->exec_missing, missing);
     char err[512];
     store *st = store_open(env->cfg->db_path, STORE_SYNC_NORMAL, 5000, err, sizeof err);
     if (st == NULL) {
@@ -321,10 +522,11 @@ worker_main(const struct worker_env *env)
     log_debug("worker ready in slot %d", env->slot);
 
     while (!stopping(env)) {
-        int ready = store_has_ready(st, clock_now_ms());
+        exec_check_children(env);
+        int ready = store_has_ready(st, clock_now_ms(), claim_skip(env));
         if (ready != 0) {               /* yes, or unknown: try to claim */
             store_task t;
-            int rc = store_claim_next(st, clock_now_ms(), self, &t);
+            int rc = store_claim_next(st, clock_now_ms(), self, claim_skip(env), &t);
             if (rc == STORE_OK) {
                 /* while finishing one task claims the next, run them back to back */
                 store_task next;
@@ -369,6 +571,7 @@ worker_main(const struct worker_env *env)
             wake_take(env->wake);       /* or another idle worker took it: look anyway */
     }
     kinds_worker_fini();
+    exec_close_children(env);           /* each child leaves at end of file */
     store_close(st);
     log_debug("worker exits");
     _exit(0);

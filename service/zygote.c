@@ -21,10 +21,13 @@
 #include "common/fault.h"
 #include "common/log.h"
 #include "common/wake.h"
+#include "service/exec_loader.h"
+#include "service/exec_validate.h"
 #include "service/kinds.h"
 #include "service/worker.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,7 +38,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#define EXEC_STOP_GRACE_MS 5000     /* exec kinds' zygotes: to exit at end of file */
+
 static pid_t g_supervisor;
+static int g_generation;
 
 /* ---------------------------------------------------------------- messages */
 
@@ -96,10 +102,15 @@ request_reload(void)
 }
 
 static void __attribute__((noreturn))
-run_http(const struct zygote_env *env)
+run_http(const struct zygote_env *env, struct exec_child *validators, int validators_seq)
 {
     log_set_role("http");
     close(env->notify_wr);
+    if (env->validate_wr >= 0)
+        close(env->validate_wr);
+    /* exec kinds' inputs are validated by children of their zygotes, handed over now
+     * and, after each reload or zygote restart, through validate_rd */
+    exec_validate_init(env->cfg, env->validate_rd, validators, g_generation, validators_seq);
     /* SIGTERM and SIGINT stay blocked: api_server_run() takes them with sigwait */
     sigset_t unblock;
     sigemptyset(&unblock);
@@ -137,22 +148,29 @@ run_http(const struct zygote_env *env)
 }
 
 static void __attribute__((noreturn))
-run_worker(const struct zygote_env *env, int slot)
+run_worker(const struct zygote_env *env, int slot, struct exec_child *children,
+           uint64_t missing)
 {
     close(env->listen_fd);
     close(env->notify_rd);
+    if (env->validate_rd >= 0) {
+        close(env->validate_rd);
+        close(env->validate_wr);
+    }
     /* signals stay blocked until worker_main() has its handlers in place */
     struct worker_env wenv = {.cfg = env->cfg, .sh = env->sh, .slot = slot, .wake = env->wake,
-                              .notify_fd = env->notify_wr};
+                              .notify_fd = env->notify_wr, .exec = children,
+                              .exec_missing = missing};
     worker_main(&wenv);
 }
 
 /* In B, the grandchild (see the top of this file): steps 1 to 4. */
 static void __attribute__((noreturn))
 become_child(const struct zygote_env *env, int sock, pid_t a, const struct zygote_spawned *rep,
-             int die_at_once)
+             int die_at_once, struct exec_child *children, int validators_seq)
 {
     close(sock);
+    exec_loader_close_inherited();      /* the zygotes' channels are the loader's alone */
     int64_t until = clock_mono_ms() + 5000;
     while (getppid() == a && clock_mono_ms() < until) {
         struct timespec ts = {.tv_sec = 0, .tv_nsec = 100 * 1000};
@@ -165,10 +183,10 @@ become_child(const struct zygote_env *env, int sock, pid_t a, const struct zygot
         _exit(7);               /* zygote_child_dies_at_once */
     if (rep->role == ZYGOTE_ROLE_HTTP) {
         prctl(PR_SET_NAME, "warmpool-http");
-        run_http(env);
+        run_http(env, children, validators_seq);
     }
     prctl(PR_SET_NAME, "warmpool-worker");
-    run_worker(env, rep->slot);
+    run_worker(env, rep->slot, children, rep->exec_missing);
 }
 
 static void
@@ -188,6 +206,15 @@ spawn(const struct zygote_env *env, int sock, const struct zygote_spawn *req)
     sigaddset(&term, SIGTERM);
     sigaddset(&term, SIGINT);
     sigprocmask(SIG_BLOCK, &term, &old);
+    /* exec kinds: a worker gets a child of each, the HTTP process a validating child of
+     * each that validates; they inherit the channels */
+    struct exec_child children[CONFIG_MAX_EXEC_KINDS];
+    int64_t spawn_deadline = clock_mono_ms() + EXEC_LOADER_SPAWN_MS;
+    int validators_seq = 0;
+    if (req->role == ZYGOTE_ROLE_WORKER)
+        rep.exec_missing = exec_loader_spawn(children, spawn_deadline);
+    else
+        exec_loader_spawn_validators(children, spawn_deadline, &validators_seq);
     /* zygote_child_dies_at_once=N: the first N children exit (code 7) as soon as they
      * are the supervisor's, before anything else */
     int die_at_once = fault_countdown("zygote_child_dies_at_once");
@@ -196,7 +223,7 @@ spawn(const struct zygote_env *env, int sock, const struct zygote_spawn *req)
         pid_t self = getpid();
         pid_t b = fork();
         if (b == 0)
-            become_child(env, sock, self, &rep, die_at_once);
+            become_child(env, sock, self, &rep, die_at_once, children, validators_seq);
         if (b < 0)
             rep.err = errno;
         else
@@ -214,6 +241,13 @@ spawn(const struct zygote_env *env, int sock, const struct zygote_spawn *req)
         while (waitpid(a, NULL, 0) < 0 && errno == EINTR)
             ;
     }
+    /* the new process has its copies of the children's channels (or none came) */
+    for (int i = 0; i < CONFIG_MAX_EXEC_KINDS; i++) {
+        if (children[i].fd >= 0)
+            close(children[i].fd);
+        if (children[i].pidfd >= 0)
+            close(children[i].pidfd);
+    }
     sigprocmask(SIG_SETMASK, &old, NULL);
 }
 
@@ -223,6 +257,8 @@ void
 zygote_main(const struct zygote_env *env, int sock, int generation)
 {
     g_supervisor = env->supervisor;
+    g_generation = generation;
+    int64_t t0 = clock_mono_ms();
     /* a direct child of the supervisor: the death signal can be set at once */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != env->supervisor)
@@ -239,8 +275,10 @@ zygote_main(const struct zygote_env *env, int sock, int generation)
     sigprocmask(SIG_UNBLOCK, &term, NULL);
 
     char err[1024];
-    int64_t t0 = clock_mono_ms();
-    if (kinds_load(env->cfg, err, sizeof err) != 0) {
+    /* the C kinds, then the exec kinds' zygotes, all within --load-timeout-ms */
+    if (kinds_load(env->cfg, err, sizeof err) != 0 ||
+        exec_loader_start(env->cfg, sock, t0 + env->cfg->load_timeout_ms, err,
+                          sizeof err) != 0) {
         zygote_send(sock, ZYGOTE_FAILED, err, (uint32_t)strlen(err));
         _exit(2);
     }
@@ -252,6 +290,7 @@ zygote_main(const struct zygote_env *env, int sock, int generation)
         snprintf(ready.kinds[i].name, sizeof ready.kinds[i].name, "%s", e->kind->name);
         ready.kinds[i].ctx_bytes = (int64_t)e->ctx_bytes;
         ready.kinds[i].load_ms = e->load_ms;
+        ready.kinds[i].exec = e->exec;
     }
     if (zygote_send(sock, ZYGOTE_READY, &ready, sizeof ready) != 0)
         _exit(1);
@@ -259,6 +298,16 @@ zygote_main(const struct zygote_env *env, int sock, int generation)
               (long long)(clock_mono_ms() - t0));
 
     for (;;) {
+        /* the supervisor's requests, and the exec kinds' zygotes */
+        struct pollfd p[1 + CONFIG_MAX_EXEC_KINDS];
+        p[0] = (struct pollfd){.fd = sock, .events = POLLIN};
+        int np = 1 + exec_loader_pollfds(p + 1, CONFIG_MAX_EXEC_KINDS);
+        if (poll(p, (nfds_t)np, exec_loader_timeout_ms()) < 0 && errno != EINTR)
+            _exit(1);
+        if (np > 1)
+            exec_loader_service(p + 1, np - 1);
+        if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR)))
+            continue;
         union {
             struct zygote_spawn spawn;
             unsigned char raw[ZYGOTE_MSG_MAX];
@@ -267,7 +316,10 @@ zygote_main(const struct zygote_env *env, int sock, int generation)
         int len = zygote_recv(sock, &type, &m, sizeof m);
         if (len == -2 || (len < 0 && errno != EAGAIN) || type == ZYGOTE_EXIT) {
             /* told to, or the supervisor closed its end: this generation is over (its
-             * children keep their copies of the contexts) */
+             * children keep their copies of the contexts; the supervisor asks only once
+             * none of its workers runs, since the exec kinds' children end with their
+             * zygotes) */
+            exec_loader_stop(EXEC_STOP_GRACE_MS);
             kinds_unload();
             _exit(0);
         }
@@ -275,6 +327,8 @@ zygote_main(const struct zygote_env *env, int sock, int generation)
             continue;
         if (type == ZYGOTE_SPAWN && (size_t)len >= sizeof m.spawn)
             spawn(env, sock, &m.spawn);
+        else if (type == ZYGOTE_PUSH_VALIDATORS && env->validate_wr >= 0)
+            exec_loader_push_validators(env->validate_wr, generation);
         /* any other type: from a newer supervisor; ignored */
     }
 }

@@ -19,10 +19,18 @@
  *                                             pid (sent by the intermediate process
  *                                             of the double fork)
  *                         ZYGOTE_SPAWN_FAILED struct zygote_spawned, pid 0, err set
+ *                         ZYGOTE_EXEC_STATE   struct zygote_exec_state: an exec kind's
+ *                                             zygote went down, or is up (again)
  *   supervisor -> zygote  ZYGOTE_SPAWN        struct zygote_spawn
  *                         ZYGOTE_EXIT         no payload: exit (so does end of file)
+ *                         ZYGOTE_PUSH_VALIDATORS  no payload: send the HTTP process a
+ *                                             fresh validate child of each exec kind
+ *                                             that validates (no answer)
  * Every SPAWN gets exactly one SPAWNED or SPAWN_FAILED, unless a process dies first;
- * end of file on the supervisor's end means that no answer can come any more. */
+ * end of file on the supervisor's end means that no answer can come any more.
+ *
+ * Exec kinds (service/exec_loader.h): the zygote also starts each --exec-kind's
+ * zygote as part of its load, and hands each worker it forks one child of each. */
 #ifndef WP_ZYGOTE_H
 #define WP_ZYGOTE_H
 
@@ -44,6 +52,8 @@ struct zygote_env {
     int notify_rd, notify_wr;   /* pipe: ids of terminal tasks, workers -> HTTP process */
     unsigned max_connections;   /* --max-connections, as the open-file limit allows */
     int64_t started_at_ms;      /* when the service started (epoch ms) */
+    int validate_rd, validate_wr;   /* exec kinds' validate children, zygote -> HTTP
+                                     * process (SOCK_SEQPACKET pair); -1 without */
 };
 
 enum zygote_msg_type {
@@ -53,6 +63,8 @@ enum zygote_msg_type {
     ZYGOTE_SPAWNED = 4,
     ZYGOTE_SPAWN_FAILED = 5,
     ZYGOTE_EXIT = 6,
+    ZYGOTE_EXEC_STATE = 7,
+    ZYGOTE_PUSH_VALIDATORS = 8,
 };
 
 enum zygote_role { ZYGOTE_ROLE_HTTP = 1, ZYGOTE_ROLE_WORKER = 2 };
@@ -68,6 +80,7 @@ struct zygote_kind {
     char name[65];
     int64_t ctx_bytes;
     int64_t load_ms;
+    int32_t exec;               /* index among the exec kinds; -1 for a C kind */
 };
 
 struct zygote_ready {
@@ -86,6 +99,15 @@ struct zygote_spawned {
     uint64_t seq;
     int32_t pid;                /* the new child; 0 with SPAWN_FAILED */
     int32_t err;                /* errno of the failed fork */
+    uint64_t exec_missing;      /* a worker: bit i set = no child of exec kind i */
+};
+
+struct zygote_exec_state {
+    int32_t kind;               /* index among the exec kinds (cfg->exec_kinds) */
+    int32_t up;                 /* 1: its zygote is ready (again); 0: it went down */
+    int64_t ctx_bytes;          /* with up: its new figures */
+    int64_t load_ms;
+    char name[65];
 };
 
 /* Runs the zygote of `generation` in a child the supervisor has just forked; sock is

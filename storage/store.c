@@ -87,6 +87,21 @@ static const char SQL_CLAIM[] =
     "             WHERE state = 'pending' AND delayed = 0"
     "             ORDER BY priority DESC, id LIMIT 1)"
     " RETURNING " TASK_COLS;
+/* A claim with kinds to skip: the kinds that have pending tasks (a few rows), then for
+ * each one not skipped its best ready task (tasks_ready_kind, one seek), the best of
+ * those compared in C, then that one taken by id. No step over the skipped kinds' tasks,
+ * however many wait. */
+static const char SQL_PENDING_KINDS[] =
+    "SELECT kind FROM task_counts WHERE state = 'pending' AND n > 0";
+static const char SQL_KIND_HEAD[] =
+    "SELECT id, priority FROM tasks INDEXED BY tasks_ready_kind"
+    " WHERE state = 'pending' AND delayed = 0 AND kind = ?1"
+    " ORDER BY priority DESC, id LIMIT 1";
+static const char SQL_CLAIM_ID[] =
+    "UPDATE tasks SET state = 'running', attempts = attempts + 1,"
+    " started_at = max(?1, created_at), finished_at = NULL, owner = ?2"
+    " WHERE id = ?3 AND state = 'pending' AND delayed = 0"
+    " RETURNING " TASK_COLS;
 static const char SQL_FINISH[] =
     "UPDATE tasks SET state = ?3, result = ?4, error_code = ?5, error_message = ?6,"
     " finished_at = ?7, run_after = ?8, delayed = ?9"
@@ -163,7 +178,8 @@ static const char SQL_SETTINGS[] =
 
 enum stmt_id {
     S_INSERT, S_GET, S_GET_BRIEF, S_GET_BY_KEY, S_CANCEL, S_HAS_READY, S_DUE, S_PROMOTE,
-    S_CLAIM, S_FINISH, S_RELEASE, S_RECOVER, S_NEXT_RUN_AFTER, S_PURGE, S_COUNT,
+    S_CLAIM, S_PENDING_KINDS, S_KIND_HEAD, S_CLAIM_ID, S_FINISH, S_RELEASE, S_RECOVER,
+    S_NEXT_RUN_AFTER, S_PURGE, S_COUNT,
     S_COUNT_PENDING, S_COUNT_KINDS, S_LIST_ALL, S_LIST_KIND, S_LIST_STATE_KIND,
     S_LIST_STATE_KINDS, S_LIST_RUNNING_KINDS, S_LIST_STATE_IDS, S_PING, S_SECRET, S_BEGIN, S_BEGIN_READ, S_COMMIT, S_ROLLBACK,
     S_COUNT_OF
@@ -182,6 +198,9 @@ static const struct {
     [S_DUE] = {"due", SQL_DUE},
     [S_PROMOTE] = {"promote", SQL_PROMOTE},
     [S_CLAIM] = {"claim", SQL_CLAIM},
+    [S_PENDING_KINDS] = {"pending_kinds", SQL_PENDING_KINDS},
+    [S_KIND_HEAD] = {"kind_head", SQL_KIND_HEAD},
+    [S_CLAIM_ID] = {"claim_id", SQL_CLAIM_ID},
     [S_FINISH] = {"finish", SQL_FINISH},
     [S_RELEASE] = {"release", SQL_RELEASE},
     [S_RECOVER] = {"recover", SQL_RECOVER},
@@ -772,9 +791,66 @@ store_cancel(store *s, int64_t id, int64_t now_ms, store_task *out)
     return ret == STORE_OK ? STORE_CONFLICT : ret;
 }
 
-int
-store_has_ready(store *s, int64_t now_ms)
+static int
+in_set(const store_kind_set *set, const char *kind)
 {
+    for (size_t i = 0; i < set->n; i++)
+        if (strcmp(set->names[i], kind) == 0)
+            return 1;
+    return 0;
+}
+
+/* The best ready task of a kind not in skip: its id into *id (0: none). STORE_OK, or an
+ * error. Each kind with pending tasks costs one seek in tasks_ready_kind. */
+static int
+best_head(store *s, const store_kind_set *skip, int64_t *id)
+{
+    *id = 0;
+    int64_t best_prio = 0;
+    sqlite3_stmt *kinds = s->st[S_PENDING_KINDS], *head = s->st[S_KIND_HEAD];
+    int rc;
+    while ((rc = sqlite3_step(kinds)) == SQLITE_ROW) {
+        const char *kind = (const char *)sqlite3_column_text(kinds, 0);
+        if (kind == NULL || in_set(skip, kind))
+            continue;
+        /* the text stays valid until kinds steps again: head is reset before that */
+        sqlite3_bind_text(head, 1, kind, -1, SQLITE_STATIC);
+        int hr = sqlite3_step(head);
+        if (hr == SQLITE_ROW) {
+            int64_t hid = sqlite3_column_int64(head, 0), prio = sqlite3_column_int64(head, 1);
+            if (*id == 0 || prio > best_prio || (prio == best_prio && hid < *id)) {
+                *id = hid;
+                best_prio = prio;
+            }
+        }
+        stmt_done(head);
+        if (hr != SQLITE_ROW && hr != SQLITE_DONE) {
+            stmt_done(kinds);
+            return fail(s, "kind_head", hr);
+        }
+    }
+    stmt_done(kinds);
+    return rc == SQLITE_DONE ? STORE_OK : fail(s, "pending_kinds", rc);
+}
+
+int
+store_has_ready(store *s, int64_t now_ms, const store_kind_set *skip)
+{
+    if (skip != NULL && skip->n > 0) {
+        /* a due retry of any kind: the claim promotes it (yes, once in vain if it is of
+         * a kind skipped); then the heads of the kinds not skipped */
+        sqlite3_stmt *due = s->st[S_DUE];
+        sqlite3_bind_int64(due, 1, now_ms);
+        int rc = sqlite3_step(due);
+        stmt_done(due);
+        if (rc == SQLITE_ROW)
+            return 1;
+        if (rc != SQLITE_DONE)
+            return -fail(s, "due", rc);
+        int64_t id;
+        rc = best_head(s, skip, &id);
+        return rc != STORE_OK ? -rc : id != 0;
+    }
     sqlite3_stmt *st = s->st[S_HAS_READY];
     sqlite3_bind_int64(st, 1, now_ms);
     int rc = sqlite3_step(st);
@@ -788,7 +864,7 @@ store_has_ready(store *s, int64_t now_ms)
 /* The claim, inside a write transaction: due waiting tasks become ready, then the
  * first ready one is taken. */
 static int
-claim_locked(store *s, int64_t now_ms, long owner, store_task *out)
+claim_locked(store *s, int64_t now_ms, long owner, const store_kind_set *skip, store_task *out)
 {
     *out = (store_task){0};
     sqlite3_stmt *due = s->st[S_DUE];
@@ -804,6 +880,17 @@ claim_locked(store *s, int64_t now_ms, long owner, store_task *out)
     }
     if (rc != SQLITE_DONE)
         return fail(s, "promote", rc);
+    if (skip != NULL && skip->n > 0) {
+        int64_t id;
+        rc = best_head(s, skip, &id);
+        if (rc != STORE_OK || id == 0)
+            return rc != STORE_OK ? rc : STORE_EMPTY;
+        sqlite3_stmt *st = s->st[S_CLAIM_ID];
+        sqlite3_bind_int64(st, 1, now_ms);
+        sqlite3_bind_int64(st, 2, owner);
+        sqlite3_bind_int64(st, 3, id);
+        return step_task(s, st, "claim_id", out, STORE_EMPTY);
+    }
     sqlite3_stmt *st = s->st[S_CLAIM];
     sqlite3_bind_int64(st, 1, now_ms);
     sqlite3_bind_int64(st, 2, owner);
@@ -811,15 +898,16 @@ claim_locked(store *s, int64_t now_ms, long owner, store_task *out)
 }
 
 int
-store_claim_next(store *s, int64_t now_ms, long owner, store_task *out)
+store_claim_next(store *s, int64_t now_ms, long owner, const store_kind_set *skip,
+                 store_task *out)
 {
     if (!sqlite3_get_autocommit(s->db))     /* inside the caller's transaction */
-        return claim_locked(s, now_ms, owner, out);
+        return claim_locked(s, now_ms, owner, skip, out);
     *out = (store_task){0};
     int rc = store_begin(s);
     if (rc != STORE_OK)
         return rc;
-    rc = claim_locked(s, now_ms, owner, out);
+    rc = claim_locked(s, now_ms, owner, skip, out);
     if (rc != STORE_OK && rc != STORE_EMPTY) {
         store_rollback(s);
         return rc;
@@ -865,7 +953,7 @@ store_finish(store *s, int64_t id, int attempt, const store_outcome *o)
 
 int
 store_finish_claim(store *s, int64_t id, int attempt, const store_outcome *o, int64_t now_ms,
-                   long owner, store_task *next, int *claimed)
+                   long owner, const store_kind_set *skip, store_task *next, int *claimed)
 {
     *claimed = 0;
     *next = (store_task){0};
@@ -880,7 +968,7 @@ store_finish_claim(store *s, int64_t id, int attempt, const store_outcome *o, in
     char why[sizeof s->errmsg];
     if (finished == STORE_CONFLICT)
         snprintf(why, sizeof why, "%s", s->errmsg);
-    rc = claim_locked(s, now_ms, owner, next);
+    rc = claim_locked(s, now_ms, owner, skip, next);
     if (rc != STORE_OK && rc != STORE_EMPTY) {
         store_rollback(s);
         return rc;

@@ -139,9 +139,20 @@ int store_get(store *s, int64_t id, store_task *out);
 int store_list(store *s, const store_filter *f, store_task **items, size_t *n, int *more);
 /* pending -> canceled. STORE_NOTFOUND, or STORE_CONFLICT with *out the current task. */
 int store_cancel(store *s, int64_t id, int64_t now_ms, store_task *out);
-/* Claims the next pending task (priority desc, then id) whose run_after has come,
- * for the worker whose pid is owner: one write transaction. */
-int store_claim_next(store *s, int64_t now_ms, long owner, store_task *out);
+/* A set of kinds: "claim the best ready task whose kind is not in this set" (the exec
+ * kinds a worker has no child of; later, paused kinds). The names are borrowed. NULL or
+ * n = 0: no kind is left alone. */
+typedef struct store_kind_set {
+    const char *const *names;
+    size_t n;
+} store_kind_set;
+
+/* Claims the next pending task (priority desc, then id) whose run_after has come and
+ * whose kind is not in skip, for the worker whose pid is owner: one write transaction.
+ * With kinds to skip it compares the first ready task of each other kind that has
+ * pending tasks (one index seek each), never stepping over the skipped kinds' tasks. */
+int store_claim_next(store *s, int64_t now_ms, long owner, const store_kind_set *skip,
+                     store_task *out);
 /* Records the end of attempt `attempt` of task id. STORE_CONFLICT if the task is no
  * longer running that attempt (it was released, canceled or finished elsewhere). */
 int store_finish(store *s, int64_t id, int attempt, const store_outcome *o);
@@ -150,7 +161,8 @@ int store_finish(store *s, int64_t id, int attempt, const store_outcome *o);
  * (STORE_OK, or STORE_CONFLICT with the claim still made); *claimed is 1 when *next
  * holds the next task. Any other code: nothing was written, nothing claimed. */
 int store_finish_claim(store *s, int64_t id, int attempt, const store_outcome *o,
-                       int64_t now_ms, long owner, store_task *next, int *claimed);
+                       int64_t now_ms, long owner, const store_kind_set *skip,
+                       store_task *next, int *claimed);
 /* The worker with pid owner is gone: each task it was running goes back to pending
  * if attempts remain, else to failed, with error code (default "worker_lost") and
  * message. Up to cap of them are reported in released[], their count in *n. */
@@ -173,8 +185,10 @@ typedef struct store_kind_counts {
 } store_kind_counts;
 int store_count_kinds(store *s, store_kind_counts **out, size_t *n);
 void store_kind_counts_free(store_kind_counts *v, size_t n);
-/* Is there a pending task ready at now_ms? A read, no write lock: 1 yes, 0 no, <0 error */
-int store_has_ready(store *s, int64_t now_ms);
+/* Is there a pending task ready at now_ms whose kind is not in skip (NULL: any)? A read,
+ * no write lock: 1 yes (or a waiting retry is due, of any kind: the claim makes it
+ * ready), 0 no, <0 error */
+int store_has_ready(store *s, int64_t now_ms, const store_kind_set *skip);
 /* The earliest run_after after now_ms among pending tasks (a retry waiting for its
  * backoff), or 0 if there is none (or on error). A read. */
 int64_t store_next_run_after(store *s, int64_t now_ms);

@@ -155,7 +155,7 @@ class _Channel:
             if fds and not want_fds:
                 raise ProtocolError("an unexpected descriptor came with a frame")
             try:
-                msg = json.loads(body.decode("utf-8"), object_pairs_hook=_no_dup_keys)
+                msg = _DECODER.decode(body.decode("utf-8"))
             except (UnicodeDecodeError, ValueError) as e:
                 raise ProtocolError("the frame is not JSON: %s" % e) from None
             _check(msg, types)
@@ -175,9 +175,14 @@ class _Channel:
         self.send_bytes(_encode(msg))
 
 
+# made once: json.loads and json.dumps with arguments build a new decoder or encoder for
+# every message, a few microseconds each
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_dup_keys)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def _encode(msg):
-    return json.dumps(msg, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+    return _ENCODER.encode(msg).encode("utf-8")
 
 
 def _check(msg, types):

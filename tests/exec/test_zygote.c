@@ -1,7 +1,7 @@
 /* test_zygote.c -- a minimal zygote in C for the edge cases of the exec-kind protocol
  * (docs/exec-kinds.md): it misbehaves on purpose, as told by argv[1] (the zygote) or
- * by the task's input (its children). Used by tests/unit/test_exec_zygote.c and, in
- * the integration phase, by the integration tests.
+ * by the task's input (its children). Used by tests/unit/test_exec_zygote.c,
+ * tests/unit/test_exec_validate.c and tests/integration/test_exec.c.
  *
  *   wp-test-zygote [MODE]   MODE, what the zygote does after hello:
  *     ok (default)   ready (context_bytes 12345, load_ms 1, validate true)
@@ -20,7 +20,8 @@
  * write a bad frame; {"wrong_id": true} answers for id + 1; {"error": "code",
  * "retryable": B, "message": "..."} answers an error; anything else answers
  * {"echo": input, "pid": PID, "attempt": A}. Validate: an object with "bad" is
- * invalid. SIGTERM: finish the task in hand, then exit 0. */
+ * invalid; with "exit": N the child exits N without answering; with "garbage" it writes
+ * a frame that is not JSON. SIGTERM: finish the task in hand, then exit 0. */
 #include "service/exec_proto.h"
 
 #include <errno.h>
@@ -100,7 +101,12 @@ child_main(int fd)
             die("child recv", err);
         g_busy = 1;
         json_t *in = m.value;
-        if (m.type == EXEC_MSG_VALIDATE) {
+        if (m.type == EXEC_MSG_VALIDATE && json_is_object(in) && json_object_get(in, "exit")) {
+            _exit((int)json_integer_value(json_object_get(in, "exit")));
+        } else if (m.type == EXEC_MSG_VALIDATE && json_is_object(in) &&
+                   json_object_get(in, "garbage")) {
+            send_raw(fd, "\0\0\0\5hello", 9);
+        } else if (m.type == EXEC_MSG_VALIDATE) {
             send_json(fd, json_is_object(in) && json_object_get(in, "bad")
                               ? json_pack("{s:s, s:s}", "type", "invalid", "message",
                                           "the input has 'bad'")

@@ -1233,7 +1233,10 @@ static void assert_stats_shape(const json_t *st) {
     WP_CHECK(json_is_array(ks), "stats.kinds must be an array: %.800s", d);
     json_t *k;
     json_array_foreach(ks, i, k) {
-        WP_CHECK(json_is_object(k) && json_object_size(k) == 4, "kind shape: %.800s", d);
+        WP_CHECK(json_is_object(k) && json_object_size(k) == 6, "kind shape: %.800s", d);
+        const char *rt = wp_str(k, "runtime");
+        WP_CHECK(strcmp(rt, "c") == 0 || strcmp(rt, "exec") == 0, "kind.runtime c|exec: %.800s", d);
+        WP_CHECK(json_is_boolean(json_object_get(k, "available")), "kind.available: %.800s", d);
         WP_CHECK(json_is_string(json_object_get(k, "name")), "kind.name: %.800s", d);
         static const char *const ik[] = {"context_bytes", "generation", "load_ms"};
         for (int j = 0; j < 3; j++)

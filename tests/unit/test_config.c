@@ -18,8 +18,8 @@ static const char *const ENV_VARS[] = {
     "WARMPOOL_RETRY_BASE_MS",
     "WARMPOOL_ENABLE_TEST_KINDS", "WARMPOOL_LOG_LEVEL", "WARMPOOL_HTTP_THREADS",
     "WARMPOOL_MAX_CONNECTIONS", "WARMPOOL_MAX_CONNECTIONS_PER_IP", "WARMPOOL_LOG_FORMAT",
-    "WARMPOOL_CORS_ORIGIN", "WARMPOOL_API_TOKEN", "WARMPOOL_METRICS_TOKEN",
-    "WARMPOOL_MAX_EVENT_STREAMS",
+    "WARMPOOL_CORS_ORIGIN", "WARMPOOL_API_TOKEN", "WARMPOOL_EXEC_KIND", "WARMPOOL_KIND_CONFIG",
+    "WARMPOOL_METRICS_TOKEN", "WARMPOOL_MAX_EVENT_STREAMS",
 };
 
 static int
@@ -33,6 +33,7 @@ clear_env(void **state)
 
 static char g_err[512];
 static struct config g_cfg;
+static int g_parsed;            /* g_cfg holds what a parse allocated */
 
 /* config_parse over a NULL-terminated list of arguments after the program name */
 static int
@@ -47,7 +48,10 @@ parse_v(const char *first, va_list ap)
     }
     argv[argc] = NULL;
     g_err[0] = '\0';
+    if (g_parsed)
+        config_free(&g_cfg);
     memset(&g_cfg, 0xa5, sizeof g_cfg);
+    g_parsed = 1;
     return config_parse(argc, argv, &g_cfg, g_err, sizeof g_err);
 }
 
@@ -452,6 +456,81 @@ test_listen_forms(void **state)
     assert_int_equal(g_cfg.listen_port, 65535);
 }
 
+static void
+test_exec_kinds(void **state)
+{
+    (void)state;
+    assert_int_equal(parse(NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.nexec_kinds, 0);
+    assert_int_equal(parse("--exec-kind", "table=python3 'my kind.py' --mb 64",
+                           "--exec-kind=squares=node zygote.js", "--kind-config", "table=mb=8",
+                           NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.nexec_kinds, 2);
+    assert_string_equal(g_cfg.exec_kinds[0].name, "table");
+    assert_string_equal(g_cfg.exec_kinds[0].command, "python3 'my kind.py' --mb 64");
+    assert_string_equal(g_cfg.exec_kinds[0].argv[0], "python3");
+    assert_string_equal(g_cfg.exec_kinds[0].argv[1], "my kind.py");
+    assert_string_equal(g_cfg.exec_kinds[0].argv[2], "--mb");
+    assert_string_equal(g_cfg.exec_kinds[0].argv[3], "64");
+    assert_null(g_cfg.exec_kinds[0].argv[4]);
+    assert_string_equal(g_cfg.exec_kinds[1].name, "squares");
+    assert_string_equal(g_cfg.exec_kinds[1].argv[0], "node");
+    assert_string_equal(config_kind_config(&g_cfg, "table"), "mb=8");
+
+    /* the variable: ';'-separated, and a flag replaces all of it */
+    setenv("WARMPOOL_EXEC_KIND", "a=python3 a.py;b.x-y_1=/bin/b --flag", 1);
+    assert_int_equal(parse(NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.nexec_kinds, 2);
+    assert_string_equal(g_cfg.exec_kinds[0].name, "a");
+    assert_string_equal(g_cfg.exec_kinds[1].name, "b.x-y_1");
+    assert_string_equal(g_cfg.exec_kinds[1].argv[1], "--flag");
+    assert_int_equal(parse("--exec-kind", "c=cmd", NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.nexec_kinds, 1);
+    assert_string_equal(g_cfg.exec_kinds[0].name, "c");
+    setenv("WARMPOOL_EXEC_KIND", "bad", 1);
+    expect_error("WARMPOOL_EXEC_KIND", NULL);
+    unsetenv("WARMPOOL_EXEC_KIND");
+
+    /* bad names and commands: exit 2 with a reason */
+    expect_error("NAME=COMMAND", "--exec-kind", "python3 x.py", NULL);
+    expect_error("NAME=COMMAND", "--exec-kind", "=python3 x.py", NULL);
+    expect_error("NAME=COMMAND", "--exec-kind", "Big=python3 x.py", NULL);
+    expect_error("NAME=COMMAND", "--exec-kind", "a b=python3 x.py", NULL);
+    expect_error("NAME=COMMAND",
+                 "--exec-kind", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa=x",
+                 NULL);
+    expect_error("the command is empty", "--exec-kind", "k=", NULL);
+    expect_error("the command is empty", "--exec-kind", "k=   ", NULL);
+    expect_error("unterminated '", "--exec-kind", "k=python3 'x.py", NULL);
+    expect_error("unterminated \"", "--exec-kind", "k=python3 \"x.py", NULL);
+    expect_error("backslash", "--exec-kind", "k=python3 x.py\\", NULL);
+    expect_error("given twice", "--exec-kind", "k=a", "--exec-kind", "k=b", NULL);
+    /* a built-in kind's name; fail and spin only exist with --enable-test-kinds */
+    expect_error("built-in", "--exec-kind", "echo=python3 x.py", NULL);
+    expect_error("built-in", "--exec-kind", "scan=python3 x.py", NULL);
+    assert_int_equal(parse("--exec-kind", "spin=python3 x.py", NULL), CONFIG_OK);
+    expect_error("built-in", "--exec-kind", "spin=python3 x.py", "--enable-test-kinds", NULL);
+    expect_error("built-in", "--enable-test-kinds", "--exec-kind", "fail=x", NULL);
+    /* at most CONFIG_MAX_EXEC_KINDS */
+    char names[CONFIG_MAX_EXEC_KINDS + 1][16];
+    char *argv[2 * CONFIG_MAX_EXEC_KINDS + 4];
+    int argc = 0;
+    argv[argc++] = (char *)"warmpool";
+    for (int i = 0; i <= CONFIG_MAX_EXEC_KINDS; i++) {
+        snprintf(names[i], sizeof names[i], "k%d=cmd", i);
+        argv[argc++] = (char *)"--exec-kind";
+        argv[argc++] = names[i];
+    }
+    argv[argc] = NULL;
+    config_free(&g_cfg);
+    memset(&g_cfg, 0, sizeof g_cfg);
+    assert_int_equal(config_parse(argc, argv, &g_cfg, g_err, sizeof g_err), CONFIG_ERROR);
+    assert_non_null(strstr(g_err, "more than"));
+    config_free(&g_cfg);
+    assert_int_equal(config_parse(argc - 2, argv, &g_cfg, g_err, sizeof g_err), CONFIG_OK);
+    assert_int_equal(g_cfg.nexec_kinds, CONFIG_MAX_EXEC_KINDS);
+}
+
 int
 main(void)
 {
@@ -470,7 +549,11 @@ main(void)
         cmocka_unit_test_setup(test_listen_forms, clear_env),
         cmocka_unit_test_setup_teardown(test_log_format, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_cors_origins, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_exec_kinds, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_metrics_and_streams, clear_env, clear_env),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    if (g_parsed)
+        config_free(&g_cfg);
+    return rc;
 }

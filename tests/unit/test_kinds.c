@@ -150,6 +150,53 @@ test_validate(void **state)
     }
 }
 
+/* Exec kinds are registered by name after the C kinds (their contexts are their
+ * zygotes'); one that takes a loaded kind's name is refused; --kind-config may name one;
+ * validation goes to the hook, or accepts when there is none. */
+static void
+test_exec_kinds_registered(void **state)
+{
+    (void)state;
+    struct config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    char *argv0[] = {(char *)"python3", NULL};
+    cfg.exec_kinds[0].name = "table";
+    cfg.exec_kinds[0].command = "python3";
+    cfg.exec_kinds[0].argv = argv0;
+    cfg.exec_kinds[1].name = "squares";
+    cfg.exec_kinds[1].command = "python3";
+    cfg.exec_kinds[1].argv = argv0;
+    cfg.nexec_kinds = 2;
+    cfg.kind_configs[0].name = "squares";
+    cfg.kind_configs[0].value = "n=10";
+    cfg.nkind_configs = 1;
+    char err[256] = "";
+    assert_int_equal(kinds_load(&cfg, err, sizeof err), 0);
+    assert_int_equal(kinds_count(), g_count_without_test_kinds + 2);
+    struct kind_entry *e = kinds_find("squares");
+    assert_non_null(e);
+    assert_int_equal(e->exec, 1);
+    assert_ptr_equal(kinds_exec(1), e);
+    assert_ptr_equal(kinds_exec(0), kinds_find("table"));
+    assert_null(kinds_exec(2));
+    assert_int_equal(kinds_find("echo")->exec, -1);
+    json_t *in = load("{\"x\": 1}");
+    assert_int_equal(kinds_validate(NULL, "table", in, err, sizeof err), 0);   /* no hook */
+    json_decref(in);
+    kinds_unload();
+
+    /* a name a loaded kind has: refused when the kinds load */
+    cfg.exec_kinds[1].name = "sleep";
+    cfg.nkind_configs = 0;
+    assert_int_equal(kinds_load(&cfg, err, sizeof err), -1);
+    assert_non_null(strstr(err, "--exec-kind sleep"));
+    kinds_unload();
+    assert_int_equal(kinds_builtin_name("sleep", 0), 1);
+    assert_int_equal(kinds_builtin_name("spin", 0), 0);
+    assert_int_equal(kinds_builtin_name("spin", 1), 1);
+    assert_int_equal(kinds_builtin_name("table", 1), 0);
+}
+
 static void
 test_kinds_stats_shape(void **state)
 {
@@ -168,6 +215,8 @@ test_kinds_stats_shape(void **state)
         atomic_store(&sh->kinds[i].ctx_bytes, (long long)i * 1000);
         atomic_store(&sh->kinds[i].generation, i + 1);
         atomic_store(&sh->kinds[i].load_ms, (long long)i * 7);
+        sh->kinds[i].exec = i == 2;
+        atomic_store(&sh->kinds[i].available, i != 2);
     }
     sh->nkinds = 3;
     arr = slots_kinds_stats(sh);
@@ -176,8 +225,11 @@ test_kinds_stats_shape(void **state)
     for (size_t i = 0; i < 3; i++) {
         json_t *o = json_array_get(arr, i);
         assert_true(json_is_object(o));
-        assert_int_equal(json_object_size(o), 4);
+        assert_int_equal(json_object_size(o), 6);
         assert_string_equal(json_string_value(json_object_get(o, "name")), names[i]);
+        assert_string_equal(json_string_value(json_object_get(o, "runtime")), i == 2 ? "exec" : "c");
+        assert_true(json_is_boolean(json_object_get(o, "available")));
+        assert_int_equal(json_is_true(json_object_get(o, "available")), i != 2);
         assert_true(json_is_integer(json_object_get(o, "context_bytes")));
         assert_int_equal(json_integer_value(json_object_get(o, "context_bytes")), i * 1000);
         assert_true(json_is_integer(json_object_get(o, "generation")));
@@ -332,6 +384,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_load_with_test_kinds, setup_kinds, teardown_kinds),
         cmocka_unit_test_setup_teardown(test_load_twice_refused, setup_kinds, teardown_kinds),
         cmocka_unit_test_setup_teardown(test_validate, setup_kinds, teardown_kinds),
+        cmocka_unit_test(test_exec_kinds_registered),
         cmocka_unit_test(test_kinds_stats_shape),
         cmocka_unit_test(test_echo_run),
         cmocka_unit_test(test_sleep_run),

@@ -117,7 +117,7 @@ static int64_t
 claim(store *s, int64_t now_ms, long owner)
 {
     store_task t;
-    assert_int_equal(store_claim_next(s, now_ms, owner, &t), STORE_OK);
+    assert_int_equal(store_claim_next(s, now_ms, owner, NULL, &t), STORE_OK);
     int64_t id = t.id;
     store_task_clear(&t);
     return id;
@@ -187,10 +187,10 @@ test_open_creates_and_migrates(void **state)
     f->s = store_open(f->path, STORE_SYNC_FULL, BUSY_MS, err, sizeof err);
     assert_non_null(f->s);
     assert_int_equal(stat(f->path, &sb), 0);
-    assert_int_equal(store_schema_version(f->s), 2);
+    assert_int_equal(store_schema_version(f->s), 3);
     assert_int_equal(store_ping(f->s), STORE_OK);
     assert_int_equal(total_tasks(f->s), 0);
-    assert_int_equal(store_has_ready(f->s, 0), 0);
+    assert_int_equal(store_has_ready(f->s, 0, NULL), 0);
 
     /* WAL mode is a property of the file: another connection sees it */
     sqlite3 *db;
@@ -218,10 +218,10 @@ test_reopen_is_idempotent(void **state)
     for (int round = 0; round < 2; round++) {
         int from = -1;
         assert_int_equal(store_migrate(f->path, NULL, NULL, &from, err, sizeof err), STORE_OK);
-        assert_int_equal(from, 2);                      /* nothing to do */
+        assert_int_equal(from, 3);                      /* nothing to do */
         f->s = store_open(f->path, STORE_SYNC_NORMAL, BUSY_MS, err, sizeof err);
         assert_non_null(f->s);
-        assert_int_equal(store_schema_version(f->s), 2);
+        assert_int_equal(store_schema_version(f->s), 3);
         assert_int_equal(total_tasks(f->s), 1);
         assert_int_equal(state_of(f->s, id), TASK_PENDING);
         assert_true(store_secret(f->s) == secret);      /* the migration did not rerun */
@@ -302,7 +302,7 @@ test_insert_get_round_trip(void **state)
 
     /* running, then succeeded: started_at, finished_at and result come back */
     store_task c;
-    assert_int_equal(store_claim_next(s, 2000000000000, 42, &c), STORE_OK);
+    assert_int_equal(store_claim_next(s, 2000000000000, 42, NULL, &c), STORE_OK);
     assert_int_equal(c.state, TASK_RUNNING);
     assert_int_equal(c.attempts, 1);
     assert_int_equal(c.started_at_ms, 2000000000000);
@@ -366,7 +366,7 @@ test_claim_order_priority_then_id(void **state)
     int64_t want[] = {g, b, c, a, e, d};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         store_task t;
-        assert_int_equal(store_claim_next(s, 100 + (int64_t)i, 7, &t), STORE_OK);
+        assert_int_equal(store_claim_next(s, 100 + (int64_t)i, 7, NULL, &t), STORE_OK);
         assert_int_equal(t.id, want[i]);
         assert_int_equal(t.state, TASK_RUNNING);
         assert_int_equal(t.attempts, 1);
@@ -375,7 +375,7 @@ test_claim_order_priority_then_id(void **state)
         store_task_clear(&t);
     }
     store_task t;
-    assert_int_equal(store_claim_next(s, 200, 7, &t), STORE_EMPTY);
+    assert_int_equal(store_claim_next(s, 200, 7, NULL, &t), STORE_EMPTY);
     assert_null(t.kind);
 }
 
@@ -384,14 +384,14 @@ test_claim_empty(void **state)
 {
     store *s = ((struct fixture *)*state)->s;
     store_task t;
-    assert_int_equal(store_claim_next(s, 1000, 1, &t), STORE_EMPTY);
-    assert_int_equal(store_has_ready(s, 1000), 0);
+    assert_int_equal(store_claim_next(s, 1000, 1, NULL, &t), STORE_EMPTY);
+    assert_int_equal(store_has_ready(s, 1000, NULL), 0);
     /* canceled and finished tasks are not claimable either */
     int64_t id = add(s, "echo", 0, 1, NULL, 1);
     assert_int_equal(store_cancel(s, id, 2, &t), STORE_OK);
     store_task_clear(&t);
-    assert_int_equal(store_claim_next(s, 1000, 1, &t), STORE_EMPTY);
-    assert_int_equal(store_has_ready(s, 1000), 0);
+    assert_int_equal(store_claim_next(s, 1000, 1, NULL, &t), STORE_EMPTY);
+    assert_int_equal(store_has_ready(s, 1000, NULL), 0);
 }
 
 static void
@@ -399,9 +399,9 @@ test_retry_waits_for_run_after(void **state)
 {
     store *s = ((struct fixture *)*state)->s;
     int64_t id = add(s, "echo", 0, 3, NULL, 1000);
-    assert_int_equal(store_has_ready(s, 1000), 1);
+    assert_int_equal(store_has_ready(s, 1000, NULL), 1);
     assert_int_equal(claim(s, 1500, 9), id);
-    assert_int_equal(store_has_ready(s, 1500), 0);
+    assert_int_equal(store_has_ready(s, 1500, NULL), 0);
 
     store_outcome o = {.state = TASK_PENDING, .error_code = "task_failed",
                        .error_message = "try again", .now_ms = 2000, .run_after_ms = 5000};
@@ -415,12 +415,12 @@ test_retry_waits_for_run_after(void **state)
     assert_null(t.result);
     store_task_clear(&t);
 
-    assert_int_equal(store_has_ready(s, 4999), 0);
-    assert_int_equal(store_claim_next(s, 4999, 9, &t), STORE_EMPTY);
+    assert_int_equal(store_has_ready(s, 4999, NULL), 0);
+    assert_int_equal(store_claim_next(s, 4999, 9, NULL, &t), STORE_EMPTY);
     assert_int_equal(state_of(s, id), TASK_PENDING);
 
-    assert_int_equal(store_has_ready(s, 5000), 1);
-    assert_int_equal(store_claim_next(s, 5000, 9, &t), STORE_OK);
+    assert_int_equal(store_has_ready(s, 5000, NULL), 1);
+    assert_int_equal(store_claim_next(s, 5000, 9, NULL, &t), STORE_OK);
     assert_int_equal(t.id, id);
     assert_int_equal(t.attempts, 2);
     assert_int_equal(t.state, TASK_RUNNING);
@@ -450,7 +450,7 @@ test_future_task_does_not_block_ready_ones(void **state)
     /* the high-priority retry waits; the low-priority task runs meanwhile */
     assert_int_equal(claim(s, 30, 1), lo);
     store_task t;
-    assert_int_equal(store_claim_next(s, 9999, 1, &t), STORE_EMPTY);
+    assert_int_equal(store_claim_next(s, 9999, 1, NULL, &t), STORE_EMPTY);
     assert_int_equal(claim(s, 10000, 1), hi);
 }
 
@@ -537,7 +537,7 @@ test_finish_claim_runs_back_to_back(void **state)
     store_outcome o = {.state = TASK_SUCCEEDED, .result = "\"a\"", .now_ms = 3};
     store_task next;
     int claimed = -1;
-    assert_int_equal(store_finish_claim(s, a, 1, &o, 3, 7, &next, &claimed), STORE_OK);
+    assert_int_equal(store_finish_claim(s, a, 1, &o, 3, 7, NULL, &next, &claimed), STORE_OK);
     assert_int_equal(claimed, 1);
     assert_int_equal(next.id, b);
     assert_int_equal(next.state, TASK_RUNNING);
@@ -555,7 +555,7 @@ test_finish_claim_runs_back_to_back(void **state)
     /* b fails retryably: it is not claimed again before its run_after */
     store_outcome r = {.state = TASK_PENDING, .error_code = "task_failed", .error_message = "x",
                        .now_ms = 4, .run_after_ms = 1004};
-    assert_int_equal(store_finish_claim(s, b, 1, &r, 4, 7, &next, &claimed), STORE_OK);
+    assert_int_equal(store_finish_claim(s, b, 1, &r, 4, 7, NULL, &next, &claimed), STORE_OK);
     assert_int_equal(claimed, 0);
     assert_int_equal(next.id, 0);
     assert_int_equal(state_of(s, b), TASK_PENDING);
@@ -575,7 +575,7 @@ test_finish_claim_conflict_still_claims(void **state)
     store_outcome o = {.state = TASK_SUCCEEDED, .result = "1", .now_ms = 4};
     store_task next;
     int claimed = 0;
-    assert_int_equal(store_finish_claim(s, a, 1, &o, 4, 8, &next, &claimed), STORE_CONFLICT);
+    assert_int_equal(store_finish_claim(s, a, 1, &o, 4, 8, NULL, &next, &claimed), STORE_CONFLICT);
     assert_non_null(strstr(store_errmsg(s), "no longer running"));
     assert_int_equal(claimed, 1);
     assert_int_equal(next.id, a);           /* requeued, lower id than b */
@@ -600,13 +600,13 @@ test_finish_claim_busy_writes_nothing(void **state)
     store_outcome o = {.state = TASK_SUCCEEDED, .result = "1", .now_ms = 3};
     store_task next;
     int claimed = -1;
-    assert_int_equal(store_finish_claim(w, a, 1, &o, 3, 7, &next, &claimed), STORE_BUSY);
+    assert_int_equal(store_finish_claim(w, a, 1, &o, 3, 7, NULL, &next, &claimed), STORE_BUSY);
     assert_int_equal(claimed, 0);
     store_rollback(s);
     assert_int_equal(state_of(s, a), TASK_RUNNING);
     assert_int_equal(state_of(s, b), TASK_PENDING);
     /* and once the lock is free, both happen */
-    assert_int_equal(store_finish_claim(w, a, 1, &o, 3, 7, &next, &claimed), STORE_OK);
+    assert_int_equal(store_finish_claim(w, a, 1, &o, 3, 7, NULL, &next, &claimed), STORE_OK);
     assert_int_equal(claimed, 1);
     assert_int_equal(next.id, b);
     store_task_clear(&next);
@@ -1339,7 +1339,7 @@ claimer(const char *path, int start_fd, int out_fd)
         _exit(11);
     for (;;) {
         store_task t;
-        int rc = store_claim_next(s, 1000, (long)getpid(), &t);
+        int rc = store_claim_next(s, 1000, (long)getpid(), NULL, &t);
         if (rc == STORE_EMPTY)
             break;
         if (rc == STORE_BUSY)
@@ -1578,7 +1578,7 @@ busy_worker(const char *path, unsigned seed)
     for (;;) {
         int64_t now = clock_now_ms();
         if (!have) {
-            int rc = store_claim_next(s, now, self, &t);
+            int rc = store_claim_next(s, now, self, NULL, &t);
             if (rc == STORE_EMPTY || rc == STORE_BUSY)
                 continue;
             if (rc != STORE_OK)
@@ -1597,7 +1597,7 @@ busy_worker(const char *path, unsigned seed)
             o.run_after_ms = now + (rand_r(&seed) % 2 ? 0 : 5);
         }
         int claimed = 0;
-        int rc = store_finish_claim(s, t.id, t.attempts, &o, now, self, &next, &claimed);
+        int rc = store_finish_claim(s, t.id, t.attempts, &o, now, self, NULL, &next, &claimed);
         if (rc != STORE_OK && rc != STORE_CONFLICT && rc != STORE_BUSY)
             _exit(12);
         if (rc == STORE_BUSY)
@@ -1687,7 +1687,7 @@ test_counts_never_drift(void **state)
         /* a claim left running, recovered as at a restart, every third round */
         if (round % 3 == 2) {
             store_task t;
-            if (store_claim_next(s, clock_now_ms(), 4242, &t) == STORE_OK)
+            if (store_claim_next(s, clock_now_ms(), 4242, NULL, &t) == STORE_OK)
                 store_task_clear(&t);
             int requeued, failed;
             assert_int_equal(store_recover_running(s, clock_now_ms(), &requeued, &failed),
@@ -1786,6 +1786,9 @@ check_plans(store *s, int extra)
         {"cancel", "USING INTEGER PRIMARY KEY (rowid=?)"},
         {"finish", "USING INTEGER PRIMARY KEY (rowid=?)"},
         {"claim", "tasks_ready"},
+        {"pending_kinds", "task_counts USING PRIMARY KEY (state=?)"},
+        {"kind_head", "INDEX tasks_ready_kind (kind=?)"},
+        {"claim_id", "USING INTEGER PRIMARY KEY (rowid=?)"},
         {"has_ready", "tasks_ready"},
         {"has_ready", "INDEX tasks_delayed (run_after<?)"},
         {"due", "INDEX tasks_delayed (run_after<?)"},
@@ -1813,7 +1816,8 @@ check_plans(store *s, int extra)
     }
     /* base: RETURNING's; checks: the statement checks the CHECK constraint on state */
     static const struct { const char *name; int base, checks; } hot[] = {
-        {"insert", 1, 1}, {"claim", 1, 1}, {"finish", 0, 1}, {"due", 0, 0},
+        {"insert", 1, 1}, {"claim", 1, 1}, {"claim_id", 1, 1}, {"kind_head", 0, 0},
+        {"pending_kinds", 0, 0}, {"finish", 0, 1}, {"due", 0, 0},
         {"has_ready", 0, 0}, {"next_run_after", 0, 0}, {"count_pending", 0, 0},
         {"count", 0, 0},
     };
@@ -1891,7 +1895,7 @@ work_of_claims(store *s, int n, int64_t *has, int64_t *clm, int64_t *next)
     *has = *clm = *next = 0;
     for (int i = 0; i < n; i++) {
         store_work(s);
-        assert_int_equal(store_has_ready(s, 100), 1);
+        assert_int_equal(store_has_ready(s, 100, NULL), 1);
         *has += store_work(s);
         claim(s, 100, 1);
         *clm += store_work(s);
@@ -1925,10 +1929,132 @@ test_waiting_tasks_are_not_stepped_over(void **state)
     assert_true(clm1 <= clm0 + clm0 / 4 + 20);
     assert_true(next1 <= next0 + next0 / 4 + 60);
     assert_int_equal(store_next_run_after(s, 100), 1000000);
-    assert_int_equal(store_has_ready(s, 100), 0);
+    assert_int_equal(store_has_ready(s, 100, NULL), 0);
     store_task t;
-    assert_int_equal(store_claim_next(s, 100, 1, &t), STORE_EMPTY);
-    assert_int_equal(store_has_ready(s, 1000000), 1);
+    assert_int_equal(store_claim_next(s, 100, 1, NULL, &t), STORE_EMPTY);
+    assert_int_equal(store_has_ready(s, 1000000, NULL), 1);
+}
+
+/* ---------------------------------------------------------------- kinds left alone */
+
+/* The id a claim that skips `skip` takes (0: STORE_EMPTY). */
+static int64_t
+claim_skipping(store *s, int64_t now_ms, const store_kind_set *skip)
+{
+    store_task t;
+    int rc = store_claim_next(s, now_ms, 1, skip, &t);
+    assert_true(rc == STORE_OK || rc == STORE_EMPTY);
+    int64_t id = rc == STORE_OK ? t.id : 0;
+    store_task_clear(&t);
+    return id;
+}
+
+/* A claim with kinds to skip takes the best ready task (priority, then id) of the other
+ * kinds, leaves the skipped kinds' tasks pending, and says EMPTY when only those are
+ * left; has_ready agrees; an empty set or one naming no stored kind changes nothing;
+ * the claim that follows a finish skips the same way. */
+static void
+test_claim_skips_kinds(void **state)
+{
+    store *s = ((struct fixture *)*state)->s;
+    int64_t a1 = add(s, "a", 5, 1, NULL, 1), b1 = add(s, "b", 1, 1, NULL, 1);
+    int64_t c1 = add(s, "c", 1, 1, NULL, 1), a2 = add(s, "a", 9, 1, NULL, 1);
+    int64_t b2 = add(s, "b", 3, 1, NULL, 1), c2 = add(s, "c", 0, 1, NULL, 1);
+    const char *only_a[] = {"a"}, *ab[] = {"a", "b"}, *abc[] = {"c", "b", "a"};
+    const char *ghost[] = {"nope"};
+    store_kind_set skip_a = {only_a, 1}, skip_ab = {ab, 2}, skip_abc = {abc, 3};
+    store_kind_set skip_ghost = {ghost, 1}, none = {NULL, 0};
+    assert_int_equal(store_has_ready(s, 100, &skip_abc), 0);
+    assert_int_equal(claim_skipping(s, 100, &skip_abc), 0);
+    assert_int_equal(store_has_ready(s, 100, &skip_ab), 1);
+    assert_int_equal(claim_skipping(s, 100, &skip_ab), c1);     /* c: 1 before 0 */
+    assert_int_equal(claim_skipping(s, 100, &skip_a), b2);      /* b 3, b 1, c 0 */
+    /* finish + claim in one transaction, skipping a */
+    store_outcome o = {.state = TASK_SUCCEEDED, .result = "1", .now_ms = 101};
+    store_task next;
+    int claimed = 0;
+    assert_int_equal(store_finish_claim(s, b2, 1, &o, 101, 1, &skip_a, &next, &claimed),
+                     STORE_OK);
+    assert_int_equal(claimed, 1);
+    assert_int_equal(next.id, b1);
+    store_task_clear(&next);
+    assert_int_equal(claim_skipping(s, 100, &skip_a), c2);
+    assert_int_equal(store_has_ready(s, 100, &skip_a), 0);
+    assert_int_equal(claim_skipping(s, 100, &skip_a), 0);      /* only a's are left */
+    assert_int_equal(state_of(s, a1), TASK_PENDING);
+    assert_int_equal(state_of(s, a2), TASK_PENDING);
+    /* a set naming no stored kind, and an empty set, leave nothing out */
+    assert_int_equal(store_has_ready(s, 100, &skip_ghost), 1);
+    assert_int_equal(claim_skipping(s, 100, &skip_ghost), a2);
+    assert_int_equal(claim_skipping(s, 100, &none), a1);
+    assert_int_equal(claim_skipping(s, 100, &skip_ghost), 0);
+    check_counts(s, ((struct fixture *)*state)->path);
+}
+
+/* A retry of a skipped kind that comes due is promoted (it is ready for others) but not
+ * claimed; has_ready says yes once for it (the claim promotes), then no. */
+static void
+test_claim_skip_and_due_retries(void **state)
+{
+    store *s = ((struct fixture *)*state)->s;
+    int64_t a = add(s, "a", 0, 2, NULL, 1);
+    assert_int_equal(claim(s, 2, 1), a);
+    store_outcome o = {.state = TASK_PENDING, .error_code = "task_failed",
+                       .error_message = "again", .now_ms = 3, .run_after_ms = 500};
+    assert_int_equal(store_finish(s, a, 1, &o), STORE_OK);
+    const char *only_a[] = {"a"};
+    store_kind_set skip_a = {only_a, 1};
+    assert_int_equal(store_has_ready(s, 100, &skip_a), 0);     /* not due yet */
+    assert_int_equal(store_has_ready(s, 600, &skip_a), 1);     /* due: the claim promotes */
+    assert_int_equal(claim_skipping(s, 600, &skip_a), 0);
+    assert_int_equal(store_has_ready(s, 600, &skip_a), 0);     /* ready, but skipped */
+    assert_int_equal(store_has_ready(s, 600, NULL), 1);
+    assert_int_equal(claim_skipping(s, 600, NULL), a);
+}
+
+/* However many ready tasks of a skipped kind come first (a zygote down with a backlog),
+ * a claim that skips it does not step over them: it costs about what it costs without
+ * them, as does has_ready. */
+static void
+test_skipped_kinds_are_not_stepped_over(void **state)
+{
+    store *s = ((struct fixture *)*state)->s;
+    const char *busy[] = {"big"};
+    store_kind_set skip = {busy, 1};
+    int64_t with0 = 0, has0 = 0, with1 = 0, has1 = 0;
+    for (int i = 0; i < 20; i++)
+        add(s, "small", 0, 1, NULL, 1);
+    for (int i = 0; i < 20; i++) {
+        store_work(s);
+        assert_int_equal(store_has_ready(s, 100, &skip), 1);
+        has0 += store_work(s);
+        assert_true(claim_skipping(s, 100, &skip) != 0);
+        with0 += store_work(s);
+    }
+    assert_int_equal(store_begin(s), STORE_OK);     /* one commit: quicker */
+    for (int i = 0; i < 3000; i++)
+        add(s, "big", 9, 1, NULL, 1);             /* ahead of everything */
+    assert_int_equal(store_commit(s), STORE_OK);
+    for (int i = 0; i < 20; i++)
+        add(s, "small", 0, 1, NULL, 1);
+    for (int i = 0; i < 20; i++) {
+        store_work(s);
+        assert_int_equal(store_has_ready(s, 100, &skip), 1);
+        has1 += store_work(s);
+        int64_t id = claim_skipping(s, 100, &skip);
+        with1 += store_work(s);
+        store_task t;
+        assert_int_equal(store_get(s, id, &t), STORE_OK);
+        assert_string_equal(t.kind, "small");
+        store_task_clear(&t);
+    }
+    print_message("work of 20 has_ready / claims skipping a kind: %lld / %lld without its "
+                  "tasks, %lld / %lld with 3000 of them first\n", (long long)has0,
+                  (long long)with0, (long long)has1, (long long)with1);
+    /* the same, give or take a B-tree level and the skipped kind's row in the counts */
+    assert_true(has1 <= has0 + has0 / 4 + 60);
+    assert_true(with1 <= with0 + with0 / 4 + 60);
+    assert_int_equal(claim_skipping(s, 100, &skip), 0);
 }
 
 /* Retries that come due are claimed in priority-then-id order among the ready tasks,
@@ -1957,7 +2083,7 @@ test_due_retries_keep_priority_order(void **state)
     assert_int_equal(store_next_run_after(s, 30), 400);
     assert_int_equal(claim(s, 30, 1), last);
     store_task t;
-    assert_int_equal(store_claim_next(s, 399, 1, &t), STORE_EMPTY);
+    assert_int_equal(store_claim_next(s, 399, 1, NULL, &t), STORE_EMPTY);
     int64_t again = add(s, "echo", 4, 1, NULL, 450);
     assert_int_equal(store_next_run_after(s, 460), 500);
     /* all due at 600: hi (5), again (4), mid (3), lo (1) */
@@ -1972,7 +2098,7 @@ test_due_retries_keep_priority_order(void **state)
     o = (store_outcome){.state = TASK_PENDING, .now_ms = 710, .run_after_ms = 705};
     assert_int_equal(store_finish(s, now_id, 1, &o), STORE_OK);
     assert_int_equal(store_next_run_after(s, 710), 0);
-    assert_int_equal(store_has_ready(s, 710), 1);
+    assert_int_equal(store_has_ready(s, 710, NULL), 1);
     assert_int_equal(claim(s, 710, 1), now_id);
 }
 
@@ -2147,7 +2273,7 @@ test_upgrade_from_v1(void **state)
     char err[512] = "";
     assert_null(store_open(f->path, STORE_SYNC_NORMAL, BUSY_MS, err, sizeof err));
     assert_non_null(strstr(err, "version 1"));
-    assert_non_null(strstr(err, "needs 2"));
+    assert_non_null(strstr(err, "needs 3"));
     assert_int_equal(user_version_of(f->path), 1);
 
     struct lines lines = {0};
@@ -2159,7 +2285,8 @@ test_upgrade_from_v1(void **state)
     f->s = store_open(f->path, STORE_SYNC_NORMAL, BUSY_MS, err, sizeof err);
     assert_non_null(f->s);
     store *s = f->s;
-    assert_int_equal(store_schema_version(s), 2);
+    assert_int_equal(store_schema_version(s), 3);
+    assert_int_equal(has_index(f->path, "tasks_ready_kind"), 1);
     assert_int_equal(sql_int(f->path, "SELECT count(*) FROM pragma_integrity_check"
                                       " WHERE integrity_check <> 'ok'"), 0);
     check_counts(s, f->path);
@@ -2190,18 +2317,49 @@ test_upgrade_from_v1(void **state)
     int64_t want[] = {6, 4, c_id};          /* priority 2 (due retry), 1, 0 */
     for (size_t i = 0; i < 3; i++)
         assert_int_equal(claim(s, 100, 1), want[i]);
-    assert_int_equal(store_claim_next(s, 100, 1, &t), STORE_EMPTY);
+    assert_int_equal(store_claim_next(s, 100, 1, NULL, &t), STORE_EMPTY);
     assert_int_equal(claim(s, 999999, 1), 5);
     check_counts(s, f->path);
 
-    /* and it is done once: a second start finds version 2 */
+    /* and it is done once: a second start finds version 3 */
     store_close(f->s);
     f->s = NULL;
     lines = (struct lines){0};
     assert_int_equal(store_migrate(f->path, count_line, &lines, &from, err, sizeof err),
                      STORE_OK);
-    assert_int_equal(from, 2);
+    assert_int_equal(from, 3);
     assert_int_equal(lines.n, 0);
+}
+
+/* Version 2 to 3 (a database that version 2 made, with tasks): tasks_ready_kind is
+ * built from the ready tasks in it, and claims that skip kinds use it at once. */
+static void
+test_upgrade_from_v2(void **state)
+{
+    struct fixture *f = *state;
+    f->s = open_new(f->path, STORE_SYNC_NORMAL);
+    int64_t a = add(f->s, "a", 0, 1, NULL, 1), b = add(f->s, "b", 0, 1, NULL, 1);
+    store_close(f->s);
+    f->s = NULL;
+    sql_exec(f->path, "DROP INDEX tasks_ready_kind; PRAGMA user_version = 2;");
+    char err[512] = "";
+    assert_null(store_open(f->path, STORE_SYNC_NORMAL, BUSY_MS, err, sizeof err));
+    assert_non_null(strstr(err, "needs 3"));
+    struct lines lines = {0};
+    int from = -1;
+    assert_int_equal(store_migrate(f->path, count_line, &lines, &from, err, sizeof err),
+                     STORE_OK);
+    assert_int_equal(from, 2);
+    assert_int_equal(has_index(f->path, "tasks_ready_kind"), 1);
+    f->s = store_open(f->path, STORE_SYNC_NORMAL, BUSY_MS, err, sizeof err);
+    assert_non_null(f->s);
+    assert_int_equal(store_schema_version(f->s), 3);
+    check_plans(f->s, 0);
+    const char *only_a[] = {"a"};
+    store_kind_set skip_a = {only_a, 1};
+    assert_int_equal(claim_skipping(f->s, 10, &skip_a), b);
+    assert_int_equal(claim_skipping(f->s, 10, &skip_a), 0);
+    assert_int_equal(claim_skipping(f->s, 10, NULL), a);
 }
 
 /* An empty version-1 table (even one whose tasks were all purged) is rebuilt: the
@@ -2348,6 +2506,11 @@ main(void)
         cmocka_unit_test_setup_teardown(test_counts_never_drift, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_query_plans, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_connection_durability, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_claim_skips_kinds, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_upgrade_from_v2, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_claim_skip_and_due_retries, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_skipped_kinds_are_not_stepped_over, setup_open,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_waiting_tasks_are_not_stepped_over, setup_open,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_due_retries_keep_priority_order, setup_open,
