@@ -237,6 +237,19 @@ def with_token(binary, out):
         wp.request("POST", "/v1/tasks", {"kind": "echo", "input": 1}, auth)
         check("counts change live with a token (the stream sends it in a header)",
               until(lambda: count(d, "succeeded") == before + 1))
+        # the same cancel and detail as without a token
+        wp.request("POST", "/v1/tasks", {"kind": "sleep", "input": {"ms": 3000}}, auth)
+        waiting = wp.request("POST", "/v1/tasks", {"kind": "sleep", "input": {"ms": 10}}, auth).json
+        cancel_css = 'tr[data-id="%s"] .cancel-button' % waiting["id"]
+        until(lambda: d.find_element(By.CSS_SELECTOR, cancel_css))
+        click(d, cancel_css)
+        check("with a token: Cancel cancels a pending task",
+              until(lambda: row_state(d, waiting["id"]) == "canceled"))
+        click(d, 'tr[data-id="%s"]' % tid)
+        check("with a token: the detail opens, with input and result",
+              until(lambda: text(d, "detail-title") == "Task #" + tid and
+                    "a token" in text(d, "detail-result")))
+        d.find_element(By.ID, "detail-close").click()
         reload_btn = d.find_element(By.ID, "reload-button")
         check("a reload button with a token", reload_btn.is_displayed())
         reload_btn.click()

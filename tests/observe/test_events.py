@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -362,12 +363,29 @@ def test_cap_and_errors(binary):
         s.close()
 
 
+def test_ring_cannot_be_made(binary):
+    """The supervisor cannot map the ring (fault point: a size that is not a power of
+    two): it says so and exits 1 before anything starts."""
+    d = tempfile.mkdtemp(prefix="warmpool-noring-")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WARMPOOL_")}
+    env["WARMPOOL_FAULTS"] = "events_ring_records=1000"
+    try:
+        p = subprocess.run([binary, "--listen", "127.0.0.1:%d" % wptest.free_port(), "--db",
+                            os.path.join(d, "x.db"), "--workers", "1"], env=env,
+                           capture_output=True, text=True, timeout=30)
+        check("no event ring: exit 1 with the reason", p.returncode == 1 and
+              "creating the shared metrics and event ring" in p.stderr, (p.returncode, p.stderr[-500:]))
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
     a = ap.parse_args()
     for t in (test_sources_and_order, test_filters, test_resume, test_restart,
-              test_ring_limits, test_hole_and_heartbeat, test_cap_and_errors):
+              test_ring_limits, test_hole_and_heartbeat, test_cap_and_errors,
+              test_ring_cannot_be_made):
         try:
             t(a.bin)
         except Exception as e:  # noqa: BLE001 -- a failure of the test, reported as one
