@@ -9,7 +9,9 @@
  *    stop the others;
  *  - SIGTERM under a submit load;
  *  - retries with backoff (`fail` kind, run_after);
- *  - worker recycling under load (--max-tasks-per-worker, --max-worker-rss).
+ *  - worker recycling under load (--max-tasks-per-worker, --max-worker-rss);
+ *  - an upgrade: a database written by the schema-1 release opens with this binary,
+ *    is migrated once at start (the log says so), and every task is still there.
  *
  * The figures (kills survived, tasks checked, lost) are printed as lines
  * starting with "faults:". WP_FAULT_SEED=N replays a kill schedule. */
@@ -812,6 +814,122 @@ WP_TEST(test_recycling_under_load) {
                   ms, cs.ok, pids, ms2, cs2.ok, pids2);
 }
 
+/* ------------------------------------------------------------ upgrade */
+
+/* The schema of the first release (version 1), as it created databases. */
+static const char SCHEMA_V1[] =
+    "PRAGMA journal_mode = WAL;"
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE tasks ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,"
+    "  state TEXT NOT NULL CHECK (state IN ('pending','running','succeeded','failed','canceled')),"
+    "  priority INTEGER NOT NULL, input TEXT NOT NULL, result TEXT, error_code TEXT,"
+    "  error_message TEXT, attempts INTEGER NOT NULL DEFAULT 0, max_attempts INTEGER NOT NULL,"
+    "  timeout_ms INTEGER NOT NULL, created_at INTEGER NOT NULL, started_at INTEGER,"
+    "  finished_at INTEGER, run_after INTEGER NOT NULL DEFAULT 0, idem_key TEXT UNIQUE,"
+    "  owner INTEGER);"
+    "CREATE INDEX tasks_pending ON tasks (priority DESC, id, run_after) WHERE state = 'pending';"
+    "CREATE INDEX tasks_state ON tasks (state, id);"
+    "CREATE INDEX tasks_kind ON tasks (kind, id);"
+    "INSERT INTO meta (key, value) VALUES ('cursor_secret', lower(hex(randomblob(8))));"
+    "PRAGMA user_version = 1;"
+    /* 3 succeeded, 1 failed, 2 pending (one with an idempotency key), 1 left running by
+     * a killed release (attempt 1 of 2), 1 canceled */
+    "INSERT INTO tasks (kind, state, priority, input, result, attempts, max_attempts, timeout_ms,"
+    " created_at, started_at, finished_at) VALUES"
+    " ('echo','succeeded',0,'{\"n\":1}','{\"n\":1}',1,1,60000,1700000000000,1700000000001,1700000000002),"
+    " ('echo','succeeded',0,'{\"n\":2}','{\"n\":2}',1,1,60000,1700000000000,1700000000001,1700000000002),"
+    " ('echo','succeeded',0,'{\"n\":3}','{\"n\":3}',1,1,60000,1700000000000,1700000000001,1700000000002);"
+    "INSERT INTO tasks (kind, state, priority, input, error_code, error_message, attempts,"
+    " max_attempts, timeout_ms, created_at, started_at, finished_at) VALUES"
+    " ('echo','failed',0,'{\"n\":4}','boom','it failed',1,1,60000,1700000000000,1700000000001,"
+    "  1700000000002);"
+    "INSERT INTO tasks (kind, state, priority, input, max_attempts, timeout_ms, created_at, idem_key)"
+    " VALUES ('echo','pending',0,'{\"n\":5}',1,60000,1700000000000,'key-5'),"
+    "        ('echo','pending',3,'{\"n\":6}',1,60000,1700000000000,NULL);"
+    "INSERT INTO tasks (kind, state, priority, input, attempts, max_attempts, timeout_ms,"
+    " created_at, started_at, owner) VALUES"
+    " ('echo','running',0,'{\"n\":7}',1,2,60000,1700000000000,1700000000001,99999);"
+    "INSERT INTO tasks (kind, state, priority, input, max_attempts, timeout_ms, created_at,"
+    " finished_at) VALUES ('echo','canceled',0,'{\"n\":8}',1,60000,1700000000000,1700000000003);";
+
+static void test_upgrade_from_schema_1(void **state) {
+    (void)state;
+    wp_make_temp_dir(g_dir, sizeof g_dir);
+    char db[1024];
+    snprintf(db, sizeof db, "%s/warmpool.db", g_dir);
+    sqlite3 *c = NULL;
+    char *msg = NULL;
+    if (sqlite3_open(db, &c) != SQLITE_OK || sqlite3_exec(c, SCHEMA_V1, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("making a schema-1 database: %s", msg ? msg : sqlite3_errmsg(c));
+    sqlite3_close(c);
+
+    const char *args[] = {"--workers", "2", NULL};
+    wp_opts o = {.dir = g_dir, .args = args};
+    wp_server *s = wp_server_start(&o);
+    /* the running task is handed back (attempt 1 of 2) and, with the pending ones, runs */
+    for (int i = 5; i <= 7; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "%d", i);
+        json_t *t = wp_wait_terminal(s, id, 20);
+        if (strcmp(wp_str(t, "state"), "succeeded") != 0) {
+            char *d = wp_dump(t);
+            fail_msg("task %d after the upgrade: %s", i, d);
+        }
+        json_t *want = json_pack("{s:i}", "n", i);
+        assert_true(json_equal(json_object_get(t, "result"), want));
+        json_decref(want);
+        if (i == 7) assert_int_equal(wp_int(t, "attempts"), 2);
+        json_decref(t);
+    }
+    /* the old tasks read as they were; the kept counts agree with them */
+    json_t *t1 = wp_get_task(s, "4");
+    assert_string_equal(wp_str(t1, "state"), "failed");
+    assert_string_equal(wp_str(json_object_get(t1, "error"), "code"), "boom");
+    json_decref(t1);
+    json_t *st = wp_stats(s);
+    json_t *tasks = json_object_get(st, "tasks");
+    assert_int_equal(wp_int(tasks, "succeeded"), 6);
+    assert_int_equal(wp_int(tasks, "failed"), 1);
+    assert_int_equal(wp_int(tasks, "canceled"), 1);
+    assert_int_equal(wp_int(tasks, "pending"), 0);
+    assert_int_equal(wp_int(tasks, "running"), 0);
+    json_decref(st);
+    /* an idempotency key from before the upgrade still holds; new ids follow the old ones */
+    wp_resp r;
+    const char *hdr[] = {"Idempotency-Key: key-5", NULL};
+    wp_call_h(s, "POST", "/v1/tasks",
+              "{\"kind\":\"echo\",\"input\":{\"n\":5},\"max_attempts\":1,\"timeout_ms\":60000}", hdr, &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(wp_str(r.json, "id"), "5");
+    wp_resp_free(&r);
+    json_t *fresh = wp_submit(s, "{\"kind\":\"echo\",\"input\":9}");
+    char fresh_id[32];
+    snprintf(fresh_id, sizeof fresh_id, "%s", wp_str(fresh, "id"));
+    if (atoll(fresh_id) <= 8) fail_msg("a new task after the upgrade got id %s: ids are never reused", fresh_id);
+    json_decref(fresh);
+    char *log = wp_server_read_log(s);
+    if (strstr(log, "database: ") == NULL || strstr(log, "upgraded from version 1") == NULL) {
+        wp_server_dump_log(s, 4000);
+        fail_msg("the log does not tell of the upgrade from version 1");
+    }
+    free(log);
+    expect_clean_exit(wp_server_stop(s, 20000, NULL), "first start after the upgrade");
+    wp_server_free(s);
+
+    /* the next start finds the current schema: nothing to migrate */
+    s = wp_server_start(&o);
+    log = wp_server_read_log(s);
+    if (strstr(log, "upgrading from version") != NULL || strstr(log, "(schema version") == NULL)
+        fail_msg("the second start upgraded again, or did not log its schema version");
+    free(log);
+    json_t *t9 = wp_wait_terminal(s, fresh_id, 20);
+    assert_string_equal(wp_str(t9, "state"), "succeeded");
+    json_decref(t9);
+    expect_clean_exit(wp_server_stop(s, 20000, NULL), "second start");
+    wp_server_free(s);
+}
+
 int main(void) {
     wp_harness_init();
     const struct CMUnitTest tests[] = {
@@ -822,6 +940,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_kill_busy_worker_20_times, faults_teardown),
         cmocka_unit_test_teardown(test_sigterm_under_load, faults_teardown),
         cmocka_unit_test_teardown(test_kill_whole_service_10_times, faults_teardown),
+        cmocka_unit_test_teardown(test_upgrade_from_schema_1, faults_teardown),
     };
     return cmocka_run_group_tests_name("integration.faults", tests, NULL, NULL);
 }

@@ -30,12 +30,41 @@ load(const char *text)
 
 static size_t g_count_without_test_kinds = 2;
 
+static char g_rule_path[64];
+
+static void
+remove_rule_file(void)
+{
+    unlink(g_rule_path);
+}
+
+/* The scan kind gets one rule, not the 101 built-in ones: compiling those takes seconds
+ * under valgrind at every load, and test_scan is where the rules are tested. */
+static const char *
+one_rule_file(void)
+{
+    char *path = g_rule_path;
+    if (path[0] == '\0') {
+        snprintf(path, sizeof g_rule_path, "/tmp/wp-test-kinds-XXXXXX");
+        int fd = mkstemp(path);
+        static const char rule[] = "test.rule\tneedle[0-9]+\n";
+        if (fd < 0 || write(fd, rule, sizeof rule - 1) != (ssize_t)(sizeof rule - 1))
+            fail_msg("cannot write %s", path);
+        close(fd);
+        atexit(remove_rule_file);
+    }
+    return path;
+}
+
 static int
 load_kinds(int test_kinds)
 {
     struct config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.enable_test_kinds = test_kinds;
+    cfg.kind_configs[0].name = "scan";
+    cfg.kind_configs[0].value = one_rule_file();
+    cfg.nkind_configs = 1;
     char err[256] = "";
     int rc = kinds_load(&cfg, err, sizeof err);
     if (rc != 0)
@@ -169,7 +198,9 @@ test_exec_kinds_registered(void **state)
     cfg.nexec_kinds = 2;
     cfg.kind_configs[0].name = "squares";
     cfg.kind_configs[0].value = "n=10";
-    cfg.nkind_configs = 1;
+    cfg.kind_configs[1].name = "scan";
+    cfg.kind_configs[1].value = one_rule_file();
+    cfg.nkind_configs = 2;
     char err[256] = "";
     assert_int_equal(kinds_load(&cfg, err, sizeof err), 0);
     assert_int_equal(kinds_count(), g_count_without_test_kinds + 2);
