@@ -4,8 +4,8 @@
 # with AddressSanitizer + UndefinedBehaviorSanitizer; the libFuzzer targets run a fixed
 # number of iterations in between. The Python exec-kind helper's unit tests run first
 # (a few seconds). The contract test (api/openapi.json against the live server and every
-# answer the integration tests got) and the browser tests (headless Chromium) run in both
-# builds. Ends with ctest's summary.
+# answer the integration tests got), the browser tests (headless Chromium) and the tests of
+# /metrics and /v1/events (tests/observe) run in both builds. Ends with ctest's summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh test

@@ -1351,3 +1351,18 @@ store_lock(const char *db_path, int *fd_out, char *err, size_t errlen)
     *fd_out = fd;
     return STORE_OK;
 }
+
+/* The file and its WAL: what the database takes on disk (-shm is a small index). */
+int64_t
+store_size_bytes(store *s)
+{
+    const char *path = sqlite3_db_filename(s->db, "main");
+    struct stat st;
+    if (path == NULL || path[0] == '\0' || stat(path, &st) != 0)
+        return -1;
+    int64_t bytes = (int64_t)st.st_size;
+    char wal[4200];
+    if (snprintf(wal, sizeof wal, "%s-wal", path) < (int)sizeof wal && stat(wal, &st) == 0)
+        bytes += (int64_t)st.st_size;
+    return bytes;
+}

@@ -212,6 +212,8 @@ int store_checkpoint(store *s, int64_t *wal_frames);
 int store_ping(store *s);
 /* A random secret kept in the database, for signing list cursors. */
 uint64_t store_secret(store *s);
+/* Bytes the database takes on disk now (SQLite: the file and its WAL), or -1. */
+int64_t store_size_bytes(store *s);
 
 /* Diagnostics, for tests and benchmarks. store_explain() calls fn(arg, name, plan)
  * for each statement the store runs: how the database will execute it (SQLite: the
