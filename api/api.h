@@ -36,6 +36,8 @@ struct api_config {
     int notify_fd;              /* pipe, read end: int64 ids of tasks now terminal */
     int64_t started_at_ms;      /* when the service started, for uptime_s */
     const char *api_token;      /* NULL or "": no authentication */
+    const char *metrics_token;  /* NULL or "": GET /metrics is open */
+    unsigned max_event_streams; /* GET /v1/events streams open at once; more get 503 */
     int64_t max_pending;        /* 0: no cap */
     int64_t retention_ms;       /* 0: keep finished tasks */
     int (*request_reload)(void);    /* POST /v1/admin/reload; NULL: no such route */

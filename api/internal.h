@@ -175,6 +175,34 @@ enum MHD_Result api_healthz(struct api_ctx *, struct MHD_Connection *, struct re
 enum MHD_Result api_readyz(struct api_ctx *, struct MHD_Connection *, struct req *);
 enum MHD_Result api_admin_reload(struct api_ctx *, struct MHD_Connection *, struct req *);
 
+/* ---------------------------------------------------------------- events.c */
+/* GET /v1/events: task state changes as server-sent events. */
+enum MHD_Result api_events(struct api_ctx *, struct MHD_Connection *, struct req *);
+/* The notifier thread that resumes waiting streams. 0, or -1 with err. */
+int api_events_start(char *err, size_t errlen);
+/* The drain: every stream ends (now if it waits, else after what it is sending). */
+void api_events_close_all(void);
+/* Stops the notifier, after MHD has stopped. */
+void api_events_stop(void);
+/* Streams open now. */
+int api_events_open(void);
+/* The HTTP process's own state changes, published as events and counted for
+ * /metrics: the tasks a group committed (writer thread), a cancel (a pool thread). */
+void api_events_submitted(const struct writer_job *jobs);
+void api_events_canceled(const store_task *t);
+
+/* ---------------------------------------------------------------- metrics.c */
+/* GET /metrics: Prometheus text format 0.0.4. */
+enum MHD_Result api_metrics(struct api_ctx *, struct MHD_Connection *, struct req *);
+/* Counts a finished request (route template, status, duration) for /metrics. */
+void api_metrics_request_done(const struct req *r);
+
+/* ---------------------------------------------------------------- dashboard.c */
+/* GET /: the dashboard page, built in from api/dashboard.html. */
+enum MHD_Result api_dashboard(struct api_ctx *, struct MHD_Connection *, struct req *);
+extern const char API_DASHBOARD_HTML[];
+extern const size_t API_DASHBOARD_HTML_LEN;
+
 /* ---------------------------------------------------------------- openapi.c */
 /* GET /openapi.json: the document built into the binary from api/openapi.json. */
 enum MHD_Result api_openapi(struct api_ctx *, struct MHD_Connection *, struct req *);
@@ -204,5 +232,7 @@ enum MHD_Result cors_preflight(struct MHD_Connection *conn, struct req *r);
 /* ---------------------------------------------------------------- server.c */
 /* This thread's store connection (opened on first use); NULL on failure. */
 store *api_thread_store(struct api_ctx *ctx);
+/* Does the request carry `Authorization: Bearer <token>`? (Compared in constant time.) */
+int api_bearer_ok(struct MHD_Connection *conn, const char *token);
 
 #endif

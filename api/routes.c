@@ -29,6 +29,9 @@ static const struct route ROUTES[] = {
     {"GET",    "/readyz",         api_readyz},
     {"POST",   "/v1/admin/reload", api_admin_reload},
     {"GET",    "/openapi.json",   api_openapi},
+    {"GET",    "/v1/events",      api_events},
+    {"GET",    "/metrics",        api_metrics},
+    {"GET",    "/",               api_dashboard},
 };
 #define N_ROUTES (sizeof ROUTES / sizeof ROUTES[0])
 

@@ -3,7 +3,8 @@
  *
  * Threads: MHD's pool (cfg->threads) runs the handlers, each with its own store
  * connection; the writer thread commits submissions (writer.c); the waiters thread
- * resumes held GETs (waiters.c); the main thread only waits for SIGTERM. */
+ * resumes held GETs (waiters.c); the notifier thread resumes event streams (events.c);
+ * the main thread only waits for SIGTERM. */
 #include "api/internal.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -123,16 +124,23 @@ token_equal(const char *given, const char *want)
     return diff == 0;
 }
 
+int
+api_bearer_ok(struct MHD_Connection *conn, const char *token)
+{
+    const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                MHD_HTTP_HEADER_AUTHORIZATION);
+    return h != NULL && strncmp(h, "Bearer ", 7) == 0 && token_equal(h + 7, token);
+}
+
 /* Does this request carry the API token, when one is configured? */
 static int
 authorized(struct api_ctx *ctx, struct MHD_Connection *conn, const char *url)
 {
     const char *token = ctx->cfg->api_token;
     if (token == NULL || token[0] == '\0' || strncmp(url, "/v1/", 4) != 0)
-        return 1;                       /* /healthz and /readyz stay open */
-    const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                MHD_HTTP_HEADER_AUTHORIZATION);
-    return h != NULL && strncmp(h, "Bearer ", 7) == 0 && token_equal(h + 7, token);
+        return 1;                       /* /healthz, /readyz, /metrics (its own token), /
+                                         * (a page without data) stay open */
+    return api_bearer_ok(conn, token);
 }
 
 static enum MHD_Result
@@ -235,6 +243,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (r == NULL)
         return;
     access_log(r, conn, toe);
+    api_metrics_request_done(r);
     if (r->wait.active)                 /* cannot happen while suspended; defensive */
         waiters_remove(ctx->waiters, &r->wait);
     req_free(r);
@@ -326,6 +335,12 @@ api_server_run(const struct api_config *cfg)
     }
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
                          MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    if (api_events_start(err, sizeof err) != 0) {
+        log_error("starting the event streams: %s", err);
+        waiters_free(ctx.waiters);
+        writer_free(ctx.writer);
+        return 1;
+    }
     ctx.daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, &ctx,
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_error, NULL,
@@ -341,6 +356,7 @@ api_server_run(const struct api_config *cfg)
         MHD_OPTION_END);
     if (ctx.daemon == NULL) {
         log_error("libmicrohttpd did not start");
+        api_events_stop();
         waiters_free(ctx.waiters);
         writer_free(ctx.writer);
         return 1;
@@ -370,8 +386,9 @@ api_server_run(const struct api_config *cfg)
     if (lfd != MHD_INVALID_SOCKET && hk->service_draining != NULL &&
         hk->service_draining(hk->arg) && shutdown(lfd, SHUT_RD) != 0)
         log_warn("shutting down the listening socket: %s", strerror(errno));
-    /* 2. held GETs answer now with their task's current state */
+    /* 2. held GETs answer now with their task's current state; event streams end */
     waiters_wake_all(ctx.waiters);
+    api_events_close_all();
     /* 3. everything queued is committed and answered (a submission that slipped past
      *    the drain check gets 503 from now on) */
     writer_stop(ctx.writer);
@@ -386,6 +403,7 @@ api_server_run(const struct api_config *cfg)
     }
     waiters_stop(ctx.waiters);
     MHD_stop_daemon(ctx.daemon);
+    api_events_stop();
     /* only now can no handler be holding the writer or the waiters */
     waiters_free(ctx.waiters);
     writer_free(ctx.writer);

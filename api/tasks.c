@@ -467,6 +467,7 @@ api_tasks_cancel(struct api_ctx *ctx, struct MHD_Connection *conn, struct req *r
     }
     if (rc != STORE_OK)
         return api_reply_store_error(conn, rc, "cancel", store_errmsg(st));
+    api_events_canceled(&t);
     waiters_wake(ctx->waiters, id);
     enum MHD_Result ret = reply_task(conn, MHD_HTTP_OK, &t, 0);
     store_task_clear(&t);

@@ -136,6 +136,8 @@ run_group(struct writer *w, struct writer_job *jobs)
         }
         inserted = 0;
     }
+    if (inserted > 0)                   /* GET /v1/events and /metrics */
+        api_events_submitted(jobs);
     /* one token per task, each wakes one idle worker; wake.h caps what is pending */
     if (inserted > 0)
         wake_post(w->ctx->cfg->wake, inserted > INT32_MAX ? INT32_MAX : (int)inserted);

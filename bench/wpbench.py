@@ -56,7 +56,8 @@ class Client:
                 self.conn.request(method, path, body=data, headers=hdrs)
                 r = self.conn.getresponse()
                 raw = r.read()
-                return r.status, (json.loads(raw) if raw else None)
+                # /metrics is text: kept as bytes
+                return r.status, (json.loads(raw) if raw[:1] in (b"{", b"[") else raw or None)
             except (ConnectionError, http.client.HTTPException, OSError):
                 self.conn.close()
                 self.conn = None
@@ -280,6 +281,7 @@ def cmd_latency(a):
     first = c.req("GET", "/v1/tasks?limit=1")[1]["tasks"]
     max_id = int(first[0]["id"]) if first else 0
     cases = [("stats", lambda: "/v1/stats"),
+             ("metrics", lambda: "/metrics"),
              ("list", lambda: "/v1/tasks?limit=20"),
              ("list_state_succeeded", lambda: "/v1/tasks?state=succeeded&limit=20"),
              ("list_state_failed", lambda: "/v1/tasks?state=failed&limit=20"),

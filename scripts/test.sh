@@ -4,12 +4,12 @@
 # with AddressSanitizer + UndefinedBehaviorSanitizer; the libFuzzer targets run a fixed
 # number of iterations in between. The Python exec-kind helper's unit tests run first
 # (a few seconds). The contract test (api/openapi.json against the live server and every
-# answer the integration tests got) and the browser tests (headless Chromium) run in both
-# builds. A throwaway PostgreSQL 15 cluster (scripts/pg-cluster.sh, stopped at the end, also
-# on failure) serves the PostgreSQL runs: the whole integration suite again
-# (integration.pg.*) and the tests of many instances on one database (integration.pg.multi)
-# in the release build; the store's unit tests on both backends in both builds. Ends with
-# ctest's summary.
+# answer the integration tests got), the browser tests (headless Chromium) and the tests of
+# /metrics and /v1/events (tests/observe) run in both builds. A throwaway PostgreSQL 15
+# cluster (scripts/pg-cluster.sh, stopped at the end, also on failure) serves the
+# PostgreSQL runs: the whole integration suite again (integration.pg.*) and the tests of
+# many instances on one database (integration.pg.multi) in the release build; the store's
+# unit tests on both backends in both builds. Ends with ctest's summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh test

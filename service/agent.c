@@ -2,9 +2,11 @@
  * other instances' events into the local channels, and leaving the store at the end. */
 #include "service/agent.h"
 #include "common/clock.h"
+#include "common/events.h"
 #include "common/fault.h"
 #include "common/log.h"
 #include "common/wake.h"
+#include "service/tasklog.h"
 #include "storage/store.h"
 
 #include <errno.h>
@@ -52,8 +54,10 @@ take_events(const struct agent_env *env, store *st)
             case STORE_EV_READY:
                 wake_post(env->wake, ev[i].n > INT32_MAX ? INT32_MAX : (int)ev[i].n);
                 break;
-            case STORE_EV_DONE:
+            case STORE_EV_DONE:     /* a task ended on another instance */
                 notify(env, ev[i].n);
+                events_publish(ev[i].kind, ev[i].n, task_state_name(ev[i].state),
+                               ev[i].attempts, ev[i].error_code, ev[i].at_ms);
                 break;
             case STORE_EV_RESYNC:
                 log_info("the connection to the database is back: looking at every waiting "
@@ -119,6 +123,7 @@ beat(const struct agent_env *env, store *st, int64_t *fails)
     if (lost > 0 || n > 0)
         log_warn("%d instance(s) silent past their lease found lost; %zu running task(s) "
                  "handed back", lost, n);
+    tasklog_released(st, refs, n, 0, 0);    /* their events and counters */
     int requeued = 0;
     for (size_t i = 0; i < n; i++) {
         if (task_state_terminal(refs[i].state))

@@ -70,10 +70,15 @@ static const struct opt OPTS[] = {
      "running tasks back (default 10000)"},
     {"retention", OPT_DURATION, OFF(retention_ms), 0, 0, "AGE",
      "delete finished tasks older than AGE, e.g. 90s, 30m, 12h, 7d (default 0: keep)"},
-    {"api-token", OPT_TOKEN, 0, 0, 0, "TOKEN",
+    {"api-token", OPT_TOKEN, OFF(api_token), 0, 0, "TOKEN",
      "require `Authorization: Bearer TOKEN` on every /v1 request"},
     {"api-token-file", OPT_TOKEN_FILE, 0, 0, 0, "PATH",
      "read the API token from a file (first line)"},
+    {"metrics-token", OPT_TOKEN, OFF(metrics_token), 0, 0, "TOKEN",
+     "require `Authorization: Bearer TOKEN` on GET /metrics (default: open, like /healthz)"},
+    {"max-event-streams", OPT_INT, OFF(max_event_streams), 0, 1000000, "N",
+     "GET /v1/events streams open at once, fewer than --max-connections; more get 503 "
+     "(default 64, or half of --max-connections if less)"},
     {"cors-origin", OPT_CORS_ORIGIN, 0, 0, 0, "ORIGIN",
      "let web pages from ORIGIN (scheme://host[:port], or * without a token) call the "
      "API; repeatable (variable: comma-separated)"},
@@ -329,13 +334,13 @@ set_opt(const struct opt *o, const char *text, struct config *cfg, const char *s
         *(int64_t *)(base + o->offset) = n * unit;
         return 0;
     }
-    case OPT_TOKEN:
+    case OPT_TOKEN:                     /* api_token or metrics_token: the same size */
         if (strlen(text) >= sizeof cfg->api_token) {
             snprintf(err, errlen, "%s: the token is longer than %zu bytes", source,
                      sizeof cfg->api_token - 1);
             return -1;
         }
-        snprintf(cfg->api_token, sizeof cfg->api_token, "%s", text);
+        snprintf(base + o->offset, sizeof cfg->api_token, "%s", text);
         return 0;
     case OPT_TOKEN_FILE: {
         FILE *f = fopen(text, "r");
@@ -393,8 +398,17 @@ set_opt(const struct opt *o, const char *text, struct config *cfg, const char *s
 
 /* Rules that involve more than one flag, checked once everything is read. */
 static int
-check_combinations(const struct config *cfg, char *err, size_t errlen)
+check_combinations(struct config *cfg, char *err, size_t errlen)
 {
+    /* streams hold their connections: some must be left for everything else */
+    if (cfg->max_event_streams < 0) {
+        cfg->max_event_streams = cfg->max_connections / 2 < 64 ? cfg->max_connections / 2 : 64;
+    } else if (cfg->max_event_streams >= cfg->max_connections) {
+        snprintf(err, errlen, "--max-event-streams %lld must be less than --max-connections "
+                 "%lld: each stream holds a connection, and the API needs some too",
+                 (long long)cfg->max_event_streams, (long long)cfg->max_connections);
+        return CONFIG_ERROR;
+    }
     for (int i = 0; i < cfg->ncors_origins; i++) {
         if (strcmp(cfg->cors_origins[i], "*") == 0 && cfg->api_token[0] != '\0') {
             snprintf(err, errlen, "--cors-origin '*' is refused with an API token: any web "
@@ -434,6 +448,7 @@ set_defaults(struct config *cfg)
     cfg->http_threads = 2;
     cfg->max_connections = 1000;
     cfg->lease_ms = STORE_DEFAULT_LEASE_MS;
+    cfg->max_event_streams = -1;        /* check_combinations() sets the default */
 }
 
 void

@@ -38,6 +38,8 @@ struct config {
     int64_t retention_ms;       /* terminal tasks older than this are deleted; 0 = keep */
     int64_t lease_ms;           /* silent this long, the others take its running tasks */
     char api_token[512];        /* "" = no authentication */
+    char metrics_token[512];    /* "" = GET /metrics is open */
+    int64_t max_event_streams;  /* GET /v1/events streams at once (< max_connections) */
     int healthcheck;            /* "warmpool healthcheck": probe /healthz and exit */
     const char *plugins[CONFIG_MAX_PLUGINS];    /* --plugin, in order given */
     int nplugins;

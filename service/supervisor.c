@@ -21,8 +21,10 @@
  * fails, crashes or hangs in load() is killed and logged, and nothing else changes. */
 #include "service/supervisor.h"
 #include "common/clock.h"
+#include "common/events.h"
 #include "common/fault.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/wake.h"
 #include "service/agent.h"
 #include "service/slots.h"
@@ -209,6 +211,13 @@ prepare_database(const struct config *cfg)
         STORE_OK) {
         log_error("%s", err);
         return -1;
+    }
+    if (rep.nrecovered > 0) {  /* their events and counters: the kinds are read back */
+        store *st = store_open(cfg->db_path, STORE_DURABLE, 5000, err, sizeof err);
+        if (st != NULL) {
+            tasklog_released(st, rep.recovered, rep.nrecovered, 0, 0);
+            store_close(st);    /* before any fork */
+        }
     }
     if (rep.requeued + rep.failed > 0)
         log_warn("%d task(s) were left running by the previous run: %d back to pending, "
@@ -748,6 +757,9 @@ child_died(pid_t pid, int status)
         else
             log_warn("worker %ld %s%s", (long)pid, why,
                      c->timed_out ? " (its task ran past its timeout)" : "");
+        if (!S.draining)                /* warmpool_worker_restarts_total */
+            metrics_worker_restart(retired ? METRICS_RESTART_RETIRED : c->timed_out
+                                   ? METRICS_RESTART_TIMEOUT : METRICS_RESTART_CRASHED);
         release_or_queue(pid, c->timed_out, why);
         c->timed_out = 0;
         if (c->refreshing) {
@@ -1378,6 +1390,13 @@ supervisor_run(const struct config *cfg)
         return 1;
     }
 
+    /* the counters of /metrics and the events of /v1/events, before the first change
+     * of a task's state (start-up recovery) and before any fork */
+    if (metrics_create(cfg->workers) != 0 ||
+        events_create(clock_now_ms(), EVENTS_RECORDS) != 0) {
+        log_error("creating the shared metrics and event ring: %s", strerror(errno));
+        return 1;
+    }
     if (S.sig_fd < 0 || prepare_database(cfg) != 0)
         return 1;
     S.listen_fd = open_listener(cfg);
@@ -1429,6 +1448,8 @@ supervisor_run(const struct config *cfg)
             close(S.zy[i].sock);
     }
     slots_destroy(S.sh);
+    events_destroy();
+    metrics_destroy();
     free(S.workers);
     free(S.releases);
     wake_destroy(S.wake);

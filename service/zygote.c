@@ -132,6 +132,8 @@ run_http(const struct zygote_env *env, struct exec_child *validators, int valida
         .notify_fd = env->notify_rd,
         .started_at_ms = env->started_at_ms,
         .api_token = cfg->api_token,
+        .metrics_token = cfg->metrics_token,
+        .max_event_streams = (unsigned)cfg->max_event_streams,
         .max_pending = cfg->max_pending,
         .retention_ms = cfg->retention_ms,
         .request_reload = request_reload,

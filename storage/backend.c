@@ -227,7 +227,8 @@ store_release_lost(store *s, long owner, int64_t now_ms, const char *code,
 int
 store_recover_running(store *s, int64_t now_ms, int *requeued, int *failed)
 {
-    return STORE_BASE(s)->ops->recover_running(s, now_ms, requeued, failed);
+    size_t n;
+    return STORE_BASE(s)->ops->recover_running(s, now_ms, requeued, failed, NULL, 0, &n);
 }
 
 int
@@ -272,6 +273,7 @@ store_maintain(store *s, char *note, size_t notelen)
 
 int store_ping(store *s) { return STORE_BASE(s)->ops->ping(s); }
 uint64_t store_secret(store *s) { return STORE_BASE(s)->ops->secret(s); }
+int64_t store_size_bytes(store *s) { return STORE_BASE(s)->ops->size_bytes(s); }
 
 int
 store_explain(store *s, store_plan_fn *fn, void *arg)

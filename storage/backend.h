@@ -41,7 +41,8 @@ struct store_ops {
                         store_task *next, int *claimed);
     int (*release_lost)(store *s, long owner, int64_t now_ms, const char *code,
                         const char *message, store_task_ref *released, size_t cap, size_t *n);
-    int (*recover_running)(store *s, int64_t now_ms, int *requeued, int *failed);
+    int (*recover_running)(store *s, int64_t now_ms, int *requeued, int *failed,
+                           store_task_ref *refs, size_t cap, size_t *n);
     int (*count_states)(store *s, int64_t counts[TASK_STATE_COUNT]);
     int (*count_kinds)(store *s, store_kind_counts **out, size_t *n);
     int (*has_ready)(store *s, int64_t now_ms, const store_kind_set *skip);
@@ -51,6 +52,7 @@ struct store_ops {
     int (*maintain)(store *s, char *note, size_t notelen);
     int (*ping)(store *s);
     uint64_t (*secret)(store *s);
+    int64_t (*size_bytes)(store *s);
     int (*explain)(store *s, store_plan_fn *fn, void *arg);
     int64_t (*work)(store *s);
     int (*heartbeat)(store *s, int *live, int *was_lost);

@@ -171,11 +171,20 @@ typedef struct store_instance {
  * lease, at most once a second, at least every 100 ms. */
 int64_t store_heartbeat_every_ms(int64_t lease_ms);
 
+typedef struct store_task_ref {
+    int64_t id;
+    enum task_state state;
+} store_task_ref;
+#define STORE_START_REFS 256
+
 typedef struct store_start_report {
     int from_version;       /* the schema version found (0: a new database) */
     int version;            /* the schema version now */
     int requeued, failed;   /* tasks a previous run of this instance left running, handed
                              * back: to pending, or failed (worker_lost) */
+    /* the first STORE_START_REFS of them (their events and counters are the caller's) */
+    struct store_task_ref recovered[STORE_START_REFS];
+    size_t nrecovered;
 } store_start_report;
 
 /* Start-up of an instance, once, in the supervisor, before it forks anything:
@@ -260,10 +269,6 @@ int store_finish_claim(store *s, int64_t id, int attempt, const store_outcome *o
  * back to pending
  * if attempts remain, else to failed, with error code (default "worker_lost") and
  * message. Up to cap of them are reported in released[], their count in *n. */
-typedef struct store_task_ref {
-    int64_t id;
-    enum task_state state;
-} store_task_ref;
 int store_release_lost(store *s, long owner, int64_t now_ms, const char *code,
                        const char *message, store_task_ref *released, size_t cap, size_t *n);
 /* Every task a previous run of this instance left running is handled as lost (see
@@ -305,6 +310,8 @@ int store_maintain(store *s, char *note, size_t notelen);
 int store_ping(store *s);
 /* A random secret kept in the database, for signing list cursors. */
 uint64_t store_secret(store *s);
+/* Bytes the database takes on disk now (SQLite: the file and its WAL), or -1. */
+int64_t store_size_bytes(store *s);
 
 /* Diagnostics, for tests and benchmarks. store_explain() calls fn(arg, name, plan)
  * for each statement the store runs: how the database will execute it (SQLite: the

@@ -220,6 +220,7 @@ static const char SQL_LIST_RUNNING[] =
     " ORDER BY t.id DESC LIMIT $2::integer";
 static const char SQL_PING[] = "SELECT 1";
 static const char SQL_SECRET[] = "SELECT value FROM meta WHERE key = 'cursor_secret'";
+static const char SQL_SIZE[] = "SELECT pg_database_size(current_database())";
 static const char SQL_VERSION[] = "SELECT value FROM meta WHERE key = 'schema_version'";
 /* ---- instances */
 static const char SQL_REGISTER[] =
@@ -291,7 +292,8 @@ enum stmt_id {
     S_PROMOTE, S_CLAIM, S_CLAIM_SKIP,
     S_FINISH, S_RELEASE, S_RELEASE_INSTANCES, S_NEXT_RUN_AFTER, S_PURGE, S_NO_SYNC, S_COUNT,
     S_COUNT_PENDING, S_COUNT_KINDS, S_LIST_ALL, S_LIST_KIND, S_LIST_STATE_KIND, S_LIST_STATE,
-    S_LIST_RUNNING, S_PING, S_SECRET, S_VERSION, S_REGISTER, S_REREGISTER, S_HEARTBEAT,
+    S_LIST_RUNNING, S_PING, S_SECRET,
+    S_SIZE, S_VERSION, S_REGISTER, S_REREGISTER, S_HEARTBEAT,
     S_MARK_LOST, S_RELEASE_LOST, S_FORGET_LOST, S_INSTANCES, S_SAME_PIDNS, S_DROP_INSTANCES,
     S_LEAVE, S_LEAVE_SILENT,
     S_COUNT_OF
@@ -333,6 +335,7 @@ static const struct {
     [S_LIST_RUNNING] = {"list_running", SQL_LIST_RUNNING, {"100", "10"}},
     [S_PING] = {"ping", SQL_PING, {NULL}},
     [S_SECRET] = {"secret", SQL_SECRET, {NULL}},
+    [S_SIZE] = {"size", SQL_SIZE, {NULL}},
     [S_VERSION] = {"version", SQL_VERSION, {NULL}},
     [S_REGISTER] = {"register", SQL_REGISTER, {"n", "h", "1", "ns", "1", "1", "1", "1"}},
     [S_REREGISTER] = {"reregister", SQL_REREGISTER,
@@ -1357,7 +1360,7 @@ pid_namespace(char *out, size_t outlen)
 /* Hands back the running tasks of the instances in ids ("{1,2}"), with why. */
 static int
 release_instances(store *s, const char *ids, int64_t now_ms, const char *why, int *requeued,
-                  int *failed)
+                  int *failed, store_task_ref *refs, size_t cap, size_t *n)
 {
     struct q q;
     q_init(&q, S_RELEASE_INSTANCES);
@@ -1368,10 +1371,14 @@ release_instances(store *s, const char *ids, int64_t now_ms, const char *why, in
     int rc = run(s, &q, 1, 0, "release instances");
     if (rc == STORE_OK) {
         for (int i = 0; i < PQntuples(q.res); i++) {
-            if (strcmp(PQgetvalue(q.res, i, 1), "pending") == 0)
+            int pending = strcmp(PQgetvalue(q.res, i, 1), "pending") == 0;
+            if (pending)
                 (*requeued)++;
             else
                 (*failed)++;
+            if (*n < cap)
+                refs[(*n)++] = (store_task_ref){val_i64(q.res, i, 0),
+                                                pending ? TASK_PENDING : TASK_FAILED};
         }
     }
     q_clear(&q, 1);
@@ -1383,10 +1390,12 @@ release_instances(store *s, const char *ids, int64_t now_ms, const char *why, in
  * their lease, and their rows go. A pid that lives may be another process now: that
  * instance is left to its lease. */
 static int
-pg_recover_running(store *s, int64_t now_ms, int *requeued, int *failed)
+pg_recover_running(store *s, int64_t now_ms, int *requeued, int *failed, store_task_ref *refs,
+                   size_t cap, size_t *n)
 {
     char ns[160];
     *requeued = *failed = 0;
+    *n = 0;
     pid_namespace(ns, sizeof ns);
     struct q q;
     q_init(&q, S_SAME_PIDNS);
@@ -1411,7 +1420,7 @@ pg_recover_running(store *s, int64_t now_ms, int *requeued, int *failed)
         return STORE_OK;
     snprintf(ids + len, sizeof ids - len, "}");
     rc = release_instances(s, ids, now_ms, "the service stopped while this task was running",
-                           requeued, failed);
+                           requeued, failed, refs, cap, n);
     if (rc != STORE_OK)
         return rc;
     q_init(&q, S_DROP_INSTANCES);
@@ -1555,6 +1564,17 @@ pg_secret(store *s)
     uint64_t v = hex != NULL ? strtoull(hex, NULL, 16) : 0;
     free(hex);
     return v;
+}
+
+/* The database's size on disk (every table and index, as the server counts it). */
+static int64_t
+pg_size_bytes(store *s)
+{
+    int rc;
+    char *v = one_value(s, S_SIZE, "size", &rc);
+    int64_t bytes = v != NULL ? strtoll(v, NULL, 10) : -1;
+    free(v);
+    return bytes;
 }
 
 /* EXPLAIN of every statement, as the server plans it for any values (a generic plan). */
@@ -1858,7 +1878,8 @@ pg_start(const char *db, store_instance *inst, store_progress_fn *progress, void
     if (rc == STORE_OK && PQntuples(q.res) == 1) {
         inst->id = val_i64(q.res, 0, 0);
         store_set_self(inst);
-        rc = pg_recover_running(s, clock_now_ms(), &rep->requeued, &rep->failed);
+        rc = pg_recover_running(s, clock_now_ms(), &rep->requeued, &rep->failed, rep->recovered,
+                                STORE_START_REFS, &rep->nrecovered);
     }
     q_clear(&q, 1);
     if (rc != STORE_OK)
@@ -1905,6 +1926,7 @@ const struct store_ops store_pg_ops = {
     .maintain = pg_maintain,
     .ping = pg_ping,
     .secret = pg_secret,
+    .size_bytes = pg_size_bytes,
     .explain = pg_explain,
     .work = pg_work,
     .heartbeat = pg_heartbeat,

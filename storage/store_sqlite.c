@@ -122,7 +122,7 @@ static const char SQL_RECOVER[] =
     " finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE ?1 END,"
     " error_code = 'worker_lost',"
     " error_message = 'the service stopped while this task was running', delayed = 0"
-    " WHERE state = 'running' RETURNING state";
+    " WHERE state = 'running' RETURNING state, id";
 /* when the next waiting retry becomes due: read when a worker is about to sleep */
 static const char SQL_NEXT_RUN_AFTER[] =
     "SELECT run_after FROM tasks INDEXED BY tasks_delayed"
@@ -988,18 +988,24 @@ sq_release_lost(store *s, long owner, int64_t now_ms, const char *code,
 }
 
 static int
-sq_recover_running(store *s, int64_t now_ms, int *requeued, int *failed)
+sq_recover_running(store *s, int64_t now_ms, int *requeued, int *failed, store_task_ref *refs,
+                   size_t cap, size_t *n)
 {
     sqlite3_stmt *st = s->st[S_RECOVER];
     *requeued = *failed = 0;
+    *n = 0;
     sqlite3_bind_int64(st, 1, now_ms);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         const char *name = (const char *)sqlite3_column_text(st, 0);
-        if (name != NULL && strcmp(name, "pending") == 0)
+        int pending = name != NULL && strcmp(name, "pending") == 0;
+        if (pending)
             (*requeued)++;
         else
             (*failed)++;
+        if (*n < cap)
+            refs[(*n)++] = (store_task_ref){sqlite3_column_int64(st, 1),
+                                            pending ? TASK_PENDING : TASK_FAILED};
     }
     int ret = rc == SQLITE_DONE ? STORE_OK : fail(s, "recover", rc);
     stmt_done(st);
@@ -1374,7 +1380,8 @@ sq_start(const char *db, store_instance *inst, store_progress_fn *progress, void
     rep->version = SCHEMA_VERSION;
     inst->id = 1;
     store_set_self(inst);
-    rc = sq_recover_running(s, clock_now_ms(), &rep->requeued, &rep->failed);
+    rc = sq_recover_running(s, clock_now_ms(), &rep->requeued, &rep->failed, rep->recovered,
+                            STORE_START_REFS, &rep->nrecovered);
     if (rc != STORE_OK)
         snprintf(err, errlen, "recovering tasks left running: %s", s->base.errmsg);
     sq_close(s);                /* before any fork */
@@ -1476,6 +1483,21 @@ sq_events(store *s, store_event *ev, size_t cap, size_t *n)
     return STORE_OK;
 }
 
+/* The file and its WAL: what the database takes on disk (-shm is a small index). */
+static int64_t
+sq_size_bytes(store *s)
+{
+    const char *path = sqlite3_db_filename(s->db, "main");
+    struct stat st;
+    if (path == NULL || path[0] == '\0' || stat(path, &st) != 0)
+        return -1;
+    int64_t bytes = (int64_t)st.st_size;
+    char wal[4200];
+    if (snprintf(wal, sizeof wal, "%s-wal", path) < (int)sizeof wal && stat(wal, &st) == 0)
+        bytes += (int64_t)st.st_size;
+    return bytes;
+}
+
 const struct store_ops store_sqlite_ops = {
     .name = "sqlite",
     .migrate = sq_migrate,
@@ -1508,6 +1530,7 @@ const struct store_ops store_sqlite_ops = {
     .maintain = sq_maintain,
     .ping = sq_ping,
     .secret = sq_secret,
+    .size_bytes = sq_size_bytes,
     .explain = sq_explain,
     .work = sq_work,
     .heartbeat = sq_heartbeat,
@@ -1518,3 +1541,4 @@ const struct store_ops store_sqlite_ops = {
     .events_fd = sq_events_fd,
     .events = sq_events,
 };
+

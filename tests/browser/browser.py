@@ -103,3 +103,87 @@ class StaticServer:
         self.httpd.server_close()
         self.thread.join(5)
         return False
+
+
+class PrefixProxy:
+    """A reverse proxy that serves http://127.0.0.1:UPSTREAM/ under a path prefix, as a
+    site would put warmpool behind nginx (`location /prefix/ { proxy_pass ...; }`):
+    GET /prefix/x goes upstream as GET /x; anything outside the prefix is a 404. One
+    request per connection (Connection: close both ways); answers, event streams
+    included, are passed through as they come. `.url` is http://127.0.0.1:PORT/prefix/."""
+
+    def __init__(self, upstream_port, prefix="/warmpool"):
+        self.upstream_port, self.prefix = upstream_port, prefix.rstrip("/")
+        self.port = wptest.free_port()
+        self.url = "http://127.0.0.1:%d%s/" % (self.port, self.prefix)
+        self.paths = []                 # every path asked for, as the browser sent it
+        self.sock = None
+        self.thread = None
+
+    def __enter__(self):
+        import socket
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", self.port))
+        self.sock.listen(64)
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.sock.close()
+        return False
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        import socket
+        try:
+            conn.settimeout(20)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                head += chunk
+            head, body = head.split(b"\r\n\r\n", 1)
+            lines = head.decode("latin-1").split("\r\n")
+            method, path, version = lines[0].split(" ", 2)
+            self.paths.append(path)
+            if not (path == self.prefix or path.startswith(self.prefix + "/")):
+                conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n"
+                             b"Connection: close\r\n\r\n")
+                return
+            inner = path[len(self.prefix):] or "/"
+            hdrs = [h for h in lines[1:] if not h.lower().startswith(("connection:", "host:"))]
+            length = 0
+            for h in hdrs:
+                if h.lower().startswith("content-length:"):
+                    length = int(h.split(":", 1)[1])
+            while len(body) < length:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                body += chunk
+            up = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=20)
+            req = "%s %s %s\r\n" % (method, inner, version) + "\r\n".join(
+                hdrs + ["Host: 127.0.0.1:%d" % self.upstream_port, "Connection: close"])
+            up.sendall(req.encode("latin-1") + b"\r\n\r\n" + body)
+            up.settimeout(None)         # an event stream may be quiet for a while
+            conn.settimeout(None)
+            while True:
+                chunk = up.recv(65536)
+                if not chunk:
+                    break
+                conn.sendall(chunk)
+            up.close()
+        except OSError:
+            pass
+        finally:
+            conn.close()

@@ -286,8 +286,12 @@ def probe_every_operation(c, wp, task_id):
                     c.fail("document: %s %s: no example body to call it with"
                            % (method.upper(), tmpl))
                     continue
+            # a stream (text/event-stream) is never read to its end: its status and
+            # headers are what is checked
+            ok = c.deref(op.get("responses", {}).get("200", {}))
+            stream = "text/event-stream" in ok.get("content", {})
             a = wp.request(method.upper(), path, body, AUTH, timeout=10,
-                           read_body=True)
+                           read_body=not stream)
             c.check(a, "probe")
             if a.status == 405 or (a.status == 404 and a.json and
                                    "no such path" in a.json.get("error", {}).get("message", "")):
@@ -344,6 +348,13 @@ def scripted_session(c, binary):
         call("GET", "/v1/tasks?limit=2", want=200)
         call("GET", "/v1/tasks?state=succeeded&kind=echo", want=200)
         call("GET", "/v1/stats", want=200)
+        call("GET", "/metrics", headers={"Authorization": ""}, want=200)   # open
+        call("GET", "/", headers={"Authorization": ""}, want=200)          # open
+        call("GET", "/v1/events", headers={"Authorization": ""}, want=401)
+        call("GET", "/v1/events?state=sideways", want=400)
+        call("GET", "/v1/events?kind=Bad!", want=400)
+        call("GET", "/v1/events", headers={"Last-Event-ID": "x"}, want=400)
+        call("GET", "/v1/events?state=succeeded,failed&kind=echo", want=200, read_body=False)
         call("POST", "/v1/admin/reload", want=202)
         call("OPTIONS", "/v1/tasks", headers={"Origin": "http://page.test",
                                               "Access-Control-Request-Method": "POST"}, want=204)
@@ -368,6 +379,24 @@ def scripted_session(c, binary):
     with wptest.Warmpool(binary, ["--workers", "1"]) as wp:
         c.check(wp.request("POST", "/v1/admin/reload"))
         c.check(wp.request("GET", "/v1/stats"))
+    # /metrics with a token of its own; one event stream at most
+    with wptest.Warmpool(binary, ["--workers", "1", "--metrics-token", "m-token",
+                                  "--max-event-streams", "1"]) as wp:
+        for headers, want in (({}, 401), ({"Authorization": "Bearer " + TOKEN}, 401),
+                              ({"Authorization": "Bearer m-token"}, 200)):
+            a = c.check(wp.request("GET", "/metrics", headers=headers))
+            if a.status != want:
+                c.fail("session: GET /metrics %s: want %d, got %d" % (headers, want, a.status))
+        import http.client
+        held = http.client.HTTPConnection("127.0.0.1", wp.port, timeout=10)
+        held.request("GET", "/v1/events")
+        first = held.getresponse()          # the one stream: kept open
+        a = c.check(wp.request("GET", "/v1/events"))
+        if first.status != 200 or a.status != 503 or (a.json or {}).get(
+                "error", {}).get("code") != "too_many_streams":
+            c.fail("session: a second stream past --max-event-streams 1: want 503 "
+                   "too_many_streams, got %d then %d %.200r" % (first.status, a.status, a.body))
+        held.close()
 
 
 def check_record(c, path):

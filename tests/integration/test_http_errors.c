@@ -361,9 +361,10 @@ WP_TEST(test_content_length_over_limit_answered_at_once) {
 /* ----------------------------------------------------------- paths/methods */
 
 WP_TEST(test_unknown_paths) {
-    static const char *const paths[] = {"/", "/nope", "/v1", "/v1/", "/v1/nope", "/v2/tasks", "/v1/tasks/1/extra",
+    /* "/" is the dashboard (issue 10) */
+    static const char *const paths[] = {"/index.html", "/nope", "/v1", "/v1/", "/v1/nope", "/v2/tasks", "/v1/tasks/1/extra",
                                         "/v1/taskss", "/V1/tasks", "/healthz/x", "/v1/stats/x", "/v1/tasks/batch/x",
-                                        NULL};
+                                        "/metrics/x", "/v1/events/x", NULL};
     for (int i = 0; paths[i]; i++) {
         wp_resp r;
         wp_call(G, "GET", paths[i], NULL, &r);
@@ -398,6 +399,9 @@ WP_TEST(test_wrong_methods) {
     wp_snap snap = wp_snapshot(G);
     expect_405("PUT", "/v1/tasks", "POST");
     expect_405("PUT", "/v1/tasks", "GET");
+    expect_405("POST", "/", "GET");
+    expect_405("POST", "/metrics", "GET");
+    expect_405("DELETE", "/v1/events", "GET");
     expect_405("DELETE", "/v1/tasks", "GET");
     char *p = wp_fmt("/v1/tasks/%s", G_done_id);
     expect_405("POST", p, "GET");

@@ -87,6 +87,14 @@ class Warmpool:
 
     def __exit__(self, *exc):
         self.stop()
+        # in a sanitizer build, a report kills the process it is in; the service may
+        # well go on (a worker or the HTTP process is replaced): the log tells
+        log = self.log()
+        for mark in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            if mark in log and exc[0] is None:
+                at = log.index(mark)
+                raise RuntimeError("a sanitizer report in the server's log (%s):\n%s"
+                                   % (self.log_path, log[max(0, at - 200):at + 3000]))
         if exc[0] is None and not os.environ.get("WARMPOOL_IT_KEEP"):
             shutil.rmtree(self.dir, ignore_errors=True)
         return False
@@ -135,3 +143,116 @@ class Warmpool:
                 return f.read()
         except OSError:
             return ""
+
+
+class EventStream:
+    """GET /v1/events (server-sent events) held open, on a plain socket:
+
+        with EventStream(wp.port, "?kind=echo") as es:
+            ev = es.next(5)   # {"id": "...", "event": "task", "data": {...}} or None
+
+    next() returns the next event, None at the end of the stream, and raises
+    TimeoutError when none comes within its timeout (the stream stays usable).
+    Comment lines (heartbeats) are collected in .comments, the retry field in .retry.
+    A non-200 answer has .status, .headers and .body (its JSON in .json)."""
+
+    def __init__(self, port, query="", headers=None, timeout=10, rcvbuf=None):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout)
+        self.sock.connect(("127.0.0.1", port))
+        lines = ["GET /v1/events%s HTTP/1.1" % query, "Host: 127.0.0.1:%d" % port]
+        lines += ["%s: %s" % kv for kv in (headers or {}).items()]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        self.raw = b""                  # received, not yet decoded
+        self.text = b""                 # the decoded body, not yet parsed into events
+        self.ended = False
+        deadline = time.monotonic() + timeout
+        while b"\r\n\r\n" not in self.raw:
+            if not self._fill(deadline):
+                raise ConnectionError("no answer: %r" % self.raw)
+        head, self.raw = self.raw.split(b"\r\n\r\n", 1)
+        first, *rest = head.decode("latin-1").split("\r\n")
+        self.status = int(first.split()[1])
+        self.headers = {}
+        for line in rest:
+            k, _, v = line.partition(":")
+            self.headers[k.strip().lower()] = v.strip()
+        self.chunked = self.headers.get("transfer-encoding", "").lower() == "chunked"
+        self.comments, self.retry, self.body, self.json = [], None, b"", None
+        if self.status != 200:
+            n = int(self.headers.get("content-length", "0"))
+            while len(self.raw) < n and self._fill(deadline):
+                pass
+            self.body = self.raw[:n]
+            try:
+                self.json = json.loads(self.body)
+            except ValueError:
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def _fill(self, deadline):
+        """Reads what arrives before deadline into self.raw: False at end of file."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("nothing within the time")
+        self.sock.settimeout(left)
+        try:
+            chunk = self.sock.recv(65536)
+        except socket.timeout:
+            raise TimeoutError("nothing within the time") from None
+        except ConnectionError:
+            chunk = b""
+        self.raw += chunk
+        return bool(chunk)
+
+    def _decode(self):
+        """Moves whole chunks (or everything, without chunking) from raw to text."""
+        if not self.chunked:
+            self.text, self.raw = self.text + self.raw, b""
+            return
+        while b"\r\n" in self.raw:
+            size_line, rest = self.raw.split(b"\r\n", 1)
+            size = int(size_line.split(b";")[0], 16)
+            if len(rest) < size + 2:
+                return
+            if size == 0:
+                self.ended = True
+                self.raw = b""
+                return
+            self.text += rest[:size]
+            self.raw = rest[size + 2:]
+
+    def next(self, timeout=10):
+        deadline = time.monotonic() + timeout
+        while True:
+            self._decode()
+            while b"\n\n" in self.text:
+                block, self.text = self.text.split(b"\n\n", 1)
+                ev = {}
+                for line in block.decode("utf-8").split("\n"):
+                    if line.startswith(":"):
+                        self.comments.append(line[1:].strip())
+                        continue
+                    field, _, value = line.partition(":")
+                    value = value[1:] if value.startswith(" ") else value
+                    if field == "data":
+                        ev["data"] = json.loads(value)
+                    elif field in ("id", "event"):
+                        ev[field] = value
+                    elif field == "retry":
+                        self.retry = int(value)
+                if ev:
+                    return ev
+            if self.ended or not self._fill(deadline):
+                return None
+
+    def close(self):
+        self.sock.close()

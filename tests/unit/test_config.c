@@ -20,6 +20,7 @@ static const char *const ENV_VARS[] = {
     "WARMPOOL_MAX_CONNECTIONS", "WARMPOOL_MAX_CONNECTIONS_PER_IP", "WARMPOOL_LOG_FORMAT",
     "WARMPOOL_CORS_ORIGIN", "WARMPOOL_API_TOKEN", "WARMPOOL_EXEC_KIND", "WARMPOOL_KIND_CONFIG",
     "WARMPOOL_LEASE_MS",
+    "WARMPOOL_METRICS_TOKEN", "WARMPOOL_MAX_EVENT_STREAMS",
 };
 
 static int
@@ -104,6 +105,8 @@ test_defaults(void **state)
     assert_int_equal(g_cfg.log_format, LOG_FORMAT_TEXT);
     assert_int_equal(g_cfg.ncors_origins, 0);
     assert_int_equal(g_cfg.lease_ms, 10000);
+    assert_string_equal(g_cfg.metrics_token, "");
+    assert_int_equal(g_cfg.max_event_streams, 64);
 }
 
 /* Checks every field set by test_each_flag's argument lists. */
@@ -419,6 +422,58 @@ test_cors_origins(void **state)
     expect_error("more than", NULL);
 }
 
+/* --metrics-token (GET /metrics) and --max-event-streams (GET /v1/events), with their
+ * variables; the streams' cap must leave connections for the rest of the API. */
+static void
+test_metrics_and_streams(void **state)
+{
+    (void)state;
+    assert_int_equal(parse("--metrics-token", "scrape-me", NULL), CONFIG_OK);
+    assert_string_equal(g_cfg.metrics_token, "scrape-me");
+    assert_string_equal(g_cfg.api_token, "");           /* a token of its own */
+    assert_int_equal(parse("--metrics-token=m", "--api-token", "a", NULL), CONFIG_OK);
+    assert_string_equal(g_cfg.metrics_token, "m");
+    assert_string_equal(g_cfg.api_token, "a");
+    setenv("WARMPOOL_METRICS_TOKEN", "from-env", 1);
+    assert_int_equal(parse(NULL), CONFIG_OK);
+    assert_string_equal(g_cfg.metrics_token, "from-env");
+    assert_int_equal(parse("--metrics-token", "flag", NULL), CONFIG_OK);
+    assert_string_equal(g_cfg.metrics_token, "flag");
+    unsetenv("WARMPOOL_METRICS_TOKEN");
+    char longtoken[600];
+    memset(longtoken, 't', sizeof longtoken - 1);
+    longtoken[sizeof longtoken - 1] = '\0';
+    expect_error("--metrics-token", "--metrics-token", longtoken, NULL);
+
+    /* the streams' default: 64, or half of --max-connections when that is less */
+    assert_int_equal(parse("--max-connections", "50", NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.max_event_streams, 25);
+    assert_int_equal(parse("--max-connections", "1", NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.max_event_streams, 0);
+    assert_int_equal(parse("--max-event-streams", "10", NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.max_event_streams, 10);
+    assert_int_equal(parse("--max-event-streams=0", NULL), CONFIG_OK);   /* no streams */
+    assert_int_equal(g_cfg.max_event_streams, 0);
+    assert_int_equal(parse("--max-event-streams", "999", NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.max_event_streams, 999);
+    setenv("WARMPOOL_MAX_EVENT_STREAMS", "12", 1);
+    assert_int_equal(parse(NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.max_event_streams, 12);
+    assert_int_equal(parse("--max-event-streams", "7", NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.max_event_streams, 7);
+    setenv("WARMPOOL_MAX_EVENT_STREAMS", "many", 1);
+    expect_error("WARMPOOL_MAX_EVENT_STREAMS", NULL);
+    unsetenv("WARMPOOL_MAX_EVENT_STREAMS");
+    expect_error("--max-event-streams", "--max-event-streams", "-1", NULL);
+    expect_error("--max-event-streams", "--max-event-streams", "lots", NULL);
+    expect_error("--max-event-streams", "--max-event-streams", "1000001", NULL);
+    expect_error("must be less than --max-connections", "--max-event-streams", "1000", NULL);
+    expect_error("must be less than --max-connections", "--max-connections", "20",
+                 "--max-event-streams", "20", NULL);
+    assert_int_equal(parse("--max-connections", "20", "--max-event-streams", "19", NULL),
+                     CONFIG_OK);
+}
+
 static void
 test_listen_forms(void **state)
 {
@@ -528,6 +583,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_log_format, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_cors_origins, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_exec_kinds, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_metrics_and_streams, clear_env, clear_env),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     if (g_parsed)

@@ -61,6 +61,9 @@ test_every_route(void **state)
     expect_route("GET", "/readyz", api_readyz, NULL);
     expect_route("POST", "/v1/admin/reload", api_admin_reload, NULL);
     expect_route("GET", "/openapi.json", api_openapi, NULL);
+    expect_route("GET", "/v1/events", api_events, NULL);
+    expect_route("GET", "/metrics", api_metrics, NULL);
+    expect_route("GET", "/", api_dashboard, NULL);
 }
 
 /* The access log names the route's template, never the path itself. */
@@ -180,7 +183,7 @@ test_unknown_paths_404(void **state)
 {
     (void)state;
     const char *paths[] = {
-        "/", "", "/v1", "/v1/", "/v1/task", "/v1/tasksx", "/v1/tasks/", "/v1/tasks//",
+        "", "/v1", "/v1/", "/v1/task", "/metrics/", "/v1/events/", "/index.html", "//", "/v1/tasksx", "/v1/tasks/", "/v1/tasks//",
         "/v1/tasks/1/x", "/v1/tasks/1/", "/v1/tasks/batch/", "/v1/tasks/batch/1",
         "/v1/stats/", "/healthz/", "/readyz/x", "/V1/tasks", "/v2/tasks", "//v1/tasks",
         "/v1//tasks", "v1/tasks",
@@ -226,6 +229,9 @@ test_wrong_method_405(void **state)
     expect_405("DELETE", "/healthz", "GET");
     expect_405("POST", "/readyz", "GET");
     expect_405("get", "/healthz", "GET");      /* methods are case-sensitive */
+    expect_405("POST", "/", "GET");
+    expect_405("POST", "/metrics", "GET");
+    expect_405("DELETE", "/v1/events", "GET");
 }
 
 int
