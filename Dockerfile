@@ -20,7 +20,7 @@ ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
         build-essential cmake pkg-config \
-        libmicrohttpd-dev libjansson-dev libsqlite3-dev libvectorscan-dev \
+        libmicrohttpd-dev libjansson-dev libsqlite3-dev libvectorscan-dev libpq-dev \
         libcmocka-dev libcurl4-openssl-dev \
  && rm -rf /var/lib/apt/lists/*
 

@@ -120,6 +120,10 @@ api_reply_store_error(struct MHD_Connection *conn, int status, const char *what,
         log_error("%s: I/O error: %s", what, detail);
         return api_reply_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "io_error",
                                "the database could not be read or written; retry shortly");
+    case STORE_UNAVAILABLE:
+        log_warn("%s: database unavailable: %s", what, detail);
+        return api_reply_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
+                               "the database cannot be reached; retry shortly");
     default:
         log_error("%s: %s", what, detail);     /* a server error is logged as it is sent */
         return api_reply_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal",

@@ -33,12 +33,11 @@ api_thread_store(struct api_ctx *ctx)
     if (tl_store != NULL)
         return tl_store;
     char err[512];
-    store *s = store_open(ctx->cfg->db_path, STORE_SYNC_FULL, 2000, err, sizeof err);
+    store *s = store_open(ctx->cfg->db_path, STORE_DURABLE, 2000, err, sizeof err);
     if (s == NULL) {
         log_error("opening the database: %s", err);
         return NULL;
     }
-    store_set_autocheckpoint(s, 0);     /* the writer thread checkpoints, alone */
     pthread_mutex_lock(&g_stores_mu);
     store **grown = realloc(g_stores, (g_nstores + 1) * sizeof *grown);
     if (grown != NULL) {
@@ -315,7 +314,7 @@ api_server_run(const struct api_config *cfg)
     atomic_store(&ctx.draining, 0);
     char err[512];
 
-    store *st = store_open(cfg->db_path, STORE_SYNC_FULL, 5000, err, sizeof err);
+    store *st = store_open(cfg->db_path, STORE_DURABLE, 5000, err, sizeof err);
     if (st == NULL) {
         log_error("opening the database: %s", err);
         return 1;

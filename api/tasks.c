@@ -150,6 +150,28 @@ hold_submission(struct api_ctx *ctx, struct MHD_Connection *conn, struct req *r,
     return MHD_YES;
 }
 
+/* A held request was resumed, and its task is not terminal: before its deadline (the
+ * waiters looked again at every request after events may have been lost: a RESYNC),
+ * it waits on. 1 when it is held again, 0 to answer now. */
+static int
+wait_again(struct api_ctx *ctx, struct MHD_Connection *conn, struct req *r)
+{
+    if (atomic_load(&ctx->draining) || clock_mono_ms() >= r->wait.deadline_ms)
+        return 0;
+    int64_t id = r->wait.task_id, deadline = r->wait.deadline_ms;
+    r->wait = (struct waiter){.conn = conn, .task_id = id, .deadline_ms = deadline};
+    if (waiters_add(ctx->waiters, &r->wait) != 0)
+        return 0;
+    /* it may have finished since it was read */
+    store *st = api_thread_store(ctx);
+    store_task now;
+    if (st == NULL || store_get(st, id, &now) != STORE_OK || task_state_terminal(now.state))
+        waiters_wake(ctx->waiters, id);
+    if (st != NULL)
+        store_task_clear(&now);
+    return 1;
+}
+
 /* POST ?wait=S, resumed: the task as it is now. */
 static enum MHD_Result
 submission_waited(struct api_ctx *ctx, struct MHD_Connection *conn, struct req *r)
@@ -161,6 +183,10 @@ submission_waited(struct api_ctx *ctx, struct MHD_Connection *conn, struct req *
     int rc = store_get(st, r->wait.task_id, &t);
     if (rc != STORE_OK)
         return api_reply_store_error(conn, rc, "get", store_errmsg(st));
+    if (!task_state_terminal(t.state) && wait_again(ctx, conn, r)) {
+        store_task_clear(&t);
+        return MHD_YES;
+    }
     enum MHD_Result ret =
         reply_task(conn, task_state_terminal(t.state) ? MHD_HTTP_OK : r->hold_status, &t, 1);
     store_task_clear(&t);
@@ -325,6 +351,10 @@ api_tasks_get(struct api_ctx *ctx, struct MHD_Connection *conn, struct req *r)
     if (rc != STORE_OK)
         return api_reply_store_error(conn, rc, "get", store_errmsg(st));
 
+    if (r->phase == PHASE_WAIT && !task_state_terminal(t.state) && wait_again(ctx, conn, r)) {
+        store_task_clear(&t);
+        return MHD_YES;
+    }
     int hold = r->phase == PHASE_NEW && wait_s > 0 && !task_state_terminal(t.state) &&
                !atomic_load(&ctx->draining);
     if (hold) {
@@ -446,6 +476,35 @@ api_tasks_cancel(struct api_ctx *ctx, struct MHD_Connection *conn, struct req *r
 
 /* ---------------------------------------------------------------- stats and health */
 
+/* The live instances sharing the store (store_instances), as the API shows them. */
+static int
+stats_instances(store *st, json_t **out)
+{
+    store_instance *v;
+    size_t n;
+    *out = NULL;
+    int rc = store_instances(st, &v, &n);
+    if (rc != STORE_OK)
+        return rc;
+    const store_instance *self = store_instance_self();
+    json_t *arr = json_array();
+    for (size_t i = 0; arr != NULL && i < n; i++) {
+        char id[24], started[CLOCK_RFC3339_LEN], seen[CLOCK_RFC3339_LEN];
+        snprintf(id, sizeof id, "%" PRId64, v[i].id);
+        clock_format_rfc3339(v[i].started_at_ms, started);
+        clock_format_rfc3339(v[i].last_seen_ms, seen);
+        json_array_append_new(
+            arr, json_pack("{s:s, s:s, s:s, s:I, s:i, s:I, s:s, s:s, s:b}", "id", id, "name",
+                           v[i].name, "host", v[i].host, "pid", (json_int_t)v[i].pid,
+                           "workers", v[i].workers, "lease_ms", (json_int_t)v[i].lease_ms,
+                           "started_at", started, "last_seen", seen, "self",
+                           self != NULL && self->id == v[i].id));
+    }
+    free(v);
+    *out = arr;
+    return STORE_OK;
+}
+
 enum MHD_Result
 api_stats(struct api_ctx *ctx, struct MHD_Connection *conn, struct req *r)
 {
@@ -461,13 +520,18 @@ api_stats(struct api_ctx *ctx, struct MHD_Connection *conn, struct req *r)
     for (int i = 0; tasks != NULL && i < TASK_STATE_COUNT; i++)
         json_object_set_new(tasks, task_state_name((enum task_state)i),
                             json_integer(counts[i]));
+    json_t *instances = NULL;
+    if ((rc = stats_instances(st, &instances)) != STORE_OK) {
+        json_decref(tasks);
+        return api_reply_store_error(conn, rc, "stats", store_errmsg(st));
+    }
     const struct api_hooks *h = &ctx->cfg->hooks;
     json_t *workers = h->workers ? h->workers(h->arg) : json_array();
     json_t *kinds = h->kinds ? h->kinds(h->arg) : json_array();
     int64_t uptime = (clock_now_ms() - ctx->cfg->started_at_ms) / 1000;
-    json_t *body = json_pack("{s:o*, s:o*, s:o*, s:I, s:s}", "tasks", tasks, "workers", workers,
-                             "kinds", kinds, "uptime_s", (json_int_t)uptime, "version",
-                             WARMPOOL_VERSION);
+    json_t *body = json_pack("{s:o*, s:o*, s:o*, s:o*, s:I, s:s}", "tasks", tasks, "workers",
+                             workers, "kinds", kinds, "instances", instances, "uptime_s",
+                             (json_int_t)uptime, "version", WARMPOOL_VERSION);
     if (body == NULL)
         return MHD_NO;
     return api_reply_json(conn, MHD_HTTP_OK, body, NULL, NULL);

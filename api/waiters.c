@@ -6,7 +6,11 @@
  * it and resumes the connections waiting on that id. The same thread ends waits
  * whose deadline passed, on a 25 ms tick. A resumed request reads its task once
  * and answers. A lost datagram (the socket buffer was full) only means that waiter
- * answers at its deadline with the then-current state, which is what ?wait says. */
+ * answers at its deadline with the then-current state, which is what ?wait says.
+ * With other instances sharing the store, the agent (service/agent.c) writes the ids
+ * of tasks finished there too, and id 0 when events may have been lost (a connection
+ * made again): then every waiter is resumed, reads its task, and one whose task is not
+ * done before its deadline is held again. */
 #include "api/internal.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -151,8 +155,13 @@ waiters_main(void *arg)
         if (n > 0 && (fds[0].revents & POLLIN)) {
             int64_t id;
             /* the pipe is non-blocking; writes of 8 bytes are atomic (< PIPE_BUF) */
-            while (read(fds[0].fd, &id, sizeof id) == (ssize_t)sizeof id)
-                waiters_wake(ws, id);
+            while (read(fds[0].fd, &id, sizeof id) == (ssize_t)sizeof id) {
+                if (id == 0)
+                    expire(ws, -1);     /* events may have been lost: everyone looks again
+                                         * (tasks.c holds on those not yet done) */
+                else
+                    waiters_wake(ws, id);
+            }
         }
         now = clock_mono_ms();
         if (now >= next_tick) {

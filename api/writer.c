@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,25 +38,46 @@ struct writer {
     int64_t purge_run, purge_run_start_ms;  /* deleted since the backlog began */
 };
 
-/* Inserts the jobs of one group. Returns STORE_OK, or the error that aborts the group. */
+/* Inserts the jobs of one group, all in one store_insert_batch() (one round trip to a
+ * database server). Returns STORE_OK, or the error that aborts the group. */
 static int
 insert_group(struct writer *w, struct writer_job *jobs, int64_t now_ms, size_t *inserted)
 {
     *inserted = 0;
-    for (struct writer_job *j = jobs; j != NULL; j = j->next) {
-        j->status = STORE_OK;
-        for (size_t i = 0; i < j->n; i++) {
-            int rc = store_insert(w->st, &j->tasks[i], now_ms, &j->out[i]);
-            if (rc == STORE_EXISTS) {           /* idempotent repeat: nothing inserted */
-                j->status = STORE_EXISTS;
-                continue;
+    size_t total = 0;
+    for (struct writer_job *j = jobs; j != NULL; j = j->next)
+        total += j->n;
+    store_new_task *nt = malloc(total * sizeof *nt);
+    store_task *out = calloc(total, sizeof *out);
+    int *status = malloc(total * sizeof *status);
+    if (nt == NULL || out == NULL || status == NULL) {
+        free(nt);
+        free(out);
+        free(status);
+        return STORE_ERR;
+    }
+    size_t k = 0;
+    for (struct writer_job *j = jobs; j != NULL; j = j->next)
+        for (size_t i = 0; i < j->n; i++)
+            nt[k++] = j->tasks[i];
+    int rc = store_insert_batch(w->st, nt, total, now_ms, out, status);
+    if (rc == STORE_OK) {
+        k = 0;
+        for (struct writer_job *j = jobs; j != NULL; j = j->next) {
+            j->status = STORE_OK;
+            for (size_t i = 0; i < j->n; i++, k++) {
+                j->out[i] = out[k];             /* the strings move to the job */
+                if (status[k] == STORE_EXISTS)  /* idempotent repeat: nothing inserted */
+                    j->status = STORE_EXISTS;
+                else
+                    (*inserted)++;
             }
-            if (rc != STORE_OK)
-                return rc;
-            (*inserted)++;
         }
     }
-    return STORE_OK;
+    free(nt);
+    free(out);
+    free(status);
+    return rc;
 }
 
 static void
@@ -128,10 +148,9 @@ run_group(struct writer *w, struct writer_job *jobs)
     }
 }
 
-/* Housekeeping between groups: the WAL's size four times a second, and expired tasks
- * (--retention), see purge_step(). */
+/* Housekeeping between groups: the store's maintenance four times a second, and
+ * expired tasks (--retention), see purge_step(). */
 #define MAINTAIN_EVERY_MS 250
-#define WAL_CHECK_BYTES (32LL * 1024 * 1024)
 
 /* --retention deletes expired tasks in purge steps: one short write transaction each
  * (store_purge reads only the tasks it deletes), whose batch adapts so that a step
@@ -200,26 +219,16 @@ purge_step(struct writer *w)
     }
 }
 
-/* Under constant load SQLite's own (passive) checkpoints cannot reset the WAL:
- * someone is always reading it, and at several tasks a second per worker it grows
- * by ~25 KB a task. Past WAL_CHECK_BYTES, copy it back and truncate it (this thread is
- * the only checkpointer: every other connection has autocheckpoint off, because a
- * checkpoint running elsewhere makes this one fail at once). A stat() four times a
- * second is all this costs when nothing is due. */
+/* The store's housekeeping (store_maintain: SQLite truncates a WAL that grew too
+ * large), between groups: this thread's connection is the instance's maintainer. */
 static void
-limit_wal(struct writer *w)
+maintain(struct writer *w)
 {
-    char wal[4200];
-    struct stat st;
-    snprintf(wal, sizeof wal, "%s-wal", w->ctx->cfg->db_path);
-    if (stat(wal, &st) != 0 || st.st_size <= WAL_CHECK_BYTES)
-        return;
-    int64_t frames = 0, t0 = clock_mono_ms();
-    if (store_checkpoint(w->st, &frames) == STORE_OK)
-        log_debug("checkpoint: WAL of %lld MB copied back and truncated in %lld ms",
-                  (long long)(st.st_size >> 20), (long long)(clock_mono_ms() - t0));
-    else
-        log_debug("checkpoint postponed: %s", store_errmsg(w->st));
+    char note[256];
+    if (store_maintain(w->st, note, sizeof note) != STORE_OK)
+        log_debug("maintenance postponed: %s", store_errmsg(w->st));
+    else if (note[0] != '\0')
+        log_debug("%s", note);
 }
 
 static void *
@@ -233,7 +242,7 @@ writer_main(void *arg)
         while (w->head == NULL && !w->stopping) {
             if (clock_mono_ms() >= next_maintenance) {
                 pthread_mutex_unlock(&w->mu);
-                limit_wal(w);
+                maintain(w);
                 pthread_mutex_lock(&w->mu);
                 next_maintenance = clock_mono_ms() + MAINTAIN_EVERY_MS;
                 continue;
@@ -266,10 +275,10 @@ writer_main(void *arg)
         w->head = w->tail = NULL;
         pthread_mutex_unlock(&w->mu);
         run_group(w, jobs);
-        /* under constant load the queue is never empty: the WAL still needs a look,
-         * and retention gets a step now and then */
+        /* under constant load the queue is never empty: maintenance still gets its
+         * turn, and retention a step now and then */
         if (clock_mono_ms() >= next_maintenance) {
-            limit_wal(w);
+            maintain(w);
             next_maintenance = clock_mono_ms() + MAINTAIN_EVERY_MS;
         }
         if (purge_due(w, 0))
@@ -292,7 +301,7 @@ writer_start(struct api_ctx *ctx, char *err, size_t errlen)
     }
     w->ctx = ctx;
     w->purge_batch = 256;
-    w->st = store_open(ctx->cfg->db_path, STORE_SYNC_FULL, 5000, err, errlen);
+    w->st = store_open(ctx->cfg->db_path, STORE_DURABLE | STORE_MAINTAINER, 5000, err, errlen);
     if (w->st == NULL) {
         free(w);
         return NULL;

@@ -2,13 +2,15 @@
 # bench/run.sh -- warmpool's benchmark suite, one command.
 #
 #   bench/run.sh                  every benchmark
-#   bench/run.sh throughput       one of: throughput | sharing | preload | wal | exec | scale
+#   bench/run.sh throughput       one of: throughput | sharing | preload | wal | exec | scale | pg
 #   bench/run.sh ab REV           the working tree against git revision REV: no-op tasks
 #                                 end to end (wrk and batch), the two alternating
 #
 # `scale` (not part of `all`: it takes about 7 minutes and 5 GB of disk) fills
 # databases of 10^4, 10^6 and 10^7 finished tasks and measures what must not grow
-# with them; see _bench_scale below.
+# with them; see _bench_scale below. `pg` (not part of `all` either, about 10 minutes)
+# measures the PostgreSQL backend against SQLite on this machine, with one and with two
+# instances, and a task's cost to the database; see _bench_pg below.
 #
 # Installs what is missing (Debian packages only: the build dependencies through
 # scripts/deps.sh, then wrk, redis-server, python3-celery, python3-redis), builds the
@@ -31,7 +33,7 @@ BENCH=$ROOT/bench
 PY=/usr/bin/python3
 export PYTHONDONTWRITEBYTECODE=1 # no __pycache__ in bench/
 WHAT=${1:-all}
-case $WHAT in all | throughput | sharing | preload | wal | exec | scale) ;;
+case $WHAT in all | throughput | sharing | preload | wal | exec | scale | pg) ;;
 ab)
     [ $# -eq 2 ] || {
         echo "usage: $0 ab REV   (the working tree against git revision REV)" >&2
@@ -43,7 +45,7 @@ ab)
     }
     ;;
 *)
-    echo "usage: $0 [all|throughput|sharing|preload|wal|exec|scale] | $0 ab REV" >&2
+    echo "usage: $0 [all|throughput|sharing|preload|wal|exec|scale|pg] | $0 ab REV" >&2
     exit 2
     ;;
 esac
@@ -81,9 +83,16 @@ OUT=$BENCH/results/$STAMP
 WORK=$(mktemp -d /tmp/warmpool-bench.XXXXXX)
 WP=$ROOT/build/release/warmpool
 LOOKUP_SO=$ROOT/build/release/examples/liblookup.so
-WP_PID="" CELERY_PGID="" REDIS_PID="" REDIS_PORT=""
+WP_PID="" WP_PID2="" CELERY_PGID="" REDIS_PID="" REDIS_PORT="" PG_DIR=""
 
 stop_warmpool() {
+    if [ -n "$WP_PID2" ]; then
+        kill -TERM "$WP_PID2" 2>/dev/null || true
+        for _ in $(seq 100); do kill -0 "$WP_PID2" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$WP_PID2" 2>/dev/null || true
+        wait "$WP_PID2" 2>/dev/null || true
+        WP_PID2=""
+    fi
     [ -n "$WP_PID" ] || return 0
     kill -TERM "$WP_PID" 2>/dev/null || true
     for _ in $(seq 100); do kill -0 "$WP_PID" 2>/dev/null || break; sleep 0.1; done
@@ -105,9 +114,15 @@ stop_celery() {
         REDIS_PID=""
     fi
 }
+stop_pg() {
+    [ -n "$PG_DIR" ] || return 0
+    "$ROOT/scripts/pg-cluster.sh" stop "$PG_DIR" || true
+    PG_DIR=""
+}
 cleanup() {
     stop_warmpool
     stop_celery
+    stop_pg
     if [ "${WP_BENCH_KEEP_WORK:-0}" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -264,11 +279,11 @@ mkdir -p "$OUT"
 log "results: $OUT"
 log "building the release preset"
 (cd "$ROOT" && cmake --preset release >"$WORK/build.log" 2>&1 &&
-    cmake --build --preset release -j2 --target warmpool lookup wp-exec-drive scale_tool >>"$WORK/build.log" 2>&1) || {
+    cmake --build --preset release -j2 --target warmpool lookup wp-exec-drive scale_tool store_cost >>"$WORK/build.log" 2>&1) || {
     tail -40 "$WORK/build.log" >&2
     exit 1
 }
-printf 'cmake --preset release && cmake --build --preset release -j2 --target warmpool lookup wp-exec-drive scale_tool\n' >>"$OUT/commands.txt"
+printf 'cmake --preset release && cmake --build --preset release -j2 --target warmpool lookup wp-exec-drive scale_tool store_cost\n' >>"$OUT/commands.txt"
 
 # ---------------------------------------------------------------- wal
 # The WAL under constant load: submissions (wrk, one task per POST) and workers writing
@@ -462,6 +477,166 @@ _bench_scale() {
     $PY "$BENCH/scale_summary.py" "$d"
 }
 
+# ---------------------------------------------------------------- pg
+# The PostgreSQL backend on this machine: a throwaway cluster with PostgreSQL's durable
+# defaults (fsync on, synchronous_commit on; pg_stat_statements loaded), next to SQLite.
+#  1. end to end, no-op tasks (wpbench e2e, wrk and batch, as `throughput`): SQLite; one
+#     PostgreSQL instance; the same with its workers committing durably (fault point
+#     worker_durable: what synchronous_commit=off saves); two instances on one database
+#     (submissions to the first, both instances' workers claiming);
+#  2. round trip of one task (POST ?wait; and POST to one instance, GET ?wait on the other);
+#  3. a task's cost to the database through the store (bench/store_cost costs): bytes
+#     and segments each way, statements, server time, WAL, for the writer's inserts and a
+#     worker's finish + claim;
+#  4. the claims per second the database sustains: through the store (store_cost claims,
+#     1..8 processes) and with pgbench running warmpool's own claim and finish SQL
+#     (bench/pgbench_script.py), with and without its NOTIFY, synchronous_commit off/on.
+# Each instance has 2 workers: two instances are 4 workers and 2 HTTP processes on this
+# machine's 2 cores, with the database: they show the sharing works, not added CPU
+# (docs/scaling.md does the arithmetic for hosts).
+pg_db() { # NAME: a fresh database of the bench cluster; its URI on stdout
+    psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null 2>&1
+    echo "${PG_ADMIN%/postgres}/$1"
+}
+
+# start_second DB NAME [flags...]: a second instance; sets WP_PID2, URL2
+start_second() {
+    local db=$1 name=$2 port
+    shift 2
+    port=$(free_port)
+    URL2=http://127.0.0.1:$port
+    printf '%s\n' "warmpool --listen 127.0.0.1:$port --db $db --log-level warn $*" >>"$OUT/commands.txt"
+    "$WP" --listen "127.0.0.1:$port" --db "$db" --log-level warn "$@" \
+        2>>"$OUT/warmpool-$name.log" &
+    WP_PID2=$!
+    $PY "$BENCH/wpbench.py" wait-ready "$URL2" --timeout 120 2>>"$OUT/warmpool-$name.log" ||
+        die "warmpool ($name) did not start"
+}
+
+_bench_pg() {
+    local d=$OUT/pg n=${WP_BENCH_PG_N:-$TP_N} cost_n=${WP_BENCH_PG_COST_N:-20000}
+    local secs=${WP_BENCH_PG_SECONDS:-20} clients=${WP_BENCH_PG_CLIENTS:-"1 2 4 8"} r db mode
+    mkdir -p "$d"
+    command -v pgbench >/dev/null || die "pg needs pgbench (postgresql-client-15)"
+    PG_DIR=$WORK/pg
+    PG_ADMIN=$(PG_CLUSTER_OPTS="-c shared_preload_libraries=pg_stat_statements" \
+        "$ROOT/scripts/pg-cluster.sh" start "$PG_DIR" durable) || die "cannot start PostgreSQL"
+    echo "PG_CLUSTER_OPTS='-c shared_preload_libraries=pg_stat_statements' scripts/pg-cluster.sh start DIR durable" >>"$OUT/commands.txt"
+    psql -At "$PG_ADMIN" -c "SELECT version()" >"$d/version.txt"
+    psql -At "$PG_ADMIN" -c "SELECT name, setting FROM pg_settings WHERE name IN ('fsync','synchronous_commit','shared_buffers','wal_writer_delay','max_connections')" >"$d/settings.txt"
+
+    log "pg: end to end, $n no-op tasks (wrk and batch): SQLite, PostgreSQL x1, x1 durable workers, x2; $REPS repetitions"
+    for r in $(seq "$REPS"); do
+        warmpool_e2e "pg-sqlite-$r" "$d/sqlite_wrk_$r.json" "$d/sqlite_batch_$r.json"
+        for mode in wrk batch; do
+            db=$(pg_db "e2e_one_${mode}_$r")
+            start_warmpool_on "$db" "pg-one-$mode-$r" --workers 2 || die "cannot start warmpool on PostgreSQL"
+            pg_e2e "$mode" "$d/pg1_${mode}_$r.json"
+            stop_warmpool
+            db=$(pg_db "e2e_durable_${mode}_$r")
+            export WARMPOOL_FAULTS=worker_durable=1     # the release preset has fault points
+            start_warmpool_on "$db" "pg-durable-$mode-$r" --workers 2 ||
+                die "cannot start warmpool on PostgreSQL"
+            unset WARMPOOL_FAULTS
+            pg_e2e "$mode" "$d/pg1durable_${mode}_$r.json"
+            stop_warmpool
+            db=$(pg_db "e2e_two_${mode}_$r")
+            start_warmpool_on "$db" "pg-two-a-$mode-$r" --workers 2 || die "cannot start warmpool on PostgreSQL"
+            start_second "$db" "pg-two-b-$mode-$r" --workers 2
+            pg_e2e "$mode" "$d/pg2_${mode}_$r.json"
+            stop_warmpool
+        done
+    done
+
+    log "pg: round trip of one task"
+    start_warmpool "rt-sqlite" --workers 2 || die "cannot start warmpool"
+    WPB roundtrip "$URL" "$d/rt_sqlite.json" >/dev/null
+    stop_warmpool
+    db=$(pg_db rt_one)
+    start_warmpool_on "$db" "rt-pg-one" --workers 2 || die "cannot start warmpool"
+    WPB roundtrip "$URL" "$d/rt_pg1.json" >/dev/null
+    stop_warmpool
+    db=$(pg_db rt_two)
+    start_warmpool_on "$db" "rt-pg-two-a" --workers 1 || die "cannot start warmpool"
+    start_second "$db" "rt-pg-two-b" --workers 1
+    WPB roundtrip "$URL" "$d/rt_pg2_across.json" --wait-on "$URL2" >/dev/null
+    stop_warmpool
+
+    log "pg: a task's cost to the database ($cost_n tasks, through the store)"
+    local tool=$ROOT/build/release/bench/store_cost
+    db=$(pg_db cost)
+    run "$tool" costs "$db" --n "$cost_n" >"$d/cost_pg.json"
+    mkdir -p "$WORK/cost-sqlite"
+    run "$tool" costs "$WORK/cost-sqlite/w.db" --n "$cost_n" >"$d/cost_sqlite.json"
+
+    log "pg: claims per second through the store (1..8 processes, nothing else running)"
+    for r in $clients; do
+        db=$(pg_db "claims_$r")
+        run "$tool" claims "$db" --procs "$r" --n "$cost_n" >"$d/claims_pg_$r.json"
+        mkdir -p "$WORK/claims-sqlite-$r"
+        run "$tool" claims "$WORK/claims-sqlite-$r/w.db" --procs "$r" --n "$cost_n" >"$d/claims_sqlite_$r.json"
+    done
+    db=$(pg_db claims_durable)
+    run "$tool" claims "$db" --procs 2 --n "$cost_n" --durable >"$d/claims_pg_2_durable.json"
+
+    log "pg: the database's ceiling with pgbench, warmpool's claim + finish SQL, ${secs}s per run"
+    $PY "$BENCH/pgbench_script.py" "$ROOT/storage/store_pg.c" >"$d/claim_finish.sql"
+    $PY "$BENCH/pgbench_script.py" "$ROOT/storage/store_pg.c" --no-notify >"$d/claim_finish_nonotify.sql"
+    local script sync
+    for script in claim_finish claim_finish_nonotify; do
+        for sync in off on; do
+            [ "$script" = claim_finish_nonotify ] && [ "$sync" = on ] && continue
+            for r in $clients; do
+                db=$(pg_db pgb)
+                run "$tool" costs "$db" --n 10 >/dev/null      # the schema, an instance
+                # enough pending tasks for the run: 3,000 a second at most per client
+                psql -q "$db" -c "INSERT INTO tasks (kind, state, priority, input, max_attempts, timeout_ms, created_at) SELECT 'echo', 'pending', 0, '{}', 1, 300000, 1 FROM generate_series(1, $((3000 * secs * r + 10000)))" -c "VACUUM ANALYZE tasks" >/dev/null
+                PGOPTIONS="-c synchronous_commit=$sync" run timeout $((secs + 60)) pgbench -n -M prepared \
+                    -c "$r" -j "$r" -T "$secs" -f "$d/$script.sql" "$db" >"$d/pgbench_${script}_${sync}_$r.txt" 2>&1 || true
+            done
+        done
+    done
+    stop_pg
+    $PY - "$d" <<'PYEOF'
+import glob, json, os, re, statistics, sys
+d = sys.argv[1]
+def med(pattern, key):
+    v = [json.load(open(f))[key] for f in sorted(glob.glob(os.path.join(d, pattern)))]
+    v = [x for x in v if x is not None]
+    return statistics.median(v) if v else None
+out = {}
+for side in ("sqlite", "pg1", "pg1durable", "pg2"):
+    for mode in ("wrk", "batch"):
+        out[f"{side}_{mode}_submit_per_s"] = med(f"{side}_{mode}_*.json", "submit_per_s")
+        out[f"{side}_{mode}_e2e_per_s"] = med(f"{side}_{mode}_*.json", "e2e_per_s")
+for f in ("rt_sqlite", "rt_pg1", "rt_pg2_across"):
+    if os.path.exists(os.path.join(d, f + ".json")):
+        out[f] = json.load(open(os.path.join(d, f + ".json")))
+for f in ("cost_pg", "cost_sqlite"):
+    out[f] = json.load(open(os.path.join(d, f + ".json")))
+out["claims"] = {os.path.basename(f)[:-5]: json.load(open(f))["claims_per_s"]
+                 for f in sorted(glob.glob(os.path.join(d, "claims_*.json")))}
+pgb = {}
+for f in sorted(glob.glob(os.path.join(d, "pgbench_*.txt"))):
+    m = re.search(r"tps = ([0-9.]+)", open(f).read())
+    pgb[os.path.basename(f)[8:-4]] = float(m.group(1)) if m else None
+out["pgbench_tps"] = pgb
+json.dump(out, open(os.path.join(d, "pg.json"), "w"), indent=1)
+print(json.dumps(out, indent=1))
+PYEOF
+}
+
+# pg_e2e MODE OUT: wpbench e2e against $URL (wrk or batch), as warmpool_e2e does
+pg_e2e() {
+    if [ "$1" = wrk ]; then
+        WPB e2e "$URL" "$2" --mode wrk --n "${WP_BENCH_PG_N:-$TP_N}" --wrk-script "$BENCH/submit.lua" \
+            --wrk-threads 2 --wrk-conns 32 --wrk-seconds 60 >/dev/null
+    else
+        WPB e2e "$URL" "$2" --mode batch --n "${WP_BENCH_PG_N:-$TP_N}" --per-batch 100 \
+            --threads 4 >/dev/null
+    fi
+}
+
 # other processes on the machine make every figure noisier: note the load around each part
 loadavg() { echo "$1 $(date -u +%H:%M:%S) $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/loadavg.txt"; }
 bench_throughput() { loadavg throughput-start; _bench_throughput; loadavg throughput-end; }
@@ -471,6 +646,7 @@ bench_wal() { loadavg wal-start; _bench_wal; loadavg wal-end; }
 bench_ab() { loadavg ab-start; _bench_ab; loadavg ab-end; }
 bench_exec() { loadavg exec-start; _bench_exec; loadavg exec-end; }
 bench_scale() { loadavg scale-start; _bench_scale; loadavg scale-end; }
+bench_pg() { loadavg pg-start; _bench_pg; loadavg pg-end; }
 
 case $WHAT in
 all)
@@ -491,6 +667,10 @@ ab)
     ;;
 scale)
     bench_scale
+    exit 0
+    ;;
+pg)
+    bench_pg
     exit 0
     ;;
 esac

@@ -178,7 +178,7 @@ cmd_migrate(const char *path)
     if (store_migrate(path, progress, &t0, &from, err, sizeof err) != STORE_OK)
         die("migrate", err);
     double secs = now_s() - t0;
-    store *s = store_open(path, STORE_SYNC_NORMAL, 5000, err, sizeof err);
+    store *s = store_open(path, STORE_RELAXED, 5000, err, sizeof err);
     if (s == NULL)
         die("open after the upgrade", err);
     int64_t c[TASK_STATE_COUNT];
@@ -209,7 +209,7 @@ static int
 cmd_claims(const char *path, int ready, int delayed)
 {
     char err[1024];
-    store *s = store_open(path, STORE_SYNC_NORMAL, 5000, err, sizeof err);
+    store *s = store_open(path, STORE_RELAXED, 5000, err, sizeof err);
     if (s == NULL)
         die("open", err);
     store_new_task nt = {.kind = "echo", .input = "{}", .max_attempts = 3,

@@ -240,6 +240,32 @@ def cmd_e2e(a):
     return 0 if after["failed"] == before["failed"] and poller.t_done else 1
 
 
+def cmd_roundtrip(a):
+    """One task at a time: POST /v1/tasks?wait to --submit (then, with --wait-on, GET
+    ?wait of it on another instance); the time from the POST to the finished task."""
+    sub = Client(a.submit)
+    other = Client(a.wait_on) if a.wait_on else None
+    times = []
+    for i in range(a.n):
+        body = {"kind": "echo", "input": {"rt": i}}
+        t0 = time.monotonic()
+        if other is None:
+            status, t = sub.req("POST", "/v1/tasks?wait=10", body)
+        else:
+            status, t = sub.req("POST", "/v1/tasks", body)
+            status, t = other.req("GET", "/v1/tasks/%s?wait=10" % t["id"])
+        dt = (time.monotonic() - t0) * 1000
+        if status != 200 or t.get("state") != "succeeded":
+            raise SystemExit("round trip %d: %s %s" % (i, status, t))
+        if i >= a.warmup:
+            times.append(dt)
+    res = {"n": len(times), "submit": a.submit, "wait_on": a.wait_on,
+           "p50_ms": pct(times, 50), "p90_ms": pct(times, 90), "p99_ms": pct(times, 99),
+           "mean_ms": sum(times) / len(times)}
+    write(a.out, res)
+    return 0
+
+
 def pct(vals, q):
     v = sorted(vals)
     return v[min(len(v) - 1, int(round(q / 100 * (len(v) - 1))))]
@@ -519,6 +545,12 @@ def main():
     p.add_argument("--threads", type=int, default=4)
     p.add_argument("--poll-ms", type=float, default=POLL_S * 1000)
     p.add_argument("--allow-existing", action="store_true")
+    p = sub.add_parser("roundtrip")
+    p.add_argument("submit")
+    p.add_argument("out")
+    p.add_argument("--wait-on")
+    p.add_argument("--n", type=int, default=300)
+    p.add_argument("--warmup", type=int, default=20)
     p = sub.add_parser("latency")
     p.add_argument("url")
     p.add_argument("out")
@@ -550,6 +582,7 @@ def main():
     p.add_argument("out")
     a = ap.parse_args()
     fn = {"wait-ready": cmd_wait_ready, "e2e": cmd_e2e, "latency": cmd_latency,
+          "roundtrip": cmd_roundtrip,
           "sharing": cmd_sharing,
           "preload": cmd_preload, "naive": cmd_naive, "compare": cmd_compare}[a.cmd]
     sys.exit(fn(a))

@@ -9,8 +9,8 @@
 #   started as another uid (docker run --user 12345, OpenShift): warmpool runs as that
 #     uid if it can write the database's directory, else this stops (exit 1) with a
 #     message saying what to chown.
-# warmpool stays PID 1 either way (exec), so SIGTERM reaches it. `healthcheck` and
-# --help need no data and skip the checks. docker/README.md explains the choices.
+# warmpool stays PID 1 either way (exec), so SIGTERM reaches it. `healthcheck`, --help
+# and a PostgreSQL database (--db postgres://...) need no data and skip the checks. docker/README.md explains the choices.
 set -eu
 
 # Checklist: the Dockerfile's APP_UID (the image's user and /data's owner) is the same.
@@ -31,6 +31,10 @@ for arg in "$@"; do
     esac
     prev=$arg
 done
+# a PostgreSQL database (a URI) has no local file: nothing under /data to check or fix
+case $db in
+    postgres://*|postgresql://*|POSTGRES://*|POSTGRESQL://*) checks=0 ;;
+esac
 dir=$(dirname -- "$db")
 
 # Can uid $1 (and gid $2) write the database's directory and the files warmpool keeps

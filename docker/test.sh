@@ -21,6 +21,11 @@
 #     new named volume; --user on a root-owned directory stops with a message
 #     saying what to chown; so does a read-only /data; root without
 #     capabilities stops with a message
+#   - PostgreSQL (PG_TEST=0 skips it): docker/compose.yaml and compose.postgres.yaml
+#     valid against the Compose Specification schema; docker/postgres/Dockerfile
+#     builds; PostgreSQL and two replicas on one network (as compose.postgres.yaml):
+#     a task submitted to one is done and seen from the other, tasks run on both,
+#     no replica logs the database password, a stopped replica leaves the store
 # It prints a summary (image size, ready time, stop time) and "N passed, N failed".
 # Containers and the temporary volume dir are removed on exit (the volume is
 # kept on failure, for a look); the image is kept.
@@ -300,7 +305,7 @@ fi
 VOL_OPT=""
 command -v selinuxenabled >/dev/null 2>&1 && selinuxenabled && VOL_OPT=":Z"
 
-NAMES=() VOLUMES=() DIRS=()
+NAMES=() VOLUMES=() DIRS=() NETWORKS=()
 RUN_ID=$$-$RANDOM
 show_logs() {
     local n
@@ -313,6 +318,7 @@ cleanup() {
     local n
     for n in "${NAMES[@]}"; do E rm -f "$n" >/dev/null 2>&1 || true; done
     for n in "${VOLUMES[@]}"; do E volume rm -f "$n" >/dev/null 2>&1 || true; done
+    for n in "${NETWORKS[@]}"; do E network rm -f "$n" >/dev/null 2>&1 || true; done
     for n in "${DIRS[@]}"; do rm -rf "$n" 2>/dev/null || true; done
     if [ "$TEMP_VOL" = 1 ]; then
         if [ "$FAILED" = 0 ]; then
@@ -597,11 +603,131 @@ check "root with --cap-drop ALL stops (exit $CODE) and says to use --user $APP_U
     bash -c '[ "$1" != 0 ] && grep -q -- "--user $2:$2" <<<"$3"' _ "$CODE" "$APP_UID" "$OUT"
 T_USERS=$(since "$T_USERS")
 
+# ------------------------------------------------------------ 8. PostgreSQL, two replicas
+# docker/compose.postgres.yaml's set-up with the engine's own commands: PostgreSQL (its
+# image built from Debian's postgresql-15, docker/postgres/Dockerfile) and two warmpool
+# replicas on one network, the database reached by its name "db". A task submitted to one
+# replica runs and is seen from the other; the tasks spread over both replicas' workers; a
+# replica stopped leaves the store at once. Both compose files are first validated
+# against the Compose Specification's JSON schema (dclint's copy, from the npm registry).
+T_PG=$(now)
+if [ "${PG_TEST:-1}" = 1 ]; then
+    # the compose files, against the schema
+    DCLINT_DIR=${DCLINT_DIR:-/var/cache/warmpool-dclint}
+    schema=$DCLINT_DIR/node_modules/dclint/schemas/compose.schema.json
+    if [ ! -s "$schema" ] && command -v npm >/dev/null 2>&1; then
+        mkdir -p "$DCLINT_DIR"
+        (cd "$DCLINT_DIR" && timeout 300 npm install --no-audit --no-fund --silent dclint@3.1.0 \
+            >/dev/null 2>&1) || log "npm install dclint failed: the compose files are not validated"
+    fi
+    for f in "$ROOT/docker/compose.yaml" "$ROOT/docker/compose.postgres.yaml"; do
+        if [ -s "$schema" ]; then
+            out=$(/usr/bin/python3 - "$schema" "$f" 2>&1 <<'PYEOF'
+import json, sys, warnings
+import jsonschema, yaml
+warnings.simplefilter("ignore")
+schema = json.load(open(sys.argv[1]))
+doc = yaml.safe_load(open(sys.argv[2]))
+errs = list(jsonschema.validators.validator_for(schema)(schema).iter_errors(doc))
+for e in errs:
+    print("/".join(map(str, e.absolute_path)) or "(top)", ":", e.message)
+sys.exit(1 if errs else 0)
+PYEOF
+            ) && rc=0 || rc=$?
+            check "${f#"$ROOT"/} is valid against the Compose Specification schema${out:+: ${out//$'\n'/ | }}" \
+                test "$rc" = 0
+        else
+            fail "${f#"$ROOT"/}: no Compose Specification schema to validate against (npm?)"
+        fi
+    done
+
+    PG_TAG=${PG_TAG:-localhost/warmpool-postgres:test}
+    log "building $PG_TAG from docker/postgres/Dockerfile"
+    t=$(now)
+    # shellcheck disable=SC2086
+    if timeout "$BUILD_TIMEOUT" "$ENGINE" "${PODMAN_OPTS[@]}" build "${build_opts[@]}" \
+            -f "$ROOT/docker/postgres/Dockerfile" -t "$PG_TAG" ${BUILD_ARGS:-} "$ROOT" >&2; then
+        pass "PostgreSQL image builds from Debian's postgresql-15 ($(since "$t")s)"
+    else
+        fail "PostgreSQL image builds"
+    fi
+    NET=warmpool-test-net-$RUN_ID; NETWORKS+=("$NET")
+    E network create "$NET" >/dev/null || fail "network create $NET"
+    PW=pw-$RANDOM$RANDOM$RANDOM
+    DB=warmpool-test-db-$RUN_ID; NAMES+=("$DB")
+    E run -d --pull=never --name "$DB" --network "$NET" --network-alias db "${RUN_OPTS[@]}" \
+        -e POSTGRES_USER=warmpool -e POSTGRES_PASSWORD="$PW" -e POSTGRES_DB=warmpool \
+        "$PG_TAG" >/dev/null || fail "run $DB"
+    deadline=$(( $(date +%s) + 60 ))
+    until E exec "$DB" pg_isready -h 127.0.0.1 -q 2>/dev/null; do
+        [ "$(date +%s)" -lt "$deadline" ] || break
+        sleep 0.5
+    done
+    check "PostgreSQL ($DB) accepts connections" E exec "$DB" pg_isready -h 127.0.0.1 -q
+    PORTS=()
+    for r in a b; do
+        p=$((HOST_PORT + 1 + RANDOM % 500))
+        while ! port_free "$p"; do p=$((p + 1)); done
+        PORTS+=("$p")
+        n=warmpool-test-pg-$r-$RUN_ID; NAMES+=("$n")
+        # as compose.postgres.yaml runs them: uid 10001, read-only, no capabilities
+        E run -d --pull=never --name "$n" --network "$NET" -p "127.0.0.1:$p:8080" \
+            "${RUN_OPTS[@]}" --user 10001:10001 --read-only --tmpfs /tmp --cap-drop ALL \
+            --security-opt no-new-privileges \
+            -e "WARMPOOL_DB=postgresql://warmpool:$PW@db:5432/warmpool" \
+            -e WARMPOOL_LEASE_MS=3000 -e WARMPOOL_WORKERS=2 "$TAG" >/dev/null || fail "run $n"
+    done
+    URL_A=http://127.0.0.1:${PORTS[0]} URL_B=http://127.0.0.1:${PORTS[1]}
+    ready=0
+    deadline=$(( $(date +%s) + WAIT_SECS ))
+    while [ "$(date +%s)" -lt "$deadline" ]; do
+        if curl -fsS -m 2 -o /dev/null "$URL_A/readyz" 2>/dev/null &&
+            curl -fsS -m 2 -o /dev/null "$URL_B/readyz" 2>/dev/null; then ready=1; break; fi
+        sleep 0.2
+    done
+    check "both replicas on PostgreSQL answer /readyz" test "$ready" = 1
+    if [ "$ready" = 1 ]; then
+        ni=$(api "$URL_A/v1/stats" | jq -r '.instances | length' 2>/dev/null || echo 0)
+        check "replica a lists 2 live instances (got $ni)" test "$ni" = 2
+        # submitted to a, waited for and read on b
+        resp=$(api -X POST -d '{"kind":"echo","input":{"across":"replicas"}}' "$URL_A/v1/tasks" || true)
+        xid=$(jq -r '.id // empty' <<<"$resp" 2>/dev/null || true)
+        got=$(api "$URL_B/v1/tasks/${xid:-0}?wait=10" || true)
+        check "a task submitted to replica a is done, and seen from replica b ($(jq -c '{id,state,result}' <<<"$got" 2>/dev/null || echo "$got"))" \
+            jqt --argjson got "${got:-null}" '$got.state == "succeeded" and $got.result.across == "replicas"'
+        # twelve 300 ms tasks submitted to b alone: both replicas' workers run some
+        for _ in $(seq 12); do
+            api -o /dev/null -X POST -d '{"kind":"sleep","input":{"ms":300}}' "$URL_B/v1/tasks" || true
+        done
+        deadline=$(( $(date +%s) + 30 ))
+        done_n=0
+        while [ "$(date +%s)" -lt "$deadline" ]; do
+            done_n=$(api "$URL_A/v1/stats" | jq -r '.tasks.succeeded' 2>/dev/null || echo 0)
+            [ "$done_n" -ge 13 ] && break
+            sleep 0.2
+        done
+        ran_a=$(api "$URL_A/v1/stats" | jq '[.workers[].tasks_done] | add' 2>/dev/null || echo 0)
+        ran_b=$(api "$URL_B/v1/stats" | jq '[.workers[].tasks_done] | add' 2>/dev/null || echo 0)
+        check "13 tasks done, run by both replicas' workers (a: $ran_a, b: $ran_b)" \
+            bash -c '[ "$1" -ge 13 ] && [ "$2" -gt 0 ] && [ "$3" -gt 0 ]' _ "$done_n" "$ran_a" "$ran_b"
+        leaked=$( { E logs "warmpool-test-pg-a-$RUN_ID"; E logs "warmpool-test-pg-b-$RUN_ID"; } 2>&1 | grep -c -- "$PW" || true)
+        check "no replica logs the database password (lines: $leaked)" test "$leaked" = 0
+        # a replica stopped leaves the store: the other lists one instance at once
+        stop "warmpool-test-pg-a-$RUN_ID"
+        ni=$(api "$URL_B/v1/stats" | jq -r '.instances | length' 2>/dev/null || echo 0)
+        check "after replica a stopped, replica b lists 1 live instance (got $ni)" test "$ni" = 1
+        got=$(api -X POST -d '{"kind":"echo","input":"after"}' "$URL_B/v1/tasks?wait=10" || true)
+        check "replica b goes on alone ($(jq -c '{state}' <<<"$got" 2>/dev/null || echo "$got"))" \
+            jqt --argjson got "${got:-null}" '$got.state == "succeeded"'
+    fi
+fi
+T_PG=$(since "$T_PG")
+
 [ "$FAILED" = 0 ] || show_logs
 
 # ------------------------------------------------------------ 7. summary
 echo "SUMMARY engine=$ENGINE image=$TAG size=${SIZE_MB}MB (limit ${MAX_SIZE_MB}MB)" \
      "ready=${READY_A}s/${READY_B}s (target 1s) stop=${STOP_A}s/${STOP_B}s (timeout ${STOP_TIMEOUT}s)" \
      "setup=${T_SETUP}s${T_BOOTSTRAP:+ (debootstrap ${T_BOOTSTRAP}s)} build=${T_BUILD}s" \
-     "volumes+users=${T_USERS}s total=$(since "$T0")s"
+     "volumes+users=${T_USERS}s postgres+replicas=${T_PG}s total=$(since "$T0")s"
 finish

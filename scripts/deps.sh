@@ -4,13 +4,15 @@
 set -euo pipefail
 
 BUILD_PKGS=(build-essential cmake pkg-config libmicrohttpd-dev libjansson-dev
-            libsqlite3-dev libvectorscan-dev)
+            libsqlite3-dev libvectorscan-dev libpq-dev)
 # python3-jsonschema: tests/contract (OpenAPI); chromium, chromium-driver and
 # python3-selenium: tests/browser (pages in headless Chromium); prometheus (for promtool)
-# and python3-prometheus-client: tests/observe (GET /metrics read by real parsers)
+# and python3-prometheus-client: tests/observe (GET /metrics read by real parsers);
+# postgresql-15: the throwaway cluster of the PostgreSQL runs (scripts/pg-cluster.sh;
+# Debian's package also creates the `postgres` user the cluster runs as)
 TEST_PKGS=(libcmocka-dev libcurl4-openssl-dev curl clang libclang-rt-14-dev valgrind
            python3 nodejs python3-jsonschema chromium chromium-driver python3-selenium
-           prometheus python3-prometheus-client)
+           prometheus python3-prometheus-client postgresql-15)
 
 want=("${BUILD_PKGS[@]}")
 [ "${1:-build}" = test ] && want+=("${TEST_PKGS[@]}")

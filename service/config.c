@@ -3,6 +3,7 @@
 #include "service/config.h"
 #include "service/exec_zygote.h"
 #include "service/kinds.h"
+#include "storage/store.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -29,8 +30,9 @@ struct opt {
 static const struct opt OPTS[] = {
     {"listen", OPT_LISTEN, 0, 0, 0, "HOST:PORT",
      "address to serve HTTP on (default 127.0.0.1:8080)"},
-    {"db", OPT_PATH, OFF(db_path), 0, 0, "PATH",
-     "SQLite database file, created with its directory (default ./data/warmpool.db)"},
+    {"db", OPT_PATH, OFF(db_path), 0, 0, "PATH|URI",
+     "SQLite database file, created with its directory (default ./data/warmpool.db); or "
+     "a postgres:// URI: a PostgreSQL database that many instances share"},
     {"workers", OPT_INT, OFF(workers), 1, 1024, "N",
      "worker processes (default: number of CPUs)"},
     {"max-body", OPT_INT, OFF(max_body_bytes), 1, 1LL << 30, "BYTES",
@@ -63,6 +65,9 @@ static const struct opt OPTS[] = {
      "a worker is replaced after N attempts (default 0: never)"},
     {"max-worker-rss", OPT_INT, OFF(max_worker_rss_mb), 0, 1 << 20, "MB",
      "a worker is replaced after a task leaves it above MB resident (default 0: never)"},
+    {"lease-ms", OPT_INT, OFF(lease_ms), 500, 3600000, "MS",
+     "with PostgreSQL: how long this instance may stay silent before the others take its "
+     "running tasks back (default 10000)"},
     {"retention", OPT_DURATION, OFF(retention_ms), 0, 0, "AGE",
      "delete finished tasks older than AGE, e.g. 90s, 30m, 12h, 7d (default 0: keep)"},
     {"api-token", OPT_TOKEN, OFF(api_token), 0, 0, "TOKEN",
@@ -274,6 +279,13 @@ set_opt(const struct opt *o, const char *text, struct config *cfg, const char *s
             snprintf(err, errlen, "%s: the path is empty or too long", source);
             return -1;
         }
+        if (store_name_check(text, err, errlen) != 0) {
+            /* err says what is wrong, without the URI (it may hold a password) */
+            char why[512];
+            snprintf(why, sizeof why, "%s", err);
+            snprintf(err, errlen, "%s: %s", source, why);
+            return -1;
+        }
         snprintf(cfg->db_path, sizeof cfg->db_path, "%s", text);
         return 0;
     case OPT_LISTEN:
@@ -435,6 +447,7 @@ set_defaults(struct config *cfg)
     cfg->log_format = LOG_FORMAT_TEXT;
     cfg->http_threads = 2;
     cfg->max_connections = 1000;
+    cfg->lease_ms = STORE_DEFAULT_LEASE_MS;
     cfg->max_event_streams = -1;        /* check_combinations() sets the default */
 }
 

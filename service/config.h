@@ -19,7 +19,7 @@
 struct config {
     char listen_host[256];
     int listen_port;
-    char db_path[4096];
+    char db_path[4096];         /* a path (SQLite) or a postgres:// URI (store.h) */
     int workers;                /* 1..1024; default: number of CPUs */
     int64_t max_body_bytes;     /* request body cap */
     int64_t task_timeout_ms;    /* default timeout_ms of a task */
@@ -36,6 +36,7 @@ struct config {
     int64_t max_tasks_per_worker;   /* a worker exits after this many attempts; 0 = never */
     int64_t max_worker_rss_mb;  /* ... or once its RSS passes this; 0 = never */
     int64_t retention_ms;       /* terminal tasks older than this are deleted; 0 = keep */
+    int64_t lease_ms;           /* silent this long, the others take its running tasks */
     char api_token[512];        /* "" = no authentication */
     char metrics_token[512];    /* "" = GET /metrics is open */
     int64_t max_event_streams;  /* GET /v1/events streams at once (< max_connections) */

@@ -52,6 +52,12 @@ struct kind_info {
 
 struct shared {
     atomic_int draining;            /* set by the supervisor on SIGTERM */
+    /* the instance's life, between the supervisor, the agent and the workers */
+    atomic_llong supervisor_tick_ms;    /* monotonic: the supervisor's loop last ran; the
+                                         * agent renews the lease only while it is fresh */
+    atomic_llong lease_until_ms;        /* monotonic: the lease, as last renewed, holds
+                                         * until then; workers claim only before it */
+    atomic_int instances_live;          /* instances sharing the store, this one included */
     int nkinds;
     struct kind_info kinds[SHARED_MAX_KINDS];
     int nslots;

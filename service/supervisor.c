@@ -1,9 +1,9 @@
 /* supervisor.c -- the parent of every warmpool process. Single-threaded.
  *
  * Start-up, in this order (main() calls supervisor_run()):
- *   1. lock the database (one instance per file), open it, migrate, hand back the
- *      tasks a previous run left `running`, and CLOSE it: no SQLite connection is
- *      ever carried across fork();
+ *   1. start the instance in the store (store_start: SQLite locks the file, PostgreSQL
+ *      registers the instance), migrate, hand back the tasks a previous run left
+ *      `running`, and close every connection: none is ever carried across fork();
  *   2. bind the listening socket (kept here, so a restarted HTTP process reuses it);
  *   3. create what the children share: the worker table (shared memory), the wake-up
  *      channel, and the notify pipe (workers -> HTTP process); become a
@@ -26,6 +26,7 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/wake.h"
+#include "service/agent.h"
 #include "service/slots.h"
 #include "service/tasklog.h"
 #include "service/zygote.h"
@@ -93,7 +94,7 @@ struct zygote {
 static struct {
     const struct config *cfg;
     pid_t pid;
-    int lock_fd, listen_fd, notify_rd, notify_wr, sig_fd;
+    int listen_fd, notify_rd, notify_wr, sig_fd;
     struct wake *wake;              /* wakes idle workers (common/wake.h) */
     sigset_t sigs;                  /* blocked here, taken through sig_fd */
     struct shared *sh;
@@ -123,8 +124,12 @@ static struct {
     pid_t retiring_pid;             /* the process asked to leave it */
     uint64_t exec_up;               /* exec kinds whose zygote is ready (serving loader) */
     int validate_rd, validate_wr;   /* exec kinds' validate children, loader -> HTTP */
-    struct pending_release *releases;   /* hand-backs to retry (retry_releases()) */
+    struct pending_release *releases;   /* hand-backs under way (retry_releases()) */
     size_t nreleases;
+    struct child agent;             /* service/agent.h */
+    int agent_ctl;                  /* write end of its control pipe; -1 */
+    int agent_stopping;             /* AGENT_STOP sent: the drain's last step */
+    int64_t agent_stop_deadline_ms; /* monotonic */
 } S;
 
 /* ---------------------------------------------------------------- start-up */
@@ -178,35 +183,48 @@ log_migration(void *arg, const char *line)
     log_info("database: %s", line);
 }
 
+/* The instance as the store knows it: a name for people ("host:port"), this host, the
+ * supervisor's pid, the number of workers and the lease. */
+static void
+describe_instance(const struct config *cfg, store_instance *inst)
+{
+    *inst = (store_instance){.pid = (long)getpid(), .workers = cfg->workers,
+                             .lease_ms = cfg->lease_ms,
+                             .started_at_ms = S.started_at_ms};
+    if (gethostname(inst->host, sizeof inst->host) != 0)
+        snprintf(inst->host, sizeof inst->host, "localhost");
+    inst->host[sizeof inst->host - 1] = '\0';
+    snprintf(inst->name, sizeof inst->name, "%.100s:%d", inst->host, cfg->listen_port);
+}
+
+/* The one place the schema is created or upgraded, and where what a previous run left
+ * running is handed back: before any child exists. */
 static int
 prepare_database(const struct config *cfg)
 {
-    char err[1024];
-    int rc = store_lock(cfg->db_path, &S.lock_fd, err, sizeof err);
-    if (rc != STORE_OK) {
+    char err[1024], where[1024];
+    store_instance inst;
+    store_start_report rep;
+    describe_instance(cfg, &inst);
+    store_describe(cfg->db_path, where, sizeof where);
+    if (store_start(cfg->db_path, &inst, log_migration, NULL, &rep, err, sizeof err) !=
+        STORE_OK) {
         log_error("%s", err);
         return -1;
     }
-    /* the one place the schema is created or upgraded: before any child exists */
-    if (store_migrate(cfg->db_path, log_migration, NULL, NULL, err, sizeof err) != STORE_OK) {
-        log_error("%s", err);
-        return -1;
+    if (rep.nrecovered > 0) {  /* their events and counters: the kinds are read back */
+        store *st = store_open(cfg->db_path, STORE_DURABLE, 5000, err, sizeof err);
+        if (st != NULL) {
+            tasklog_released(st, rep.recovered, rep.nrecovered, 0, 0);
+            store_close(st);    /* before any fork */
+        }
     }
-    store *st = store_open(cfg->db_path, STORE_SYNC_FULL, 5000, err, sizeof err);
-    if (st == NULL) {
-        log_error("%s", err);
-        return -1;
-    }
-    int requeued = 0, failed = 0;
-    rc = tasklog_recover(st, clock_now_ms(), &requeued, &failed);
-    if (rc != STORE_OK)
-        log_error("recovering tasks left running: %s", store_errmsg(st));
-    else if (requeued + failed > 0)
+    if (rep.requeued + rep.failed > 0)
         log_warn("%d task(s) were left running by the previous run: %d back to pending, "
-                 "%d failed (worker_lost)", requeued + failed, requeued, failed);
-    log_info("database %s (schema version %d)", cfg->db_path, store_schema_version(st));
-    store_close(st);            /* before any fork */
-    return rc == STORE_OK ? 0 : -1;
+                 "%d failed (worker_lost)", rep.requeued + rep.failed, rep.requeued,
+                 rep.failed);
+    log_info("database %s (schema version %d)", where, rep.version);
+    return 0;
 }
 
 /* Each HTTP connection is a descriptor of the HTTP process: raise the soft
@@ -292,6 +310,8 @@ start_zygote(int generation)
         for (int i = 0; i < MAX_ZYGOTES; i++)
             if (S.zy[i].used && S.zy[i].sock >= 0)
                 close(S.zy[i].sock);
+        if (S.agent_ctl >= 0)
+            close(S.agent_ctl);
         zygote_main(&env, sv[1], generation);
     }
     close(sv[1]);
@@ -532,49 +552,55 @@ schedule_restart(struct child *c)
     c->restart_at_ms = now + c->backoff_ms;
 }
 
-/* A dead worker whose tasks could not be handed back yet (the database could not be
- * opened or written: a full disk, busy, an I/O error). Retried from the loop until
- * it works, with a back-off; until then its task stays `running`, owned by a pid
- * that no longer runs anything (issue 8). */
+/* A dead worker's hand-back. The supervisor never waits on the database (a server
+ * may be slow or out of reach): each try runs in a short-lived child (a "releaser")
+ * that opens its own connection, hands the tasks back, tells the waiters and idle
+ * workers, and exits 0; any other end is a failed try, retried from the loop with a
+ * back-off (issue 8: the database cannot be opened or written, full disk, busy, I/O
+ * error, unreachable). Until it works the task stays `running`, owned by a pid that no
+ * longer runs anything. */
 struct pending_release {
-    pid_t pid;
+    pid_t pid;                  /* the dead worker */
     int timed_out;
     char why[96];
-    int tries;
+    int tries;                  /* tries that failed */
+    pid_t releaser;             /* the child trying now; 0: none */
     int64_t next_try_ms;        /* monotonic */
 };
 
 #define RELEASE_RETRY_MAX_MS 5000
 
-/* Hands back the tasks of a dead worker: to pending if attempts remain, else failed.
- * 0, or -1 when the database could not be opened or written (logged): retry later. */
-static int
-release_tasks_of(pid_t pid, int timed_out, const char *why)
+/* The releaser: hands back worker pid's tasks. Exits 0, or 1 (logged) to be retried. */
+static void
+releaser_main(pid_t pid, int timed_out, const char *why) __attribute__((noreturn));
+
+static void
+releaser_main(pid_t pid, int timed_out, const char *why)
 {
-    /* supervisor_release_fail=N: the first N hand-backs fail as if the open had */
-    char err[512] = "fault point supervisor_release_fail", msg[256];
-    store *st = fault_countdown("supervisor_release_fail") ? NULL
-                : store_open(S.cfg->db_path, STORE_SYNC_FULL, 10000, err, sizeof err);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    prctl(PR_SET_NAME, "warmpool-release");
+    char err[512], msg[256];
+    store *st = store_open(S.cfg->db_path, STORE_DURABLE, 10000, err, sizeof err);
     if (st == NULL) {
         log_error("cannot open the database to hand back worker %ld's task: %s (retrying)",
                   (long)pid, err);
-        return -1;
+        _exit(1);
     }
     if (timed_out)
         snprintf(msg, sizeof msg, "the task ran past its timeout_ms and its worker was killed");
     else
         snprintf(msg, sizeof msg, "the worker running this task %s", why);
-    store_set_autocheckpoint(st, 0);    /* leave it to the HTTP writer thread */
     store_task_ref refs[8];
     size_t n = 0;
     int rc = store_release_lost(st, (long)pid, clock_now_ms(),
                                 timed_out ? "timeout" : "worker_lost", msg, refs, 8, &n);
-    if (rc != STORE_OK)
+    if (rc != STORE_OK) {
         log_error("handing back worker %ld's task: %s (retrying)", (long)pid, store_errmsg(st));
+        store_close(st);
+        _exit(1);
+    }
     tasklog_released(st, refs, n, pid, timed_out);
-    store_close(st);            /* before the next fork */
-    if (rc != STORE_OK)
-        return -1;
+    store_close(st);
     int requeued = 0;
     for (size_t i = 0; i < n; i++) {
         log_warn("task %" PRId64 " of worker %ld: %s", refs[i].id, (long)pid,
@@ -588,15 +614,59 @@ release_tasks_of(pid_t pid, int timed_out, const char *why)
     /* a task handed back is ready now: an idle worker takes it at once, rather than
      * the replacement or the safety net (issue 8) */
     wake_post(S.wake, requeued);
-    return 0;
+    _exit(0);
 }
 
-/* Hands back a dead worker's tasks now, or queues the hand-back for retry_releases(). */
+/* In a child of the supervisor: closes what is the supervisor's alone. */
+static void
+close_supervisor_fds(void)
+{
+    close(S.sig_fd);
+    for (int i = 0; i < MAX_ZYGOTES; i++)
+        if (S.zy[i].used && S.zy[i].sock >= 0)
+            close(S.zy[i].sock);
+    if (S.agent_ctl >= 0)
+        close(S.agent_ctl);
+    if (S.listen_fd >= 0)
+        close(S.listen_fd);
+    if (S.validate_rd >= 0) {
+        close(S.validate_rd);
+        close(S.validate_wr);
+    }
+}
+
+/* Starts a try of hand-back r: a releaser child. */
+static void
+start_release(struct pending_release *r)
+{
+    /* supervisor_release_fail=N: the first N tries fail as if the open had */
+    if (fault_countdown("supervisor_release_fail")) {
+        log_error("cannot open the database to hand back worker %ld's task: fault point "
+                  "supervisor_release_fail (retrying)", (long)r->pid);
+        r->tries++;
+        r->next_try_ms = clock_mono_ms() + 100;
+        return;
+    }
+    fflush(NULL);
+    pid_t c = fork();
+    if (c < 0) {
+        log_error("fork (hand-back of worker %ld's task): %s (retrying)", (long)r->pid,
+                  strerror(errno));
+        r->tries++;
+        r->next_try_ms = clock_mono_ms() + 100;
+        return;
+    }
+    if (c == 0) {
+        close_supervisor_fds();
+        releaser_main(r->pid, r->timed_out, r->why);
+    }
+    r->releaser = c;
+}
+
+/* Queues the hand-back of a dead worker's tasks; retry_releases() starts it at once. */
 static void
 release_or_queue(pid_t pid, int timed_out, const char *why)
 {
-    if (release_tasks_of(pid, timed_out, why) == 0)
-        return;
     struct pending_release *grown =
         realloc(S.releases, (S.nreleases + 1) * sizeof *S.releases);
     if (grown == NULL) {
@@ -606,35 +676,49 @@ release_or_queue(pid_t pid, int timed_out, const char *why)
     }
     S.releases = grown;
     struct pending_release *r = &S.releases[S.nreleases++];
-    *r = (struct pending_release){.pid = pid, .timed_out = timed_out, .tries = 1,
-                                  .next_try_ms = clock_mono_ms() + 100};
+    *r = (struct pending_release){.pid = pid, .timed_out = timed_out,
+                                  .next_try_ms = clock_mono_ms()};
     snprintf(r->why, sizeof r->why, "%s", why);
+    start_release(r);
 }
 
-/* Retries the hand-backs that failed, each on its own back-off (100 ms doubling up to
- * RELEASE_RETRY_MAX_MS). */
-static void
-retry_releases(void)
+/* A releaser ended: done, or to be tried again (100 ms doubling up to
+ * RELEASE_RETRY_MAX_MS). 0 when pid is no releaser. */
+static int
+releaser_died(pid_t pid, int status)
 {
-    int64_t now = clock_mono_ms();
-    for (size_t i = 0; i < S.nreleases;) {
+    for (size_t i = 0; i < S.nreleases; i++) {
         struct pending_release *r = &S.releases[i];
-        if (now < r->next_try_ms) {
-            i++;
+        if (r->releaser != pid)
             continue;
-        }
-        if (release_tasks_of(r->pid, r->timed_out, r->why) == 0) {
-            log_info("worker %ld's task handed back after %d tries", (long)r->pid,
-                     r->tries + 1);
+        r->releaser = 0;
+        if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+            if (r->tries > 0)
+                log_info("worker %ld's task handed back after %d tries", (long)r->pid,
+                         r->tries + 1);
             S.releases[i] = S.releases[--S.nreleases];
-            continue;
+            return 1;
         }
         r->tries++;
         int64_t delay = 100;
         for (int k = 1; k < r->tries && delay < RELEASE_RETRY_MAX_MS; k++)
             delay *= 2;
-        r->next_try_ms = now + (delay < RELEASE_RETRY_MAX_MS ? delay : RELEASE_RETRY_MAX_MS);
-        i++;
+        r->next_try_ms =
+            clock_mono_ms() + (delay < RELEASE_RETRY_MAX_MS ? delay : RELEASE_RETRY_MAX_MS);
+        return 1;
+    }
+    return 0;
+}
+
+/* Starts the tries that are due. */
+static void
+retry_releases(void)
+{
+    int64_t now = clock_mono_ms();
+    for (size_t i = 0; i < S.nreleases; i++) {
+        struct pending_release *r = &S.releases[i];
+        if (r->releaser == 0 && now >= r->next_try_ms)
+            start_release(r);
     }
 }
 
@@ -882,6 +966,89 @@ read_zygote(int z)
     }
 }
 
+/* ---------------------------------------------------------------- the agent */
+
+/* Forks the agent (service/agent.h) with a fresh control pipe. */
+static void
+start_agent(void)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) {
+        log_error("pipe (agent): %s", strerror(errno));
+        schedule_restart(&S.agent);
+        return;
+    }
+    struct agent_env env = {.cfg = S.cfg, .supervisor = S.pid, .sh = S.sh, .wake = S.wake,
+                            .notify_wr = S.notify_wr, .ctl_fd = p[0]};
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        log_error("fork (agent): %s", strerror(errno));
+        close(p[0]);
+        close(p[1]);
+        schedule_restart(&S.agent);
+        return;
+    }
+    if (pid == 0) {
+        close(p[1]);
+        close_supervisor_fds();
+        close(S.notify_rd);
+        agent_main(&env);
+    }
+    close(p[0]);
+    S.agent_ctl = p[1];
+    S.agent.pid = pid;
+    S.agent.started_ms = clock_mono_ms();
+    S.agent.restart_at_ms = 0;
+    log_debug("agent %ld started", (long)pid);
+}
+
+static void
+agent_died(int status)
+{
+    char why[96];
+    describe_exit(status, why, sizeof why);
+    pid_t pid = S.agent.pid;
+    S.agent.pid = 0;
+    if (S.agent_ctl >= 0)
+        close(S.agent_ctl);
+    S.agent_ctl = -1;
+    if (S.agent_stopping) {
+        log_debug("agent %ld %s", (long)pid, why);
+        return;
+    }
+    /* also during a drain: the lease is renewed until the last task is recorded */
+    log_error("agent %ld %s; restarting it", (long)pid, why);
+    schedule_restart(&S.agent);
+}
+
+/* The drain's last step, when no worker is left: the agent leaves the store (its
+ * lease no longer matters) and exits. */
+static void
+stop_agent(void)
+{
+    S.agent_stopping = 1;
+    S.agent_stop_deadline_ms = clock_mono_ms() + 5000;
+    char c = AGENT_STOP;
+    if (S.agent.pid > 0 && (S.agent_ctl < 0 || write(S.agent_ctl, &c, 1) != 1))
+        kill(S.agent.pid, SIGKILL);
+}
+
+/* At exit after a start that failed: the agent leaves too, within a moment. */
+static void
+finish_agent(void)
+{
+    if (S.agent.pid <= 0)
+        return;
+    if (!S.agent_stopping)
+        stop_agent();
+    int64_t until = clock_mono_ms() + 2000;
+    while (clock_mono_ms() < until && waitpid(S.agent.pid, NULL, WNOHANG) == 0)
+        clock_sleep_ms(10);
+    kill(S.agent.pid, SIGKILL);
+    S.agent.pid = 0;
+}
+
 static void
 reap(void)
 {
@@ -896,6 +1063,12 @@ reap(void)
             zygote_died(z, status);
             continue;
         }
+        if (pid == S.agent.pid) {
+            agent_died(status);
+            continue;
+        }
+        if (releaser_died(pid, status))
+            continue;
         if (child_died(pid, status))
             continue;
         /* not known (yet): a child whose ZYGOTE_SPAWNED is still unread, or the orphan
@@ -1122,6 +1295,11 @@ supervise(void)
         if (S.exit_code >= 0)
             return S.exit_code;
         int64_t now = clock_mono_ms();
+        /* a sign of life for the agent's heartbeat (agent.h) */
+        atomic_store(&S.sh->supervisor_tick_ms, now);
+        if (S.agent.pid == 0 && !S.agent_stopping && S.agent.restart_at_ms != 0 &&
+            now >= S.agent.restart_at_ms)
+            start_agent();
         if (!S.draining) {
             if (S.serving >= 0 && S.zy[S.serving].sock >= 0) {
                 if (S.http.pid == 0 && S.http.spawn_seq == 0 && S.http.restart_at_ms != 0 &&
@@ -1146,13 +1324,17 @@ supervise(void)
         } else {
             retire_idle_zygotes();
             /* a hand-back that keeps failing gets until the end of the grace period;
-             * what is still `running` after that is handed back at the next start */
-            if (children_alive() == 0 && (S.nreleases == 0 || now >= S.drain_deadline_ms)) {
+             * what is still `running` after that is handed back at the next start (or,
+             * with other instances, after the lease). Then the agent leaves the store */
+            if (!S.agent_stopping && children_alive() == 0 &&
+                (S.nreleases == 0 || now >= S.drain_deadline_ms)) {
                 if (S.nreleases > 0)
                     log_warn("%zu dead worker(s)' tasks could not be handed back; the next "
                              "start hands them back", S.nreleases);
-                return 0;
+                stop_agent();
             }
+            if (S.agent_stopping && (S.agent.pid == 0 || now >= S.agent_stop_deadline_ms))
+                return 0;
             if (!S.killed_stragglers && now >= S.drain_deadline_ms)
                 kill_stragglers();
         }
@@ -1187,7 +1369,7 @@ supervisor_run(const struct config *cfg)
     S.cfg = cfg;
     S.pid = getpid();
     S.serving = S.loading = S.retiring = S.exit_code = -1;
-    S.lock_fd = S.listen_fd = S.sig_fd = S.validate_rd = S.validate_wr = -1;
+    S.listen_fd = S.sig_fd = S.agent_ctl = S.validate_rd = S.validate_wr = -1;
     S.started_at_ms = clock_now_ms();
     log_set_role("supervisor");
 
@@ -1246,8 +1428,18 @@ supervisor_run(const struct config *cfg)
     }
     fcntl(S.notify_wr, F_SETPIPE_SZ, 1 << 20);     /* room for 131072 ids; best effort */
 
+    /* the lease was renewed by the registration: it holds from now on */
+    atomic_store(&S.sh->supervisor_tick_ms, clock_mono_ms());
+    atomic_store(&S.sh->lease_until_ms, clock_mono_ms() + cfg->lease_ms -
+                                            store_heartbeat_every_ms(cfg->lease_ms));
+    atomic_store(&S.sh->instances_live, 1);
+    start_agent();
     S.loading = start_zygote(1);
     int rc = S.loading < 0 ? 1 : supervise();
+    finish_agent();
+    for (size_t i = 0; i < S.nreleases; i++)
+        if (S.releases[i].releaser > 0)
+            kill(S.releases[i].releaser, SIGKILL);
 
     for (int i = 0; i < MAX_ZYGOTES; i++) {
         if (S.zy[i].used && S.zy[i].pid > 0)
@@ -1270,7 +1462,9 @@ supervisor_run(const struct config *cfg)
     if (S.listen_fd >= 0)
         close(S.listen_fd);
     close(S.sig_fd);
-    close(S.lock_fd);
+    if (S.agent_ctl >= 0)
+        close(S.agent_ctl);
+    store_instance_end();
     if (rc == 0)
         log_info("stopped");
     return rc;

@@ -20,11 +20,9 @@ void tasklog_started(const store_task *t);
 void tasklog_outcome(const store_task *t, const store_outcome *o, int recorded);
 /* The supervisor handed back the n tasks of a dead worker (refs from
  * store_release_lost): timeout when it killed the worker for running too long, else
- * worker lost. st is open; it reads each task's kind. */
+ * worker lost. Also the tasks that a previous run left running (worker 0, refs from
+ * store_start's report) and those of lost instances that the agent rescued (worker 0). st is open; it reads each task's kind. */
 void tasklog_released(store *st, const store_task_ref *refs, size_t n, pid_t worker,
                       int timed_out);
-/* Start-up: store_recover_running() (every task a previous run left running goes back
- * to pending, or fails as worker_lost), and the events and counters of those tasks. */
-int tasklog_recover(store *st, int64_t now_ms, int *requeued, int *failed);
 
 #endif

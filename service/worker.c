@@ -89,6 +89,15 @@ stopping(const struct worker_env *env)
     return g_stop;
 }
 
+/* May this worker claim now? Only while the instance's lease holds (agent.h): an
+ * instance that cannot renew it (its agent cut off from the database, its supervisor
+ * stopped) must not take tasks that the other instances will soon take back. */
+static int
+lease_holds(const struct worker_env *env)
+{
+    return clock_mono_ms() < atomic_load(&env->sh->lease_until_ms);
+}
+
 /* Delay before retry number `attempt` (1-based): base * 2^(attempt-1), capped, with
  * up to 25% jitter so that tasks failing together do not retry together. */
 static int64_t
@@ -413,7 +422,7 @@ record(const struct worker_env *env, store *st, const store_task *t, const store
     int fresh = next != NULL && !worn_out(env, 1, 1);
     for (int tries = 0;; tries++) {
         /* stopping is asked again on every try: a drain may begin meanwhile */
-        int go_on = fresh && !stopping(env);
+        int go_on = fresh && !stopping(env) && lease_holds(env);
         int rc = go_on ? store_finish_claim(st, t->id, t->attempts, o, clock_now_ms(),
                                             (long)getpid(), claim_skip(env), next, claimed)
                        : store_finish(st, t->id, t->attempts, o);
@@ -504,12 +513,15 @@ worker_main(const struct worker_env *env)
             missing |= UINT64_C(1) << i;
     atomic_store(&slot->exec_missing, missing);
     char err[512];
-    store *st = store_open(env->cfg->db_path, STORE_SYNC_NORMAL, 5000, err, sizeof err);
+    /* relaxed: a result lost to power loss or a database crash means the task runs
+     * again (docs/reliability.md). Fault point worker_durable=1: durable commits instead,
+     * for bench/run.sh pg's comparison of the two */
+    int durability = fault_value("worker_durable") > 0 ? STORE_DURABLE : STORE_RELAXED;
+    store *st = store_open(env->cfg->db_path, durability, 5000, err, sizeof err);
     if (st == NULL) {
         log_error("opening the database: %s", err);
         _exit(1);
     }
-    store_set_autocheckpoint(st, 0);    /* the HTTP writer thread checkpoints, alone */
     if (kinds_worker_init(err, sizeof err) != 0) {
         log_error("%s", err);
         store_close(st);
@@ -518,12 +530,18 @@ worker_main(const struct worker_env *env)
     fault_pause("worker_start_pause_ms");  /* fault point: a slow start, before ready */
     atomic_store(&slot->state, SLOT_IDLE);
     long self = (long)getpid();
-    long claim_errors = 0, idle_waits = 0;
+    long claim_errors = 0, idle_waits = 0, lease_lapsed = 0;
     log_debug("worker ready in slot %d", env->slot);
 
     while (!stopping(env)) {
         exec_check_children(env);
-        int ready = store_has_ready(st, clock_now_ms(), claim_skip(env));
+        int ready = 0;
+        if (lease_holds(env)) {
+            ready = store_has_ready(st, clock_now_ms(), claim_skip(env));
+            lease_lapsed = 0;
+        } else if (!lease_lapsed++) {
+            log_debug("not claiming: this instance's lease is not renewed");
+        }
         if (ready != 0) {               /* yes, or unknown: try to claim */
             store_task t;
             int rc = store_claim_next(st, clock_now_ms(), self, claim_skip(env), &t);

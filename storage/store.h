@@ -1,16 +1,27 @@
-/* store.h -- the SQLite task store: every SQL statement of warmpool lives behind it.
+/* store.h -- the task store: every SQL statement of warmpool lives behind it.
  *
- * One `store` is one SQLite connection; it belongs to one thread of one process and
+ * Two implementations, chosen at start by the database's name (store_backend_of):
+ * a path is an SQLite file (storage/store_sqlite.c: the embedded default, one instance
+ * per file), a postgres:// or postgresql:// URI is a PostgreSQL database
+ * (storage/store_pg.c: any number of warmpool instances share it). Nothing outside
+ * storage/ knows which one runs: every function below means the same with both.
+ *
+ * One `store` is one database connection; it belongs to one thread of one process and
  * is never carried across fork() (open it in the child). Functions return STORE_OK
  * (0) or another STORE_* code; store_errmsg() has the detail of the last failure.
+ *
+ * An instance is one warmpool (a supervisor and its processes). store_start() makes
+ * the calling process one, before it forks; every process it forks acts for it
+ * (store_instance_self()), and the workers' claims are owned by (instance, pid).
  *
  * Task states and who moves them (see docs/architecture.md):
  *   pending  -> running    store_claim_next()   (a worker)
  *   running  -> succeeded  store_finish()       (the worker)
  *   (a busy worker does both in one transaction: store_finish_claim())
  *   running  -> failed     store_finish() / store_release_lost() (supervisor) /
- *                          store_recover_running() (supervisor, at start-up)
- *   running  -> pending    the same three, when attempts remain
+ *                          store_recover_running() (at start-up) / store_rescue() (an
+ *                          instance whose lease ran out, by another instance)
+ *   running  -> pending    the same four, when attempts remain
  *   pending  -> canceled   store_cancel()       (the HTTP process)
  * Every move out of `running` is a compare-and-set on (id, attempts, state), so a
  * worker whose task was already handed to someone else cannot overwrite it. */
@@ -30,6 +41,9 @@ enum store_status {
     STORE_FULL,         /* disk or database full */
     STORE_IOERR,        /* I/O error from the disk */
     STORE_LOCKED,       /* another warmpool holds the database */
+    STORE_UNAVAILABLE,  /* the database server cannot be reached (down, restarting,
+                         * unreachable): retry later; the connection is made again by
+                         * itself at a later call */
     STORE_ERR,          /* anything else: see store_errmsg() */
 };
 
@@ -101,26 +115,107 @@ typedef struct store_filter {
 
 typedef struct store store;
 
-enum store_sync {
-    STORE_SYNC_FULL = 0,    /* fsync the WAL at every commit: a 202 survives power loss */
-    STORE_SYNC_NORMAL,      /* fsync at checkpoints only: survives a crash of warmpool */
-};
+/* store_open() flags. Durability of a connection's commits: */
+#define STORE_DURABLE 0x0       /* a commit is on disk before it returns: it survives power
+                                 * loss and a crash of the database server (SQLite:
+                                 * synchronous=FULL; PostgreSQL: synchronous_commit=on) */
+#define STORE_RELAXED 0x1       /* a commit survives a crash of warmpool at once; power loss
+                                 * or a database crash may lose the last ones (SQLite:
+                                 * synchronous=NORMAL, durable at the next fsync of the WAL;
+                                 * PostgreSQL: synchronous_commit=off, durable within
+                                 * 3 x wal_writer_delay). For workers: a lost result means
+                                 * the task runs again (at least once). */
+#define STORE_MAINTAINER 0x2    /* this connection keeps the store tidy (store_maintain();
+                                 * SQLite: it alone checkpoints the WAL, after its commits);
+                                 * one per instance: the HTTP writer thread's */
 
-/* Start-up, once, in the supervisor, before any other process or thread opens the
- * database: creates it if missing and brings its schema up to this build's version.
- * All pending migrations run in one transaction (all or nothing). Upgrading a large
- * database takes a while (a few seconds per million tasks): progress(arg, line) is
- * called at each step and every few seconds during a long one (progress may be NULL).
- * *from (may be NULL) gets the version found (0: a new database). STORE_OK, or an
- * error with the reason in err (a database newer than this build is refused). */
+/* Which implementation a database name selects. */
+enum store_backend { STORE_SQLITE = 0, STORE_POSTGRES };
+enum store_backend store_backend_of(const char *db);
+/* 0 when db is a name the store can open; -1 with what is wrong in err (never the
+ * name itself: a URI may hold a password). Paths always pass. */
+int store_name_check(const char *db, char *err, size_t errlen);
+/* The database's name as it may be logged: the path, or the URI without its password
+ * (postgresql://user@host:port/dbname). */
+void store_describe(const char *db, char *out, size_t outlen);
+
+/* Creates the database's schema if missing and brings it up to this build's version.
+ * All pending migrations run in one transaction (all or nothing); with PostgreSQL, under
+ * an advisory lock, so that instances starting at once on an empty database migrate it
+ * once. Upgrading a large database takes a while (a few seconds per million tasks):
+ * progress(arg, line) is called at each step and every few seconds during a long one
+ * (progress may be NULL). *from (may be NULL) gets the version found (0: a new
+ * database). STORE_OK, or an error with the reason in err (a database newer than this
+ * build is refused). store_start() calls it; tests and tools may too. */
 typedef void store_progress_fn(void *arg, const char *line);
 int store_migrate(const char *path, store_progress_fn *progress, void *arg, int *from,
                   char *err, size_t errlen);
 
-/* Opens the database at path, which store_migrate() has set up: a missing database,
- * or one of another schema version, is refused (NULL, with what to do in err). Never
- * writes the schema. busy_ms is the lock budget of every call. */
-store *store_open(const char *path, enum store_sync sync, int busy_ms, char *err, size_t errlen);
+/* ---------------------------------------------------------------- instances */
+
+/* One warmpool instance, as the store knows it. */
+typedef struct store_instance {
+    int64_t id;             /* the store's id of the instance: set by store_start() */
+    char name[128];         /* for people: "host:port" of its HTTP listener */
+    char host[128];
+    long pid;               /* its supervisor's */
+    int workers;
+    int64_t lease_ms;       /* how long it may stay silent before others take its running
+                             * tasks back (store_rescue) */
+    int64_t started_at_ms;  /* by this host's clock */
+    int64_t last_seen_ms;   /* store_instances(): its last heartbeat, database clock */
+} store_instance;
+
+#define STORE_DEFAULT_LEASE_MS 10000
+/* How often an instance with this lease renews it (store_heartbeat): a quarter of the
+ * lease, at most once a second, at least every 100 ms. */
+int64_t store_heartbeat_every_ms(int64_t lease_ms);
+
+typedef struct store_task_ref {
+    int64_t id;
+    enum task_state state;
+} store_task_ref;
+#define STORE_START_REFS 256
+
+typedef struct store_start_report {
+    int from_version;       /* the schema version found (0: a new database) */
+    int version;            /* the schema version now */
+    int requeued, failed;   /* tasks a previous run of this instance left running, handed
+                             * back: to pending, or failed (worker_lost) */
+    /* the first STORE_START_REFS of them (their events and counters are the caller's) */
+    struct store_task_ref recovered[STORE_START_REFS];
+    size_t nrecovered;
+} store_start_report;
+
+/* Start-up of an instance, once, in the supervisor, before it forks anything:
+ *  - SQLite: takes the exclusive lock "<db>.lock" (one instance per file; the descriptor
+ *    is inherited by every child, so the lock is held while any of them lives; a second
+ *    instance gets STORE_LOCKED, with the lock file and the holder's pid in err), creates
+ *    the database's directory if missing;
+ *  - PostgreSQL: registers the instance (a row with *inst's fields, its lease starting
+ *    now by the database's clock); the database unreachable is STORE_UNAVAILABLE with
+ *    the host named in err (never the password);
+ * then creates or upgrades the schema (store_migrate), and hands back what a previous
+ * run of this instance left running (SQLite: every running task; PostgreSQL: those of
+ * dead instances that ran in this pid namespace, found by their supervisor's pid; the
+ * others wait for their lease). Sets inst->id and makes *inst this process's instance.
+ * The connections it used are closed before it returns. */
+int store_start(const char *db, store_instance *inst, store_progress_fn *progress, void *arg,
+                store_start_report *rep, char *err, size_t errlen);
+/* This process's instance (inherited across fork), or NULL before store_start(). */
+const store_instance *store_instance_self(void);
+/* Tests: act as *inst from now on in this process (no lock, no registration). */
+void store_instance_adopt(const store_instance *inst);
+/* The supervisor, at exit: lets go of what store_start() holds in this process (SQLite:
+ * closes the lock's descriptor). */
+void store_instance_end(void);
+
+/* Opens the database, which store_start() (or store_migrate()) has set up: a missing
+ * database, or one of another schema version, is refused (NULL, with what to do in
+ * err). Never writes the schema. flags: STORE_DURABLE or STORE_RELAXED, | STORE_MAINTAINER.
+ * busy_ms is the lock budget of every call (a lock not had in time: STORE_BUSY). A
+ * PostgreSQL server that cannot be reached: NULL, and err names the host. */
+store *store_open(const char *db, int flags, int busy_ms, char *err, size_t errlen);
 void store_close(store *s);                     /* NULL-safe */
 const char *store_errmsg(const store *s);
 int store_schema_version(store *s);
@@ -133,6 +228,12 @@ void store_rollback(store *s);
 /* Inserts a pending task and fills *out. With an idempotency key already used,
  * returns STORE_EXISTS and fills *out with the first task. */
 int store_insert(store *s, const store_new_task *nt, int64_t now_ms, store_task *out);
+/* store_insert() for each of n tasks, in one round trip to the database (PostgreSQL
+ * pipelines them), inside the caller's transaction: status[i] is STORE_OK or
+ * STORE_EXISTS and out[i] the task. Returns STORE_OK, or the error that aborts the
+ * batch (then every out[i] is cleared; roll the transaction back). */
+int store_insert_batch(store *s, const store_new_task *nt, size_t n, int64_t now_ms,
+                       store_task *out, int *status);
 int store_get(store *s, int64_t id, store_task *out);
 /* Fills *items (free each with store_task_clear, then free(*items)); *more = 1 when
  * further items exist past the last one returned. */
@@ -148,7 +249,8 @@ typedef struct store_kind_set {
 } store_kind_set;
 
 /* Claims the next pending task (priority desc, then id) whose run_after has come and
- * whose kind is not in skip, for the worker whose pid is owner: one write transaction.
+ * whose kind is not in skip, for the worker whose pid is owner (in this process's
+ * instance): one write transaction. Two claimers never get the same attempt of a task.
  * With kinds to skip it compares the first ready task of each other kind that has
  * pending tasks (one index seek each), never stepping over the skipped kinds' tasks. */
 int store_claim_next(store *s, int64_t now_ms, long owner, const store_kind_set *skip,
@@ -163,16 +265,14 @@ int store_finish(store *s, int64_t id, int attempt, const store_outcome *o);
 int store_finish_claim(store *s, int64_t id, int attempt, const store_outcome *o,
                        int64_t now_ms, long owner, const store_kind_set *skip,
                        store_task *next, int *claimed);
-/* The worker with pid owner is gone: each task it was running goes back to pending
+/* The worker with pid owner (of this instance) is gone: each task it was running goes
+ * back to pending
  * if attempts remain, else to failed, with error code (default "worker_lost") and
  * message. Up to cap of them are reported in released[], their count in *n. */
-typedef struct store_task_ref {
-    int64_t id;
-    enum task_state state;
-} store_task_ref;
 int store_release_lost(store *s, long owner, int64_t now_ms, const char *code,
                        const char *message, store_task_ref *released, size_t cap, size_t *n);
-/* Start-up: every task left running by a previous run is handled as lost. */
+/* Every task a previous run of this instance left running is handled as lost (see
+ * store_start(), which calls it). */
 int store_recover_running(store *s, int64_t now_ms, int *requeued, int *failed);
 /* Number of tasks in each state. Kept by the store as tasks change, so reading it
  * costs the same however many tasks are stored. */
@@ -200,13 +300,11 @@ int64_t store_count_pending(store *s);
  * connection's next durable commit (losing it to a power cut only means deleting the
  * same tasks again). */
 int store_purge(store *s, int64_t before_ms, int limit, int *deleted);
-/* SQLite checkpoints after a commit that leaves the WAL over `pages` pages (1000 by
- * default); 0 turns that off for this connection. Only one connection can checkpoint
- * at a time, so warmpool leaves it to one (the HTTP writer thread). */
-void store_set_autocheckpoint(store *s, int pages);
-/* Copies the WAL back into the database and truncates it (waits for readers within
- * the busy budget). *wal_frames: frames the WAL held. */
-int store_checkpoint(store *s, int64_t *wal_frames);
+/* Housekeeping, called now and then (four times a second) by the STORE_MAINTAINER
+ * connection between its transactions: SQLite copies a WAL that passed 32 MB back into
+ * the database and truncates it. STORE_OK; when it did something, a line saying what in
+ * note (else note is ""). */
+int store_maintain(store *s, char *note, size_t notelen);
 /* A cheap read that proves the database file can be read now: it opens a read
  * transaction and reads from the file, not from this connection's page cache. */
 int store_ping(store *s);
@@ -224,13 +322,52 @@ typedef void store_plan_fn(void *arg, const char *name, const char *plan);
 int store_explain(store *s, store_plan_fn *fn, void *arg);
 int64_t store_work(store *s);
 
-/* Takes an exclusive lock on "<db_path>.lock" (flock), which the caller holds for
- * its life (the fd is inherited by its children on purpose). Creates the database's
- * directory if missing. STORE_OK and *fd; STORE_LOCKED when another process holds
- * it (err names the lock file and the holder's pid); STORE_ERR otherwise.
- * When the pid recorded in the lock file is dead, the holders are that instance's
- * dying children: it waits up to STORE_LOCK_ORPHAN_WAIT_MS for them first. */
-#define STORE_LOCK_ORPHAN_WAIT_MS 5000
-int store_lock(const char *db_path, int *fd, char *err, size_t errlen);
+/* ---------------------------------------------------------------- many instances
+ * What an instance does so that others sharing the store know it is alive and learn of
+ * its tasks (the agent process does these, service/agent.c). With SQLite there are no
+ * others: the heartbeat and the rescue do nothing, store_instances() lists this one,
+ * and no event ever comes. */
+
+/* Renews this instance's lease (PostgreSQL: last_seen = the database's clock). After
+ * a silence longer than its lease it may have been declared lost meanwhile (its running
+ * tasks handed to others): *was_lost is then 1, and the instance is alive again from
+ * now on. *live: instances alive now, this one included. */
+int store_heartbeat(store *s, int *live, int *was_lost);
+/* Hands back the running tasks of every instance whose lease has run out (to pending if
+ * attempts remain, else failed with worker_lost), one instance of the store at a time
+ * (the others get *n = 0 meanwhile). An instance is lost only once this one has itself
+ * been heartbeating for a whole lease: after the database was out of reach for everyone,
+ * nobody is declared lost for a silence nobody could end. Up to cap tasks are reported in
+ * refs; *n their count, *lost the instances found lost. Notifies the other instances. */
+int store_rescue(store *s, int64_t now_ms, store_task_ref *refs, size_t cap, size_t *n,
+                 int *lost);
+/* The instances alive now (their lease not run out), oldest first: *out (free() it),
+ * *n of them. */
+int store_instances(store *s, store_instance **out, size_t *n);
+/* A clean stop: this instance leaves the store (its row is removed). Only when none of
+ * its tasks is running any more. */
+int store_leave(store *s);
+
+/* Events from other instances, for this connection once store_listen() was called:
+ * READY: n tasks became ready to claim (submitted, retried or handed back) on another
+ * instance; DONE: task id became terminal there; RESYNC: events may have been lost (the
+ * connection was made again): look at everything again. */
+enum store_event_type { STORE_EV_READY = 1, STORE_EV_DONE, STORE_EV_RESYNC };
+typedef struct store_event {
+    enum store_event_type type;
+    int64_t n;              /* READY: how many tasks; DONE: the task's id */
+    /* DONE: the task as it ended there */
+    enum task_state state;
+    int attempts;
+    int64_t at_ms;          /* its finished_at (the other host's clock) */
+    char kind[65];
+    char error_code[65];    /* "" for none */
+} store_event;
+int store_listen(store *s);
+/* The descriptor to poll() for POLLIN before store_events(); -1 when none (SQLite, or
+ * while the connection is down: call store_events() now and then to make it again). */
+int store_events_fd(store *s);
+/* Takes up to cap events without blocking; *n of them. */
+int store_events(store *s, store_event *ev, size_t cap, size_t *n);
 
 #endif

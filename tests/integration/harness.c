@@ -23,6 +23,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <libpq-fe.h>
+
 extern char **environ;
 
 /* When the tests themselves are built with AddressSanitizer, a failed cmocka
@@ -197,6 +199,21 @@ int wp_children_of(pid_t parent, pid_t *out, int max) {
     return n;
 }
 
+int wp_children_named(const wp_server *s, const char *comm, pid_t *out, int max) {
+    pid_t kids[256];
+    int n = wp_children_of(s->pid, kids, 256), k = 0;
+    for (int i = 0; i < n; i++) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/comm", (int)kids[i]);
+        char *c = read_file_all(path);
+        if (c == NULL) continue;
+        c[strcspn(c, "\n")] = '\0';
+        if (strcmp(c, comm) == 0 && wp_pid_alive(kids[i]) && k < max) out[k++] = kids[i];
+        free(c);
+    }
+    return k;
+}
+
 /* Whether every thread of pid has exited. A killed multi-threaded process shows
  * its leader as a zombie while its other threads still run and hold its
  * descriptors (and so any lock): count it gone only when the leader is all that
@@ -230,11 +247,106 @@ bool wp_wait_pids_gone(const pid_t *pids, int n, int timeout_ms) {
     }
 }
 
+/* ------------------------------------------------------------- backends */
+
+bool wp_pg_mode(void) {
+    const char *b = getenv("WARMPOOL_IT_BACKEND");
+    return b != NULL && strcmp(b, "postgres") == 0;
+}
+
+const char *wp_pg_admin(void) {
+    const char *u = getenv("WARMPOOL_IT_PG");
+    return u != NULL && u[0] != '\0' ? u : NULL;
+}
+
+/* The admin URI with its database replaced by name. */
+static void pg_uri_for(const char *name, char *out, size_t cap) {
+    const char *a = wp_pg_admin();
+    const char *q = strchr(a, '?');
+    size_t end = q != NULL ? (size_t)(q - a) : strlen(a);
+    size_t slash = end;
+    while (slash > 0 && a[slash - 1] != '/') slash--;
+    snprintf(out, cap, "%.*s%s%s", (int)slash, a, name, q != NULL ? q : "");
+}
+
+void wp_pg_sql(const char *uri, const char *sql, char *out, size_t cap) {
+    PGconn *c = PQconnectdb(uri != NULL ? uri : wp_pg_admin());
+    if (PQstatus(c) != CONNECTION_OK) {
+        char m[512];
+        snprintf(m, sizeof m, "%s", PQerrorMessage(c));
+        PQfinish(c);
+        fail_msg("harness: connecting to PostgreSQL: %s", m);
+    }
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        char m[512];
+        snprintf(m, sizeof m, "%s", PQresultErrorMessage(r));
+        PQclear(r);
+        PQfinish(c);
+        fail_msg("harness: %s: %s", sql, m);
+    }
+    if (out != NULL && cap > 0)
+        snprintf(out, cap, "%s",
+                 st == PGRES_TUPLES_OK && PQntuples(r) > 0 && PQnfields(r) > 0 ? PQgetvalue(r, 0, 0)
+                                                                              : "");
+    PQclear(r);
+    PQfinish(c);
+}
+
+/* Databases made during the current test: dropped at its teardown (a directory a test
+ * manages itself may outlive every server that used it). */
+#define WP_MAX_PG_DBS 64
+static char g_pg_dbs[WP_MAX_PG_DBS][64];
+static bool g_in_test;          /* between wp_test_begin and wp_test_teardown */
+static int g_npg_dbs;
+
+void wp_pg_create(char *uri, size_t cap, char *name, size_t name_cap) {
+    static unsigned counter;
+    snprintf(name, name_cap, "wpit_%ld_%u_%lld", (long)getpid(), ++counter,
+             wp_wall_ms() % 100000);
+    char sql[160];
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s", name);
+    wp_pg_sql(NULL, sql, NULL, 0);
+    pg_uri_for(name, uri, cap);
+    /* a test's own: dropped at its end (a group's server drops its own when freed) */
+    if (g_in_test && g_npg_dbs < WP_MAX_PG_DBS) snprintf(g_pg_dbs[g_npg_dbs++], 64, "%s", name);
+}
+
+void wp_pg_drop(const char *name) {
+    if (name == NULL || name[0] == '\0' || wp_pg_admin() == NULL) return;
+    PGconn *c = PQconnectdb(wp_pg_admin());
+    if (PQstatus(c) == CONNECTION_OK) {
+        char sql[160];
+        snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", name);
+        PQclear(PQexec(c, sql));
+    }
+    PQfinish(c);
+}
+
+/* The database of a server's directory: made by the first server started on it, its URI
+ * kept in DIR/pg-db-uri for a server restarted on the same directory. */
+static void pg_db_of_dir(wp_server *s) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/pg-db-uri", s->dir);
+    FILE *f = fopen(path, "r");
+    if (f != NULL) {
+        if (fgets(s->db, sizeof s->db, f) == NULL) s->db[0] = '\0';
+        fclose(f);
+        s->db[strcspn(s->db, "\n")] = '\0';
+        if (s->db[0] != '\0') return;
+    }
+    wp_pg_create(s->db, sizeof s->db, s->pg_name, sizeof s->pg_name);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "%s\n", s->db);
+    fclose(f);
+}
+
 /* ---------------------------------------------------------------- registry */
 
 #define WP_MAX_SERVERS 64
 static wp_server *g_servers[WP_MAX_SERVERS];
-static bool g_in_test;
 static bool g_test_finished;
 static const char *g_test_name = "";
 static int g_log_counter;
@@ -296,6 +408,15 @@ void wp_harness_init(void) {
     /* WARMPOOL_IT_FILTER=test_name (wildcards * and ?) runs only the matching tests */
     const char *filter = getenv("WARMPOOL_IT_FILTER");
     if (filter && *filter) cmocka_set_test_filter(filter);
+    if (wp_pg_mode() && wp_pg_admin() == NULL) {
+        const char *req = getenv("WARMPOOL_IT_PG_REQUIRED");
+        if (req != NULL && strcmp(req, "1") == 0) {
+            fprintf(stderr, "WARMPOOL_IT_BACKEND=postgres without WARMPOOL_IT_PG\n");
+            exit(1);
+        }
+        printf("skipped: WARMPOOL_IT_BACKEND=postgres but no cluster (WARMPOOL_IT_PG)\n");
+        exit(77);
+    }
 }
 
 void wp_test_begin(const char *name) {
@@ -322,6 +443,8 @@ int wp_test_teardown(void **state) {
         if (s && s->test_scoped) wp_server_free(s);
     }
     kill_strays();
+    for (int i = 0; i < g_npg_dbs && !getenv("WARMPOOL_IT_KEEP"); i++) wp_pg_drop(g_pg_dbs[i]);
+    g_npg_dbs = 0;
     g_in_test = false;
     return 0;
 }
@@ -412,6 +535,8 @@ wp_server *wp_server_start(const wp_opts *o) {
     }
     if (o->db)
         snprintf(s->db, sizeof s->db, "%s", o->db);
+    else if (wp_pg_mode())
+        pg_db_of_dir(s);
     else
         snprintf(s->db, sizeof s->db, "%s/warmpool.db", s->dir);
     s->port = o->port ? o->port : wp_free_port();
@@ -516,6 +641,8 @@ void wp_server_free(wp_server *s) {
     }
     reg_del(s);
     kill_strays();
+    /* a directory and its database go together */
+    if (s->owns_dir && s->pg_name[0] != '\0' && !getenv("WARMPOOL_IT_KEEP")) wp_pg_drop(s->pg_name);
     if (s->owns_dir && !getenv("WARMPOOL_IT_KEEP")) wp_remove_tree(s->dir);
     free(s);
 }
@@ -1244,11 +1371,35 @@ static void assert_stats_shape(const json_t *st) {
                          json_integer_value(json_object_get(k, ik[j])) >= 0,
                      "kind.%s: %.800s", ik[j], d);
     }
+    /* the live instances: at least this one, exactly one of them `self` */
+    json_t *is = json_object_get(st, "instances");
+    WP_CHECK(json_is_array(is) && json_array_size(is) >= 1, "stats.instances: %.800s", d);
+    int selves = 0;
+    json_array_foreach(is, i, k) {
+        WP_CHECK(json_is_object(k) && json_object_size(k) == 9, "instance shape: %.800s", d);
+        WP_CHECK(json_is_string(json_object_get(k, "id")) && is_digits(wp_str(k, "id")),
+                 "instance.id: %.800s", d);
+        static const char *const ss[] = {"name", "host"};
+        for (int j = 0; j < 2; j++)
+            WP_CHECK(json_is_string(json_object_get(k, ss[j])), "instance.%s: %.800s", ss[j], d);
+        static const char *const ii[] = {"pid", "workers", "lease_ms"};
+        for (int j = 0; j < 3; j++)
+            WP_CHECK(json_is_integer(json_object_get(k, ii[j])) &&
+                         json_integer_value(json_object_get(k, ii[j])) > 0,
+                     "instance.%s: %.800s", ii[j], d);
+        WP_CHECK(wp_valid_ts(wp_str(k, "started_at")) && wp_valid_ts(wp_str(k, "last_seen")),
+                 "instance times: %.800s", d);
+        WP_CHECK(json_is_boolean(json_object_get(k, "self")), "instance.self: %.800s", d);
+        selves += json_is_true(json_object_get(k, "self"));
+    }
+    WP_CHECK(selves == 1, "stats.instances: exactly one is `self`: %.800s", d);
     json_t *up = json_object_get(st, "uptime_s");
     WP_CHECK(json_is_number(up) && json_number_value(up) >= 0, "uptime_s: %.800s", d);
     json_t *ver = json_object_get(st, "version");
     WP_CHECK(json_is_string(ver) && strlen(json_string_value(ver)) > 0, "version: %.800s", d);
-    WP_CHECK(json_object_size(st) == 5, "stats must have exactly tasks, workers, kinds, uptime_s, version: %.800s", d);
+    WP_CHECK(json_object_size(st) == 6,
+             "stats must have exactly tasks, workers, kinds, instances, uptime_s, version: %.800s",
+             d);
     free(d);
 }
 

@@ -21,13 +21,52 @@
 #include <curl/curl.h>
 #include <jansson.h>
 
+/* ------------------------------------------------------------- backends */
+
+/* The integration suite runs against SQLite (a file in each server's directory) and,
+ * with WARMPOOL_IT_BACKEND=postgres (ctest's integration.pg.* entries), against the
+ * PostgreSQL cluster whose admin URI is WARMPOOL_IT_PG (scripts/test.sh starts one):
+ * each server's directory gets a fresh database (CREATE DATABASE, dropped with the
+ * directory), and a server restarted on the same directory finds the same database.
+ * Without WARMPOOL_IT_PG the program skips itself (exit 77), unless
+ * WARMPOOL_IT_PG_REQUIRED=1. */
+bool wp_pg_mode(void);
+/* The admin URI (WARMPOOL_IT_PG), or NULL. */
+const char *wp_pg_admin(void);
+/* A fresh database of the cluster, dropped by wp_pg_drop(); its URI into uri. */
+void wp_pg_create(char *uri, size_t cap, char *name, size_t name_cap);
+void wp_pg_drop(const char *name);
+/* Runs sql on database uri (NULL: the admin database); the first value of the first row
+ * into out (may be NULL). Fails the test on error. */
+void wp_pg_sql(const char *uri, const char *sql, char *out, size_t cap);
+/* Tests of SQLite's own behaviour (its file, lock, WAL, modes) skip themselves under
+ * PostgreSQL, saying why. */
+#define WP_SQLITE_ONLY(why)                                                     \
+    do {                                                                        \
+        if (wp_pg_mode()) {                                                     \
+            print_message("skipped under PostgreSQL: %s\n", why);               \
+            wp_test_end();                                                      \
+            skip();                                                             \
+        }                                                                       \
+    } while (0)
+/* And tests that need PostgreSQL skip themselves under SQLite. */
+#define WP_PG_ONLY()                                                            \
+    do {                                                                        \
+        if (!wp_pg_mode()) {                                                    \
+            print_message("skipped: needs PostgreSQL (WARMPOOL_IT_BACKEND=postgres)\n"); \
+            wp_test_end();                                                      \
+            skip();                                                             \
+        }                                                                       \
+    } while (0)
+
 /* ---------------------------------------------------------------- servers */
 
 typedef struct wp_opts {
     const char *const *args; /* extra argv entries, NULL-terminated (may be NULL) */
     const char *const *env;  /* extra "NAME=value" entries, NULL-terminated */
     const char *dir;         /* reuse this directory (restart); NULL: fresh temp dir */
-    const char *db;          /* database path; NULL: DIR/warmpool.db */
+    const char *db;          /* database path or URI; NULL: DIR/warmpool.db, or under
+                              * PostgreSQL the directory's database */
     bool no_listen_flag;     /* don't pass --listen (give it by env instead) */
     bool no_db_flag;         /* don't pass --db (give it by env instead) */
     int port;                /* 0: pick a free port */
@@ -39,7 +78,8 @@ typedef struct wp_server {
     pid_t pid;               /* supervisor pid; 0 once reaped */
     int port;
     char dir[512];
-    char db[1024];
+    char db[1024];           /* the path, or the postgres:// URI */
+    char pg_name[64];        /* the database this server's directory made ("": none) */
     char log_path[1024];
     char base_url[64];
     bool owns_dir;
@@ -69,6 +109,9 @@ char *wp_server_read_log(const wp_server *s);
 
 /* Direct children of `parent` found through /proc. Returns the count. */
 int wp_children_of(pid_t parent, pid_t *out, int max);
+/* Direct children of the server's supervisor whose /proc comm is `comm` ("warmpool-http",
+ * "warmpool-worker", "warmpool-zygote", "warmpool-agent") and alive. Returns the count. */
+int wp_children_named(const wp_server *s, const char *comm, pid_t *out, int max);
 /* The parent pid of `pid` from /proc, or -1. */
 pid_t wp_ppid_of(pid_t pid);
 /* True while `pid` exists and is not a zombie. */

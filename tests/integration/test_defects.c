@@ -15,6 +15,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <libpq-fe.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -123,10 +124,38 @@ WP_TEST(test_no_timeout_before_the_task_runs) {
 /* Issue 8, defect 2 (second half): time spent waiting for the database to record a
  * finished task counted against that task's deadline. The test holds the write lock
  * for 1.5 s from when the task starts; the task itself takes 300 ms of its 700. */
+/* With PostgreSQL: the test locks the task's row (SELECT ... FOR UPDATE) for 1.5 s, so
+ * the worker's record waits for it. */
+static void recording_waits_for_a_row_lock(wp_server *s) {
+    PGconn *c = PQconnectdb(s->db);
+    if (PQstatus(c) != CONNECTION_OK) fail_msg("connecting: %s", PQerrorMessage(c));
+    char id[64];
+    submit_id(s, "{\"kind\":\"sleep\",\"input\":{\"ms\":300},\"timeout_ms\":700,\"max_attempts\":1}", id);
+    json_decref(wp_wait_state(s, id, "running", 10));
+    long long t0 = wp_now_ms();
+    char *sql = wp_fmt("BEGIN; SELECT 1 FROM tasks WHERE id = %s FOR UPDATE", id);
+    PGresult *r = PQexec(c, sql);
+    free(sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) fail_msg("locking the task: %s", PQresultErrorMessage(r));
+    PQclear(r);
+    long long held = wp_now_ms() - t0;
+    if (held > 250) fail_msg("the row lock took %lld ms to get: the task may have ended first", held);
+    wp_sleep_ms(1500);
+    PQclear(PQexec(c, "ROLLBACK"));
+    PQfinish(c);
+    json_t *t = wp_wait_terminal(s, id, 10);
+    expect_state(t, "succeeded", 1, "a 300 ms task (timeout_ms 700) recorded after a 1.5 s wait for a row lock");
+    json_decref(t);
+}
+
 WP_TEST(test_recording_time_is_not_task_time) {
     const char *const args[] = {"--workers", "1", NULL};
     wp_server *s = start_faulty(NULL, args);
     assert_int_equal(wp_wait_workers(s, 1, 15), 1);
+    if (wp_pg_mode()) {
+        recording_waits_for_a_row_lock(s);
+        return;
+    }
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open(s->db, &db), SQLITE_OK);
     sqlite3_busy_timeout(db, 5000);
@@ -453,10 +482,18 @@ WP_TEST(test_readyz_reads_the_database) {
     char id[64];
     submit_id(s, "{\"kind\":\"echo\",\"input\":\"x\"}", id);
     json_decref(wp_wait_terminal(s, id, 10));
-    char *wal = wp_fmt("%s-wal", s->db);
-    overwrite_with_garbage(s->db);
-    overwrite_with_garbage(wal);
-    free(wal);
+    if (wp_pg_mode()) {
+        /* PostgreSQL: the database is dropped from under it (its sessions ended) */
+        const char *slash = strrchr(s->db, '/');
+        char *sql = wp_fmt("DROP DATABASE %.*s WITH (FORCE)", (int)strcspn(slash + 1, "?"), slash + 1);
+        wp_pg_sql(NULL, sql, NULL, 0);
+        free(sql);
+    } else {
+        char *wal = wp_fmt("%s-wal", s->db);
+        overwrite_with_garbage(s->db);
+        overwrite_with_garbage(wal);
+        free(wal);
+    }
     long long deadline = wp_now_ms() + 8000;
     for (;;) {
         wp_req q = {.method = "GET", .path = "/readyz", .timeout_ms = 5000};
@@ -472,7 +509,8 @@ WP_TEST(test_readyz_reads_the_database) {
         snprintf(body, sizeof body, "%s", r.body ? r.body : "");
         wp_resp_free(&r);
         if (wp_now_ms() > deadline)
-            fail_msg("/readyz answers %ld on a database overwritten with garbage, want 503: %s", status, body);
+            fail_msg("/readyz answers %ld on a database overwritten with garbage (or dropped), want 503: %s",
+                     status, body);
         wp_sleep_ms(100);
     }
     /* the service is in no state to drain cleanly: end it */
@@ -493,6 +531,7 @@ static void expect_mode(const char *path, mode_t want, const char *what) {
  * directories created 0755, so every local user could read every task. Files must
  * be 0600 and directories 0700, unless the umask is stricter. */
 WP_TEST(test_files_are_private) {
+    WP_SQLITE_ONLY("the modes of the SQLite file, its WAL, SHM and lock files");
     static const mode_t masks[] = {022, 077, 027};
     for (size_t i = 0; i < sizeof masks / sizeof masks[0]; i++) {
         char dir[512];

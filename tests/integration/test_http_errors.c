@@ -17,25 +17,8 @@ static pid_t G_http_pid;
 static char G_done_id[64];
 
 static pid_t find_http_pid(const wp_server *s) {
-    pid_t kids[64];
-    int n = wp_children_of(s->pid, kids, 64);
-    json_t *st = wp_stats(s);
-    pid_t http = 0;
-    int others = 0;
-    for (int i = 0; i < n; i++) {
-        bool is_worker = false;
-        size_t j;
-        json_t *w;
-        json_array_foreach(json_object_get(st, "workers"), j, w) {
-            if (wp_int(w, "pid") == kids[i]) is_worker = true;
-        }
-        if (!is_worker && wp_pid_alive(kids[i])) {
-            http = kids[i];
-            others++;
-        }
-    }
-    json_decref(st);
-    return others == 1 ? http : 0;
+    pid_t h[4];
+    return wp_children_named(s, "warmpool-http", h, 4) == 1 ? h[0] : 0;
 }
 
 static int group_setup(void **state) {

@@ -493,7 +493,7 @@ static json_t *parse_json_log(const wp_server *s) {
             fail_msg("log line %d: level %s", n + 1, lv);
         const char *role = wp_str(o, "role");
         if (strcmp(role, "supervisor") && strcmp(role, "zygote") && strcmp(role, "http") &&
-            strcmp(role, "worker"))
+            strcmp(role, "worker") && strcmp(role, "agent"))
             fail_msg("log line %d: role %s", n + 1, role);
         json_array_append_new(lines, o);
     }

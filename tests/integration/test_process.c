@@ -679,6 +679,7 @@ WP_TEST(test_flags_applied) {
 }
 
 WP_TEST(test_db_dir_created) {
+    WP_SQLITE_ONLY("the SQLite file's directories");
     char dir[512];
     wp_make_temp_dir(dir, sizeof dir);
     char *db = wp_fmt("%s/a/b/c/warmpool.db", dir);
@@ -693,6 +694,7 @@ WP_TEST(test_db_dir_created) {
 }
 
 WP_TEST(test_second_instance_refused) {
+    WP_SQLITE_ONLY("one instance per SQLite file; many on one PostgreSQL database: test_multi");
     wp_server *a = wp_server_start_args("--workers", "1", NULL);
     char *listen = wp_fmt("127.0.0.1:%d", wp_free_port());
     const char *const args[] = {"--db", a->db, "--listen", listen, "--workers", "1", NULL};

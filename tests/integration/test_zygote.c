@@ -194,8 +194,8 @@ static void fragile_free(fragile_svc *f) {
 
 /* ---------------------------------------------------------- the structure */
 
-/* The supervisor's children are one zygote, the HTTP process and the workers; the
- * zygote has none (its double fork hands them to the supervisor). */
+/* The supervisor's children are one zygote, the HTTP process, the workers and the agent
+ * (service/agent.h); the zygote has none (its double fork hands them to the supervisor). */
 WP_TEST(test_process_tree) {
     wp_server *s = wp_server_start_args("--workers", "3", NULL);
     assert_int_equal(wp_wait_workers(s, 3, 15), 3);
@@ -203,11 +203,13 @@ WP_TEST(test_process_tree) {
     int nz = children_named(s, "warmpool-zygote", z, 4);
     int nh = children_named(s, "warmpool-http", h, 4);
     int nw = children_named(s, "warmpool-worker", w, 8);
+    pid_t a[4];
+    int na = children_named(s, "warmpool-agent", a, 4);
     pid_t kids[64];
     int nk = wp_children_of(s->pid, kids, 64);
-    if (nz != 1 || nh != 1 || nw != 3 || nk != 5)
-        fail_msg("the supervisor's children: want 1 zygote, 1 HTTP process, 3 workers (5 in all); got %d, %d, "
-                 "%d (%d in all)", nz, nh, nw, nk);
+    if (nz != 1 || nh != 1 || nw != 3 || na != 1 || nk != 6)
+        fail_msg("the supervisor's children: want 1 zygote, 1 HTTP process, 3 workers, 1 agent (6 in all); got "
+                 "%d, %d, %d, %d (%d in all)", nz, nh, nw, na, nk);
     pid_t zk[8];
     int nzk = wp_children_of(z[0], zk, 8);
     if (nzk != 0) fail_msg("the zygote has %d children: they must be the supervisor's", nzk);
@@ -216,13 +218,13 @@ WP_TEST(test_process_tree) {
 }
 
 /* PR_SET_PDEATHSIG is set after the reparenting: when the supervisor is killed, the
- * zygote, the HTTP process and the workers die too (and only then). */
+ * zygote, the HTTP process, the workers and the agent die too (and only then). */
 WP_TEST(test_children_die_with_the_supervisor) {
     wp_server *s = wp_server_start_args("--workers", "2", NULL);
     assert_int_equal(wp_wait_workers(s, 2, 15), 2);
     pid_t kids[64];
     int nk = wp_children_of(s->pid, kids, 64);
-    assert_int_equal(nk, 4);
+    assert_int_equal(nk, 5);
     wp_sleep_ms(300);
     for (int i = 0; i < nk; i++)
         if (!wp_pid_alive(kids[i])) fail_msg("child %d died although the supervisor lives", (int)kids[i]);

@@ -222,8 +222,8 @@ def expect_gauges(c, samples):
           value(samples, "warmpool_build_info", version=stats["version"]) == 1)
     db = value(samples, "warmpool_db_bytes")
     check("warmpool_db_bytes is the database's size", db is not None and db > 8192, db)
-    check("process_* of the whole instance (5 processes: supervisor, zygote, HTTP, 2 "
-          "workers)", value(samples, "warmpool_processes") == 5 and
+    check("process_* of the whole instance (6 processes: supervisor, agent, zygote, HTTP, "
+          "2 workers)", value(samples, "warmpool_processes") == 6 and
           value(samples, "process_resident_memory_bytes") > 1e6 and
           value(samples, "process_cpu_seconds_total") > 0 and
           value(samples, "process_open_fds") > 10 and

@@ -19,6 +19,7 @@ static const char *const ENV_VARS[] = {
     "WARMPOOL_ENABLE_TEST_KINDS", "WARMPOOL_LOG_LEVEL", "WARMPOOL_HTTP_THREADS",
     "WARMPOOL_MAX_CONNECTIONS", "WARMPOOL_MAX_CONNECTIONS_PER_IP", "WARMPOOL_LOG_FORMAT",
     "WARMPOOL_CORS_ORIGIN", "WARMPOOL_API_TOKEN", "WARMPOOL_EXEC_KIND", "WARMPOOL_KIND_CONFIG",
+    "WARMPOOL_LEASE_MS",
     "WARMPOOL_METRICS_TOKEN", "WARMPOOL_MAX_EVENT_STREAMS",
 };
 
@@ -103,6 +104,7 @@ test_defaults(void **state)
     assert_int_equal(g_cfg.healthcheck, 0);
     assert_int_equal(g_cfg.log_format, LOG_FORMAT_TEXT);
     assert_int_equal(g_cfg.ncors_origins, 0);
+    assert_int_equal(g_cfg.lease_ms, 10000);
     assert_string_equal(g_cfg.metrics_token, "");
     assert_int_equal(g_cfg.max_event_streams, 64);
 }
@@ -125,6 +127,7 @@ check_all_set(void)
     assert_int_equal(g_cfg.http_threads, 4);
     assert_int_equal(g_cfg.max_connections, 50);
     assert_int_equal(g_cfg.max_connections_per_ip, 8);
+    assert_int_equal(g_cfg.lease_ms, 2500);
     assert_int_equal(g_cfg.healthcheck, 0);
 }
 
@@ -137,7 +140,7 @@ test_each_flag_separate_value(void **state)
                            "--grace-ms", "0", "--load-timeout-ms", "1500", "--retry-base-ms", "250",
                            "--enable-test-kinds",
                            "--log-level", "debug", "--http-threads", "4", "--max-connections",
-                           "50", "--max-connections-per-ip", "8", NULL),
+                           "50", "--max-connections-per-ip", "8", "--lease-ms", "2500", NULL),
                      CONFIG_OK);
     check_all_set();
 }
@@ -151,7 +154,7 @@ test_each_flag_equals_value(void **state)
                            "--load-timeout-ms=1500",
                            "--retry-base-ms=250", "--enable-test-kinds=1", "--log-level=debug",
                            "--http-threads=4", "--max-connections=50",
-                           "--max-connections-per-ip=8", NULL),
+                           "--max-connections-per-ip=8", "--lease-ms=2500", NULL),
                      CONFIG_OK);
     check_all_set();
 }
@@ -173,6 +176,7 @@ test_env_twins(void **state)
     setenv("WARMPOOL_HTTP_THREADS", "4", 1);
     setenv("WARMPOOL_MAX_CONNECTIONS", "50", 1);
     setenv("WARMPOOL_MAX_CONNECTIONS_PER_IP", "8", 1);
+    setenv("WARMPOOL_LEASE_MS", "2500", 1);
     assert_int_equal(parse(NULL), CONFIG_OK);
     check_all_set();
 }
@@ -198,6 +202,34 @@ test_flag_beats_variable(void **state)
     /* the last of two flags wins */
     assert_int_equal(parse("--workers", "2", "--workers=9", NULL), CONFIG_OK);
     assert_int_equal(g_cfg.workers, 9);
+}
+
+/* --db: a path, or a PostgreSQL URI; a URI libpq cannot read is refused without being
+ * repeated (it may hold a password); --lease-ms within its range */
+static void
+test_db_uri_and_lease(void **state)
+{
+    (void)state;
+    assert_int_equal(parse("--db", "postgresql://u:pw@db.example:5433/wp?sslmode=require", NULL),
+                     CONFIG_OK);
+    assert_string_equal(g_cfg.db_path, "postgresql://u:pw@db.example:5433/wp?sslmode=require");
+    setenv("WARMPOOL_DB", "postgres://localhost/warmpool", 1);
+    assert_int_equal(parse(NULL), CONFIG_OK);
+    assert_string_equal(g_cfg.db_path, "postgres://localhost/warmpool");
+    unsetenv("WARMPOOL_DB");
+    expect_error("--db: not a PostgreSQL connection URI", "--db",
+                 "postgresql://u:hunter2@h/db?nosuchparam=1", NULL);
+    assert_null(strstr(g_err, "hunter2"));
+    expect_error("--db: not a PostgreSQL connection URI", "--db", "postgres://u:hunter2@[::1/db",
+                 NULL);
+    assert_null(strstr(g_err, "hunter2"));
+    expect_error("--lease-ms", "--lease-ms", "499", NULL);
+    expect_error("--lease-ms", "--lease-ms", "3600001", NULL);
+    setenv("WARMPOOL_LEASE_MS", "abc", 1);
+    expect_error("WARMPOOL_LEASE_MS", NULL);
+    unsetenv("WARMPOOL_LEASE_MS");
+    assert_int_equal(parse("--lease-ms", "500", NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.lease_ms, 500);
 }
 
 static void
@@ -541,6 +573,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_env_twins, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_flag_beats_variable, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_booleans, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_db_uri_and_lease, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_bad_workers, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_bad_other_values, clear_env, clear_env),
         cmocka_unit_test_setup(test_unknown_flag_and_missing_value, clear_env),

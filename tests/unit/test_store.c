@@ -21,7 +21,7 @@
 #include <sqlite3.h>
 
 #include "common/clock.h"
-#include "storage/store.h"
+#include "storage/store_sqlite.h"
 
 #define BUSY_MS 5000
 
@@ -59,7 +59,7 @@ setup(void **state)
 /* What the supervisor does at start (store_migrate), then what every other process
  * does (store_open). NULL, with the reason printed, on failure. */
 static store *
-open_new(const char *path, enum store_sync sync)
+open_new(const char *path, int sync)
 {
     char err[512] = "";
     if (store_migrate(path, NULL, NULL, NULL, err, sizeof err) != STORE_OK) {
@@ -79,7 +79,7 @@ setup_open(void **state)
     if (setup(state) != 0)
         return -1;
     struct fixture *f = *state;
-    f->s = open_new(f->path, STORE_SYNC_NORMAL);
+    f->s = open_new(f->path, STORE_RELAXED);
     if (f->s == NULL) {
         nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);  /* cmocka skips the teardown */
         free(f);
@@ -177,14 +177,14 @@ test_open_creates_and_migrates(void **state)
     assert_int_equal(stat(f->path, &sb), -1);
     /* store_open creates nothing: only the supervisor's store_migrate does */
     char err[512] = "";
-    assert_null(store_open(f->path, STORE_SYNC_FULL, BUSY_MS, err, sizeof err));
+    assert_null(store_open(f->path, STORE_DURABLE, BUSY_MS, err, sizeof err));
     assert_non_null(strstr(err, f->path));
     assert_int_equal(stat(f->path, &sb), -1);
 
     int from = -1;
     assert_int_equal(store_migrate(f->path, NULL, NULL, &from, err, sizeof err), STORE_OK);
     assert_int_equal(from, 0);
-    f->s = store_open(f->path, STORE_SYNC_FULL, BUSY_MS, err, sizeof err);
+    f->s = store_open(f->path, STORE_DURABLE, BUSY_MS, err, sizeof err);
     assert_non_null(f->s);
     assert_int_equal(stat(f->path, &sb), 0);
     assert_int_equal(store_schema_version(f->s), 3);
@@ -208,7 +208,7 @@ test_reopen_is_idempotent(void **state)
 {
     struct fixture *f = *state;
     char err[256] = "";
-    f->s = open_new(f->path, STORE_SYNC_NORMAL);
+    f->s = open_new(f->path, STORE_RELAXED);
     assert_non_null(f->s);
     int64_t id = add(f->s, "echo", 0, 1, "key-1", 1000);
     uint64_t secret = store_secret(f->s);
@@ -219,7 +219,7 @@ test_reopen_is_idempotent(void **state)
         int from = -1;
         assert_int_equal(store_migrate(f->path, NULL, NULL, &from, err, sizeof err), STORE_OK);
         assert_int_equal(from, 3);                      /* nothing to do */
-        f->s = store_open(f->path, STORE_SYNC_NORMAL, BUSY_MS, err, sizeof err);
+        f->s = store_open(f->path, STORE_RELAXED, BUSY_MS, err, sizeof err);
         assert_non_null(f->s);
         assert_int_equal(store_schema_version(f->s), 3);
         assert_int_equal(total_tasks(f->s), 1);
@@ -258,7 +258,7 @@ test_newer_schema_refused(void **state)
     assert_non_null(strstr(err, "99"));
     assert_non_null(strstr(err, "newer"));
     err[0] = '\0';
-    f->s = store_open(f->path, STORE_SYNC_NORMAL, BUSY_MS, err, sizeof err);
+    f->s = store_open(f->path, STORE_RELAXED, BUSY_MS, err, sizeof err);
     assert_null(f->s);
     assert_non_null(strstr(err, "99"));
     assert_non_null(strstr(err, "newer"));
@@ -593,7 +593,7 @@ test_finish_claim_busy_writes_nothing(void **state)
     int64_t a = add(s, "echo", 0, 1, NULL, 1);
     int64_t b = add(s, "echo", 0, 1, NULL, 1);
     char err[256] = "";
-    store *w = store_open(f->path, STORE_SYNC_NORMAL, 100, err, sizeof err);
+    store *w = store_open(f->path, STORE_RELAXED, 100, err, sizeof err);
     assert_non_null(w);
     assert_int_equal(claim(w, 2, 7), a);
     assert_int_equal(store_begin(s), STORE_OK);        /* another holds the write lock */
@@ -1295,7 +1295,7 @@ test_lock_creates_parent_dirs(void **state)
     assert_int_equal(stat(dir, &sb), 0);
     assert_true(S_ISDIR(sb.st_mode));
     /* and the store opens there */
-    f->s = open_new(path, STORE_SYNC_NORMAL);
+    f->s = open_new(path, STORE_RELAXED);
     assert_non_null(f->s);
     close(fd);
 }
@@ -1331,7 +1331,7 @@ static void
 claimer(const char *path, int start_fd, int out_fd)
 {
     char err[256];
-    store *s = store_open(path, STORE_SYNC_NORMAL, 10000, err, sizeof err);
+    store *s = store_open(path, STORE_RELAXED, 10000, err, sizeof err);
     if (s == NULL)
         _exit(10);
     char c;
@@ -1363,7 +1363,7 @@ test_concurrent_claims_never_duplicate(void **state)
 {
     struct fixture *f = *state;
     char err[256] = "";
-    f->s = open_new(f->path, STORE_SYNC_NORMAL);
+    f->s = open_new(f->path, STORE_RELAXED);
     assert_non_null(f->s);
     for (int i = 0; i < NTASKS; i++)
         add(f->s, "echo", i % 5, 1, NULL, 1);
@@ -1419,7 +1419,7 @@ test_concurrent_claims_never_duplicate(void **state)
             seen[id] = 1;
         }
     }
-    f->s = store_open(f->path, STORE_SYNC_NORMAL, BUSY_MS, err, sizeof err);
+    f->s = store_open(f->path, STORE_RELAXED, BUSY_MS, err, sizeof err);
     assert_non_null(f->s);
     int64_t c[TASK_STATE_COUNT];
     assert_int_equal(store_count_states(f->s, c), STORE_OK);
@@ -1569,7 +1569,7 @@ static void
 busy_worker(const char *path, unsigned seed)
 {
     char err[256];
-    store *s = store_open(path, STORE_SYNC_NORMAL, 10000, err, sizeof err);
+    store *s = store_open(path, STORE_RELAXED, 10000, err, sizeof err);
     if (s == NULL)
         _exit(10);
     long self = (long)getpid();
@@ -1673,7 +1673,7 @@ test_counts_never_drift(void **state)
             assert_int_equal(waitpid(kids[k], &status, 0), kids[k]);
             assert_true(WIFSIGNALED(status));   /* killed at work, not failed */
         }
-        s = f->s = open_new(f->path, STORE_SYNC_NORMAL);
+        s = f->s = open_new(f->path, STORE_RELAXED);
         assert_non_null(s);
         check_counts(s, f->path);
         for (int k = 0; k < 2; k++) {
@@ -1842,7 +1842,7 @@ test_query_plans(void **state)
         finish_ok(f->s, claim(f->s, 2, 1), 1, TASK_SUCCEEDED, 3);
     sql_exec(f->path, "ANALYZE");
     store_close(f->s);
-    f->s = open_new(f->path, STORE_SYNC_NORMAL);
+    f->s = open_new(f->path, STORE_RELAXED);
     check_plans(f->s, 0);
 }
 
@@ -1859,7 +1859,7 @@ test_connection_durability(void **state)
     assert_string_equal(plan_of(&p, "connection"), "synchronous=NORMAL journal_mode=wal\n");
 
     char err[256];
-    store *full = store_open(f->path, STORE_SYNC_FULL, BUSY_MS, err, sizeof err);
+    store *full = store_open(f->path, STORE_DURABLE, BUSY_MS, err, sizeof err);
     assert_non_null(full);
     add_finished(full, 5, 100);
     int deleted;
@@ -2271,7 +2271,7 @@ test_upgrade_from_v1(void **state)
 
     /* a process other than the supervisor is told what is wrong and changes nothing */
     char err[512] = "";
-    assert_null(store_open(f->path, STORE_SYNC_NORMAL, BUSY_MS, err, sizeof err));
+    assert_null(store_open(f->path, STORE_RELAXED, BUSY_MS, err, sizeof err));
     assert_non_null(strstr(err, "version 1"));
     assert_non_null(strstr(err, "needs 3"));
     assert_int_equal(user_version_of(f->path), 1);
@@ -2282,7 +2282,7 @@ test_upgrade_from_v1(void **state)
                      STORE_OK);
     assert_int_equal(from, 1);
     assert_true(lines.schema2 >= 8);      /* a line per step, and the end */
-    f->s = store_open(f->path, STORE_SYNC_NORMAL, BUSY_MS, err, sizeof err);
+    f->s = store_open(f->path, STORE_RELAXED, BUSY_MS, err, sizeof err);
     assert_non_null(f->s);
     store *s = f->s;
     assert_int_equal(store_schema_version(s), 3);
@@ -2337,13 +2337,13 @@ static void
 test_upgrade_from_v2(void **state)
 {
     struct fixture *f = *state;
-    f->s = open_new(f->path, STORE_SYNC_NORMAL);
+    f->s = open_new(f->path, STORE_RELAXED);
     int64_t a = add(f->s, "a", 0, 1, NULL, 1), b = add(f->s, "b", 0, 1, NULL, 1);
     store_close(f->s);
     f->s = NULL;
     sql_exec(f->path, "DROP INDEX tasks_ready_kind; PRAGMA user_version = 2;");
     char err[512] = "";
-    assert_null(store_open(f->path, STORE_SYNC_NORMAL, BUSY_MS, err, sizeof err));
+    assert_null(store_open(f->path, STORE_RELAXED, BUSY_MS, err, sizeof err));
     assert_non_null(strstr(err, "needs 3"));
     struct lines lines = {0};
     int from = -1;
@@ -2351,7 +2351,7 @@ test_upgrade_from_v2(void **state)
                      STORE_OK);
     assert_int_equal(from, 2);
     assert_int_equal(has_index(f->path, "tasks_ready_kind"), 1);
-    f->s = store_open(f->path, STORE_SYNC_NORMAL, BUSY_MS, err, sizeof err);
+    f->s = store_open(f->path, STORE_RELAXED, BUSY_MS, err, sizeof err);
     assert_non_null(f->s);
     assert_int_equal(store_schema_version(f->s), 3);
     check_plans(f->s, 0);
@@ -2378,7 +2378,7 @@ test_upgrade_empty_v1(void **state)
     assert_int_equal(from, 1);
     assert_int_equal(has_index(f->path, "sqlite_autoindex_tasks_1"), 0);
     assert_int_equal(has_index(f->path, "tasks_idem"), 1);
-    f->s = store_open(f->path, STORE_SYNC_NORMAL, BUSY_MS, err, sizeof err);
+    f->s = store_open(f->path, STORE_RELAXED, BUSY_MS, err, sizeof err);
     assert_non_null(f->s);
     assert_int_equal(add(f->s, "echo", 0, 1, "k", 1), 3);
     store_new_task nt = {.kind = "sleep", .input = "2", .max_attempts = 1, .timeout_ms = 1,
@@ -2415,7 +2415,7 @@ test_upgrade_failure_rolls_back(void **state)
     assert_int_equal(sql_int(f->path, "SELECT count(*) FROM pragma_table_info('tasks')"
                                       " WHERE name = 'delayed'"), 0);
     assert_int_equal(sql_int(f->path, "SELECT count(*) FROM tasks"), 1);
-    assert_null(store_open(f->path, STORE_SYNC_NORMAL, BUSY_MS, err, sizeof err));
+    assert_null(store_open(f->path, STORE_RELAXED, BUSY_MS, err, sizeof err));
 }
 
 static void

@@ -1,4 +1,5 @@
-/* store.c -- the SQLite task store: all of warmpool's SQL, behind store.h.
+/* store_sqlite.c -- the SQLite task store: the embedded implementation of store.h
+ * (backend.h), one warmpool instance per database file.
  *
  * Invariants this file keeps:
  *  (1) Every statement is prepared once per connection and reset after every use,
@@ -17,7 +18,8 @@
  *      B-tree for one each time it runs (about 30,000 instructions); comparisons
  *      joined by OR / AND cost next to nothing.
  */
-#include "storage/store.h"
+#include "storage/store_sqlite.h"
+#include "storage/backend.h"
 #include "storage/schema.h"
 #include "common/clock.h"
 
@@ -120,7 +122,7 @@ static const char SQL_RECOVER[] =
     " finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE ?1 END,"
     " error_code = 'worker_lost',"
     " error_message = 'the service stopped while this task was running', delayed = 0"
-    " WHERE state = 'running' RETURNING state";
+    " WHERE state = 'running' RETURNING state, id";
 /* when the next waiting retry becomes due: read when a worker is about to sleep */
 static const char SQL_NEXT_RUN_AFTER[] =
     "SELECT run_after FROM tasks INDEXED BY tasks_delayed"
@@ -176,6 +178,9 @@ static const char SQL_SETTINGS[] =
 
 /* ---------------------------------------------------------------- the store */
 
+static void sq_close(store *s);
+static void sq_rollback(store *s);
+
 enum stmt_id {
     S_INSERT, S_GET, S_GET_BRIEF, S_GET_BY_KEY, S_CANCEL, S_HAS_READY, S_DUE, S_PROMOTE,
     S_CLAIM, S_PENDING_KINDS, S_KIND_HEAD, S_CLAIM_ID, S_FINISH, S_RELEASE, S_RECOVER,
@@ -186,7 +191,7 @@ enum stmt_id {
 };
 
 static const struct {
-    const char *name;       /* for store_explain() */
+    const char *name;       /* for sq_explain() */
     const char *sql;
 } STMTS[S_COUNT_OF] = {
     [S_INSERT] = {"insert", SQL_INSERT},
@@ -224,60 +229,20 @@ static const struct {
 };
 
 struct store {
+    struct store_base base;     /* first: see backend.h */
     sqlite3 *db;
-    enum store_sync sync;
+    int flags;                  /* STORE_RELAXED, STORE_MAINTAINER */
+    char *path;
     int busy_ms;                /* lock budget of one call */
     int64_t busy_since_ms;      /* monotonic time the current wait for the lock began */
     sqlite3_stmt *st[S_COUNT_OF];
-    char errmsg[512];
 };
-
-static const char *const STATE_NAMES[TASK_STATE_COUNT] = {
-    "pending", "running", "succeeded", "failed", "canceled",
-};
-
-const char *
-task_state_name(enum task_state st)
-{
-    return (unsigned)st < TASK_STATE_COUNT ? STATE_NAMES[st] : NULL;
-}
-
-int
-task_state_parse(const char *name, enum task_state *out)
-{
-    for (int i = 0; i < TASK_STATE_COUNT; i++) {
-        if (strcmp(name, STATE_NAMES[i]) == 0) {
-            *out = (enum task_state)i;
-            return 0;
-        }
-    }
-    return -1;
-}
-
-void
-store_task_clear(store_task *t)
-{
-    if (t == NULL)
-        return;
-    free(t->kind);
-    free(t->input);
-    free(t->result);
-    free(t->error_code);
-    free(t->error_message);
-    *t = (store_task){0};
-}
-
-const char *
-store_errmsg(const store *s)
-{
-    return s ? s->errmsg : "no store";
-}
 
 /* Maps an SQLite result code to ours, and records the message. */
 static int
 fail(store *s, const char *what, int rc)
 {
-    snprintf(s->errmsg, sizeof s->errmsg, "%s: %s (%d)", what, sqlite3_errmsg(s->db), rc);
+    snprintf(s->base.errmsg, sizeof s->base.errmsg, "%s: %s (%d)", what, sqlite3_errmsg(s->db), rc);
     switch (rc & 0xff) {
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
@@ -376,7 +341,7 @@ step_task(store *s, sqlite3_stmt *st, const char *what, store_task *t, int none)
             continue;           /* at most one row expected; drain to DONE */
         ret = row_to_task(st, t) == 0 ? STORE_OK : STORE_ERR;
         if (ret == STORE_ERR)
-            snprintf(s->errmsg, sizeof s->errmsg, "%s: out of memory", what);
+            snprintf(s->base.errmsg, sizeof s->base.errmsg, "%s: out of memory", what);
     }
     /* for a write, the statement commits only when it runs to DONE */
     if (rc != SQLITE_DONE) {
@@ -389,7 +354,7 @@ step_task(store *s, sqlite3_stmt *st, const char *what, store_task *t, int none)
 
 /* Sets the connection up: busy handler and pragmas. SQLITE_OK or an error in err. */
 static int
-configure(sqlite3 *db, store *s, enum store_sync sync, const char *path, char *err,
+configure(sqlite3 *db, store *s, int relaxed, const char *path, char *err,
           size_t errlen)
 {
     sqlite3_extended_result_codes(db, 1);
@@ -398,7 +363,7 @@ configure(sqlite3 *db, store *s, enum store_sync sync, const char *path, char *e
     else
         sqlite3_busy_timeout(db, 10000);
     char *msg = NULL;
-    const char *pragmas = sync == STORE_SYNC_FULL
+    const char *pragmas = !relaxed
         ? "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY;"
           "PRAGMA journal_size_limit = 67108864;"
         : "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY;"
@@ -410,8 +375,8 @@ configure(sqlite3 *db, store *s, enum store_sync sync, const char *path, char *e
     return rc;
 }
 
-int
-store_migrate(const char *path, store_progress_fn *progress, void *arg, int *from, char *err,
+static int
+sq_migrate(const char *path, store_progress_fn *progress, void *arg, int *from, char *err,
               size_t errlen)
 {
     sqlite3 *db = NULL;
@@ -435,7 +400,7 @@ store_migrate(const char *path, store_progress_fn *progress, void *arg, int *fro
         sqlite3_close(db);
         return STORE_IOERR;
     }
-    rc = configure(db, NULL, STORE_SYNC_FULL, path, err, errlen);
+    rc = configure(db, NULL, 0, path, err, errlen);
     if (rc == SQLITE_OK)
         rc = schema_migrate(db, progress, arg, &version, err, errlen);
     if (rc == SQLITE_OK && version != 0 && version != SCHEMA_VERSION) {
@@ -473,24 +438,29 @@ store_migrate(const char *path, store_progress_fn *progress, void *arg, int *fro
     }
 }
 
-store *
-store_open(const char *path, enum store_sync sync, int busy_ms, char *err, size_t errlen)
+static store *
+sq_open(const char *path, int flags, int busy_ms, char *err, size_t errlen)
 {
     store *s = calloc(1, sizeof *s);
     if (s == NULL) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    s->sync = sync;
+    s->base.ops = &store_sqlite_ops;
+    s->flags = flags;
+    if ((s->path = strdup(path)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
     s->busy_ms = busy_ms > 0 ? busy_ms : 5000;
-    /* no SQLITE_OPEN_CREATE: only store_migrate() creates the database */
+    /* no SQLITE_OPEN_CREATE: only sq_migrate() creates the database */
     int rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "opening %s: %s", path,
                  s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
         goto fail;
     }
-    if (configure(s->db, s, sync, path, err, errlen) != SQLITE_OK)
+    if (configure(s->db, s, flags & STORE_RELAXED, path, err, errlen) != SQLITE_OK)
         goto fail;
     if (schema_check(s->db, err, errlen) != SQLITE_OK)
         goto fail;
@@ -502,25 +472,31 @@ store_open(const char *path, enum store_sync sync, int busy_ms, char *err, size_
             goto fail;
         }
     }
+    /* Only one connection checkpoints (SQLite runs one checkpoint at a time and fails
+     * a second one at once, so with every connection checkpointing the WAL grew to
+     * gigabytes under load): the maintainer, passively after its commits, and with
+     * TRUNCATE in sq_maintain() */
+    sqlite3_wal_autocheckpoint(s->db, (flags & STORE_MAINTAINER) ? 1000 : 0);
     return s;
 fail:
-    store_close(s);
+    sq_close(s);
     return NULL;
 }
 
-void
-store_close(store *s)
+static void
+sq_close(store *s)
 {
     if (s == NULL)
         return;
     for (int i = 0; i < S_COUNT_OF; i++)
         sqlite3_finalize(s->st[i]);         /* NULL-safe */
     sqlite3_close(s->db);                   /* NULL-safe */
+    free(s->path);
     free(s);
 }
 
-int
-store_schema_version(store *s)
+static int
+sq_schema_version(store *s)
 {
     sqlite3_stmt *st;
     int v = -1;
@@ -541,19 +517,19 @@ exec_stmt(store *s, enum stmt_id id)
     return rc == SQLITE_DONE ? STORE_OK : fail(s, STMTS[id].name, rc);
 }
 
-int store_begin(store *s) { return exec_stmt(s, S_BEGIN); }
+static int sq_begin(store *s) { return exec_stmt(s, S_BEGIN); }
 
-int
-store_commit(store *s)
+static int
+sq_commit(store *s)
 {
     int ret = exec_stmt(s, S_COMMIT);
     if (ret != STORE_OK && !sqlite3_get_autocommit(s->db))
-        store_rollback(s);      /* a failed COMMIT may leave the transaction open */
+        sq_rollback(s);      /* a failed COMMIT may leave the transaction open */
     return ret;
 }
 
-void
-store_rollback(store *s)
+static void
+sq_rollback(store *s)
 {
     if (!sqlite3_get_autocommit(s->db)) {
         sqlite3_step(s->st[S_ROLLBACK]);
@@ -570,14 +546,14 @@ end_read(store *s)
         return;
     if (sqlite3_step(s->st[S_COMMIT]) != SQLITE_DONE) {
         stmt_done(s->st[S_COMMIT]);
-        store_rollback(s);
+        sq_rollback(s);
         return;
     }
     stmt_done(s->st[S_COMMIT]);
 }
 
-int
-store_insert(store *s, const store_new_task *nt, int64_t now_ms, store_task *out)
+static int
+sq_insert(store *s, const store_new_task *nt, int64_t now_ms, store_task *out)
 {
     sqlite3_stmt *st = s->st[S_INSERT];
     sqlite3_bind_text(st, 1, nt->kind, -1, SQLITE_STATIC);
@@ -598,12 +574,12 @@ store_insert(store *s, const store_new_task *nt, int64_t now_ms, store_task *out
     if (ret == STORE_OK)
         return STORE_EXISTS;
     if (ret == STORE_ERR)
-        snprintf(s->errmsg, sizeof s->errmsg, "idempotency key conflict without a task");
+        snprintf(s->base.errmsg, sizeof s->base.errmsg, "idempotency key conflict without a task");
     return ret;
 }
 
-int
-store_get(store *s, int64_t id, store_task *out)
+static int
+sq_get(store *s, int64_t id, store_task *out)
 {
     sqlite3_bind_int64(s->st[S_GET], 1, id);
     return step_task(s, s->st[S_GET], "get", out, STORE_NOTFOUND);
@@ -616,7 +592,7 @@ list_rows(store *s, sqlite3_stmt *st, store_task *v, size_t cap, size_t *got)
     int rc, ret = STORE_OK;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW && *got < cap) {
         if (row_to_task(st, &v[*got]) != 0) {
-            snprintf(s->errmsg, sizeof s->errmsg, "list: out of memory");
+            snprintf(s->base.errmsg, sizeof s->base.errmsg, "list: out of memory");
             ret = STORE_ERR;
             break;
         }
@@ -661,7 +637,7 @@ kinds_in_state(store *s, const char *state, char ***kinds, size_t *nk)
         (*nk)++;
     }
     if (rc == SQLITE_ROW) {
-        snprintf(s->errmsg, sizeof s->errmsg, "list: out of memory");
+        snprintf(s->base.errmsg, sizeof s->base.errmsg, "list: out of memory");
         ret = STORE_ERR;
     } else if (rc != SQLITE_DONE) {
         ret = fail(s, "list kinds", rc);
@@ -691,7 +667,7 @@ list_by_state(store *s, const char *state, int64_t before, size_t want, store_ta
         size_t nids = 0;
         sqlite3_stmt *st = s->st[S_LIST_STATE_IDS];
         if (ids == NULL) {
-            snprintf(s->errmsg, sizeof s->errmsg, "list: out of memory");
+            snprintf(s->base.errmsg, sizeof s->base.errmsg, "list: out of memory");
             ret = STORE_ERR;
         }
         for (size_t k = 0; ret == STORE_OK && k < nk; k++) {
@@ -726,8 +702,8 @@ list_by_state(store *s, const char *state, int64_t before, size_t want, store_ta
     return ret;
 }
 
-int
-store_list(store *s, const store_filter *f, store_task **items, size_t *n, int *more)
+static int
+sq_list(store *s, const store_filter *f, store_task **items, size_t *n, int *more)
 {
     *items = NULL;
     *n = 0;
@@ -736,7 +712,7 @@ store_list(store *s, const store_filter *f, store_task **items, size_t *n, int *
     int64_t before = f->before_id > 0 ? f->before_id : INT64_MAX;
     store_task *v = calloc(want, sizeof *v);
     if (v == NULL) {
-        snprintf(s->errmsg, sizeof s->errmsg, "list: out of memory");
+        snprintf(s->base.errmsg, sizeof s->base.errmsg, "list: out of memory");
         return STORE_ERR;
     }
     const char *state = f->has_state ? task_state_name(f->state) : NULL;
@@ -777,8 +753,8 @@ store_list(store *s, const store_filter *f, store_task **items, size_t *n, int *
     return STORE_OK;
 }
 
-int
-store_cancel(store *s, int64_t id, int64_t now_ms, store_task *out)
+static int
+sq_cancel(store *s, int64_t id, int64_t now_ms, store_task *out)
 {
     sqlite3_stmt *st = s->st[S_CANCEL];
     sqlite3_bind_int64(st, 1, id);
@@ -787,7 +763,7 @@ store_cancel(store *s, int64_t id, int64_t now_ms, store_task *out)
     if (ret != STORE_NOTFOUND)
         return ret;
     /* nothing canceled: either no such task, or it is no longer pending */
-    ret = store_get(s, id, out);
+    ret = sq_get(s, id, out);
     return ret == STORE_OK ? STORE_CONFLICT : ret;
 }
 
@@ -833,8 +809,8 @@ best_head(store *s, const store_kind_set *skip, int64_t *id)
     return rc == SQLITE_DONE ? STORE_OK : fail(s, "pending_kinds", rc);
 }
 
-int
-store_has_ready(store *s, int64_t now_ms, const store_kind_set *skip)
+static int
+sq_has_ready(store *s, int64_t now_ms, const store_kind_set *skip)
 {
     if (skip != NULL && skip->n > 0) {
         /* a due retry of any kind: the claim promotes it (yes, once in vain if it is of
@@ -897,22 +873,22 @@ claim_locked(store *s, int64_t now_ms, long owner, const store_kind_set *skip, s
     return step_task(s, st, "claim", out, STORE_EMPTY);
 }
 
-int
-store_claim_next(store *s, int64_t now_ms, long owner, const store_kind_set *skip,
-                 store_task *out)
+static int
+sq_claim_next(store *s, int64_t now_ms, long owner, const store_kind_set *skip,
+              store_task *out)
 {
     if (!sqlite3_get_autocommit(s->db))     /* inside the caller's transaction */
         return claim_locked(s, now_ms, owner, skip, out);
     *out = (store_task){0};
-    int rc = store_begin(s);
+    int rc = sq_begin(s);
     if (rc != STORE_OK)
         return rc;
     rc = claim_locked(s, now_ms, owner, skip, out);
     if (rc != STORE_OK && rc != STORE_EMPTY) {
-        store_rollback(s);
+        sq_rollback(s);
         return rc;
     }
-    int c = store_commit(s);
+    int c = sq_commit(s);
     if (c != STORE_OK) {
         store_task_clear(out);
         return c;
@@ -920,8 +896,8 @@ store_claim_next(store *s, int64_t now_ms, long owner, const store_kind_set *ski
     return rc;
 }
 
-int
-store_finish(store *s, int64_t id, int attempt, const store_outcome *o)
+static int
+sq_finish(store *s, int64_t id, int attempt, const store_outcome *o)
 {
     sqlite3_stmt *st = s->st[S_FINISH];
     sqlite3_bind_int64(st, 1, id);
@@ -944,49 +920,49 @@ store_finish(store *s, int64_t id, int attempt, const store_outcome *o)
     if (rc != SQLITE_DONE)
         return fail(s, "finish", rc);
     if (sqlite3_changes(s->db) == 0) {
-        snprintf(s->errmsg, sizeof s->errmsg,
+        snprintf(s->base.errmsg, sizeof s->base.errmsg,
                  "task %lld attempt %d is no longer running", (long long)id, attempt);
         return STORE_CONFLICT;
     }
     return STORE_OK;
 }
 
-int
-store_finish_claim(store *s, int64_t id, int attempt, const store_outcome *o, int64_t now_ms,
-                   long owner, const store_kind_set *skip, store_task *next, int *claimed)
+static int
+sq_finish_claim(store *s, int64_t id, int attempt, const store_outcome *o, int64_t now_ms,
+                long owner, const store_kind_set *skip, store_task *next, int *claimed)
 {
     *claimed = 0;
     *next = (store_task){0};
-    int rc = store_begin(s);
+    int rc = sq_begin(s);
     if (rc != STORE_OK)
         return rc;
-    int finished = store_finish(s, id, attempt, o);
+    int finished = sq_finish(s, id, attempt, o);
     if (finished != STORE_OK && finished != STORE_CONFLICT) {
-        store_rollback(s);
+        sq_rollback(s);
         return finished;
     }
-    char why[sizeof s->errmsg];
+    char why[sizeof s->base.errmsg];
     if (finished == STORE_CONFLICT)
-        snprintf(why, sizeof why, "%s", s->errmsg);
+        snprintf(why, sizeof why, "%s", s->base.errmsg);
     rc = claim_locked(s, now_ms, owner, skip, next);
     if (rc != STORE_OK && rc != STORE_EMPTY) {
-        store_rollback(s);
+        sq_rollback(s);
         return rc;
     }
     int got = rc == STORE_OK;
-    rc = store_commit(s);
+    rc = sq_commit(s);
     if (rc != STORE_OK) {
         store_task_clear(next);
         return rc;
     }
     *claimed = got;
     if (finished == STORE_CONFLICT)
-        snprintf(s->errmsg, sizeof s->errmsg, "%s", why);
+        snprintf(s->base.errmsg, sizeof s->base.errmsg, "%s", why);
     return finished;
 }
 
-int
-store_release_lost(store *s, long owner, int64_t now_ms, const char *code,
+static int
+sq_release_lost(store *s, long owner, int64_t now_ms, const char *code,
                    const char *message, store_task_ref *released, size_t cap, size_t *n)
 {
     sqlite3_stmt *st = s->st[S_RELEASE];
@@ -1011,27 +987,33 @@ store_release_lost(store *s, long owner, int64_t now_ms, const char *code,
     return ret;
 }
 
-int
-store_recover_running(store *s, int64_t now_ms, int *requeued, int *failed)
+static int
+sq_recover_running(store *s, int64_t now_ms, int *requeued, int *failed, store_task_ref *refs,
+                   size_t cap, size_t *n)
 {
     sqlite3_stmt *st = s->st[S_RECOVER];
     *requeued = *failed = 0;
+    *n = 0;
     sqlite3_bind_int64(st, 1, now_ms);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         const char *name = (const char *)sqlite3_column_text(st, 0);
-        if (name != NULL && strcmp(name, "pending") == 0)
+        int pending = name != NULL && strcmp(name, "pending") == 0;
+        if (pending)
             (*requeued)++;
         else
             (*failed)++;
+        if (*n < cap)
+            refs[(*n)++] = (store_task_ref){sqlite3_column_int64(st, 1),
+                                            pending ? TASK_PENDING : TASK_FAILED};
     }
     int ret = rc == SQLITE_DONE ? STORE_OK : fail(s, "recover", rc);
     stmt_done(st);
     return ret;
 }
 
-int
-store_count_states(store *s, int64_t counts[TASK_STATE_COUNT])
+static int
+sq_count_states(store *s, int64_t counts[TASK_STATE_COUNT])
 {
     sqlite3_stmt *st = s->st[S_COUNT];
     memset(counts, 0, sizeof(int64_t) * TASK_STATE_COUNT);
@@ -1047,16 +1029,8 @@ store_count_states(store *s, int64_t counts[TASK_STATE_COUNT])
     return ret;
 }
 
-void
-store_kind_counts_free(store_kind_counts *v, size_t n)
-{
-    for (size_t i = 0; v != NULL && i < n; i++)
-        free(v[i].kind);
-    free(v);
-}
-
-int
-store_count_kinds(store *s, store_kind_counts **out, size_t *n)
+static int
+sq_count_kinds(store *s, store_kind_counts **out, size_t *n)
 {
     sqlite3_stmt *st = s->st[S_COUNT_KINDS];
     store_kind_counts *v = NULL;
@@ -1089,7 +1063,7 @@ store_count_kinds(store *s, store_kind_counts **out, size_t *n)
         v[i].n[state] = sqlite3_column_int64(st, 2);
     }
     if (rc == SQLITE_ROW) {
-        snprintf(s->errmsg, sizeof s->errmsg, "count kinds: out of memory");
+        snprintf(s->base.errmsg, sizeof s->base.errmsg, "count kinds: out of memory");
         ret = STORE_ERR;
     } else if (rc != SQLITE_DONE) {
         ret = fail(s, "count kinds", rc);
@@ -1104,8 +1078,8 @@ store_count_kinds(store *s, store_kind_counts **out, size_t *n)
     return STORE_OK;
 }
 
-int64_t
-store_next_run_after(store *s, int64_t now_ms)
+static int64_t
+sq_next_run_after(store *s, int64_t now_ms)
 {
     sqlite3_stmt *st = s->st[S_NEXT_RUN_AFTER];
     int64_t t = 0;
@@ -1119,8 +1093,8 @@ store_next_run_after(store *s, int64_t now_ms)
     return t;
 }
 
-int64_t
-store_count_pending(store *s)
+static int64_t
+sq_count_pending(store *s)
 {
     sqlite3_stmt *st = s->st[S_COUNT_PENDING];
     int64_t n = -1;
@@ -1133,12 +1107,12 @@ store_count_pending(store *s)
     return n;
 }
 
-int
-store_purge(store *s, int64_t before_ms, int limit, int *deleted)
+static int
+sq_purge(store *s, int64_t before_ms, int limit, int *deleted)
 {
     *deleted = 0;
     /* no fsync for this commit (see store.h); the connection's mode comes back after */
-    int relaxed = s->sync == STORE_SYNC_FULL && sqlite3_get_autocommit(s->db);
+    int relaxed = !(s->flags & STORE_RELAXED) && sqlite3_get_autocommit(s->db);
     int rc = relaxed ? sqlite3_exec(s->db, SQL_SYNC_NORMAL, NULL, NULL, NULL) : SQLITE_OK;
     if (rc != SQLITE_OK)
         return fail(s, "purge", rc);
@@ -1156,8 +1130,8 @@ store_purge(store *s, int64_t before_ms, int limit, int *deleted)
     return ret;
 }
 
-int
-store_explain(store *s, store_plan_fn *fn, void *arg)
+static int
+sq_explain(store *s, store_plan_fn *fn, void *arg)
 {
     /* first the connection's own settings: how durable a commit is */
     sqlite3_stmt *set;
@@ -1207,8 +1181,8 @@ store_explain(store *s, store_plan_fn *fn, void *arg)
     return STORE_OK;
 }
 
-int64_t
-store_work(store *s)
+static int64_t
+sq_work(store *s)
 {
     int64_t n = 0;
     for (int i = 0; i < S_COUNT_OF; i++)
@@ -1216,14 +1190,8 @@ store_work(store *s)
     return n;
 }
 
-void
-store_set_autocheckpoint(store *s, int pages)
-{
-    sqlite3_wal_autocheckpoint(s->db, pages);
-}
-
-int
-store_checkpoint(store *s, int64_t *wal_frames)
+static int
+sq_checkpoint(store *s, int64_t *wal_frames)
 {
     int log = 0, done = 0;
     /* TRUNCATE: wait for readers to move on, copy everything back, empty the WAL */
@@ -1233,8 +1201,30 @@ store_checkpoint(store *s, int64_t *wal_frames)
     return rc == SQLITE_OK ? STORE_OK : fail(s, "checkpoint", rc);
 }
 
-int
-store_ping(store *s)
+/* The WAL past this size is copied back and truncated by the maintainer. Under constant
+ * load SQLite's own (passive) checkpoints cannot reset the WAL: someone is always
+ * reading it, and at several tasks a second per worker it grows by ~25 KB a task. A
+ * stat() is all a call costs when nothing is due. */
+#define WAL_CHECK_BYTES (32LL * 1024 * 1024)
+
+static int
+sq_maintain(store *s, char *note, size_t notelen)
+{
+    char wal[4200];
+    struct stat sb;
+    snprintf(wal, sizeof wal, "%s-wal", s->path);
+    if (stat(wal, &sb) != 0 || sb.st_size <= WAL_CHECK_BYTES)
+        return STORE_OK;
+    int64_t frames = 0, t0 = clock_mono_ms();
+    int rc = sq_checkpoint(s, &frames);
+    if (rc == STORE_OK)
+        snprintf(note, notelen, "checkpoint: WAL of %lld MB copied back and truncated in %lld ms",
+                 (long long)(sb.st_size >> 20), (long long)(clock_mono_ms() - t0));
+    return rc;
+}
+
+static int
+sq_ping(store *s)
 {
     /* drop this connection's page cache first, so the read goes to the file (or the
      * WAL) and not to pages cached before the database broke (issue 8) */
@@ -1244,8 +1234,8 @@ store_ping(store *s)
     return rc == SQLITE_ROW ? STORE_OK : fail(s, "ping", rc);
 }
 
-uint64_t
-store_secret(store *s)
+static uint64_t
+sq_secret(store *s)
 {
     uint64_t v = 0;
     sqlite3_stmt *st = s->st[S_SECRET];
@@ -1288,6 +1278,7 @@ make_parent_dirs(const char *path, char *err, size_t errlen)
     return 0;
 }
 
+/* store_lock */
 int
 store_lock(const char *db_path, int *fd_out, char *err, size_t errlen)
 {
@@ -1352,9 +1343,149 @@ store_lock(const char *db_path, int *fd_out, char *err, size_t errlen)
     return STORE_OK;
 }
 
+/* ---------------------------------------------------------------- the instance */
+
+static int g_lock_fd = -1;      /* held by store_start() (and inherited by children) */
+
+static void
+sq_describe(const char *db, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s", db);
+}
+
+static int
+sq_name_check(const char *db, char *err, size_t errlen)
+{
+    (void)db, (void)err, (void)errlen;
+    return 0;
+}
+
+/* One instance per file: the lock, the schema, then what a previous run left running
+ * (every running task: no other instance can have any). */
+static int
+sq_start(const char *db, store_instance *inst, store_progress_fn *progress, void *arg,
+         store_start_report *rep, char *err, size_t errlen)
+{
+    *rep = (store_start_report){0};
+    int fd = -1;
+    int rc = store_lock(db, &fd, err, errlen);
+    if (rc != STORE_OK)
+        return rc;
+    rc = sq_migrate(db, progress, arg, &rep->from_version, err, errlen);
+    store *s = rc == STORE_OK ? sq_open(db, STORE_DURABLE, 5000, err, errlen) : NULL;
+    if (s == NULL) {
+        close(fd);
+        return rc != STORE_OK ? rc : STORE_ERR;
+    }
+    rep->version = SCHEMA_VERSION;
+    inst->id = 1;
+    store_set_self(inst);
+    rc = sq_recover_running(s, clock_now_ms(), &rep->requeued, &rep->failed, rep->recovered,
+                            STORE_START_REFS, &rep->nrecovered);
+    if (rc != STORE_OK)
+        snprintf(err, errlen, "recovering tasks left running: %s", s->base.errmsg);
+    sq_close(s);                /* before any fork */
+    if (rc != STORE_OK) {
+        close(fd);
+        return rc;
+    }
+    g_lock_fd = fd;
+    return STORE_OK;
+}
+
+static void
+sq_instance_end(void)
+{
+    if (g_lock_fd >= 0)
+        close(g_lock_fd);
+    g_lock_fd = -1;
+}
+
+static int
+sq_insert_batch(store *s, const store_new_task *nt, size_t n, int64_t now_ms, store_task *out,
+                int *status)
+{
+    for (size_t i = 0; i < n; i++) {
+        int rc = sq_insert(s, &nt[i], now_ms, &out[i]);
+        if (rc != STORE_OK && rc != STORE_EXISTS) {
+            for (size_t j = 0; j < i; j++)
+                store_task_clear(&out[j]);
+            return rc;
+        }
+        status[i] = rc;
+    }
+    return STORE_OK;
+}
+
+/* A file has one instance: nobody else to tell, nobody to rescue. */
+static int
+sq_heartbeat(store *s, int *live, int *was_lost)
+{
+    (void)s;
+    *live = 1;
+    *was_lost = 0;
+    return STORE_OK;
+}
+
+static int
+sq_rescue(store *s, int64_t now_ms, store_task_ref *refs, size_t cap, size_t *n, int *lost)
+{
+    (void)s, (void)now_ms, (void)refs, (void)cap;
+    *n = 0;
+    *lost = 0;
+    return STORE_OK;
+}
+
+static int
+sq_instances(store *s, store_instance **out, size_t *n)
+{
+    const store_instance *self = store_instance_self();
+    *out = NULL;
+    *n = 0;
+    if (self == NULL)
+        return STORE_OK;
+    if ((*out = malloc(sizeof **out)) == NULL) {
+        snprintf(s->base.errmsg, sizeof s->base.errmsg, "instances: out of memory");
+        return STORE_ERR;
+    }
+    **out = *self;
+    (*out)->last_seen_ms = clock_now_ms();
+    *n = 1;
+    return STORE_OK;
+}
+
+static int
+sq_leave(store *s)
+{
+    (void)s;
+    return STORE_OK;
+}
+
+static int
+sq_listen(store *s)
+{
+    (void)s;
+    return STORE_OK;
+}
+
+static int
+sq_events_fd(store *s)
+{
+    (void)s;
+    return -1;
+}
+
+static int
+sq_events(store *s, store_event *ev, size_t cap, size_t *n)
+{
+    (void)s, (void)ev, (void)cap;
+    *n = 0;
+    return STORE_OK;
+}
+
 /* The file and its WAL: what the database takes on disk (-shm is a small index). */
-int64_t
-store_size_bytes(store *s)
+static int64_t
+sq_size_bytes(store *s)
 {
     const char *path = sqlite3_db_filename(s->db, "main");
     struct stat st;
@@ -1366,3 +1497,48 @@ store_size_bytes(store *s)
         bytes += (int64_t)st.st_size;
     return bytes;
 }
+
+const struct store_ops store_sqlite_ops = {
+    .name = "sqlite",
+    .migrate = sq_migrate,
+    .start = sq_start,
+    .instance_end = sq_instance_end,
+    .describe = sq_describe,
+    .name_check = sq_name_check,
+    .open = sq_open,
+    .close = sq_close,
+    .schema_version = sq_schema_version,
+    .begin = sq_begin,
+    .commit = sq_commit,
+    .rollback = sq_rollback,
+    .insert = sq_insert,
+    .insert_batch = sq_insert_batch,
+    .get = sq_get,
+    .list = sq_list,
+    .cancel = sq_cancel,
+    .claim_next = sq_claim_next,
+    .finish = sq_finish,
+    .finish_claim = sq_finish_claim,
+    .release_lost = sq_release_lost,
+    .recover_running = sq_recover_running,
+    .count_states = sq_count_states,
+    .count_kinds = sq_count_kinds,
+    .has_ready = sq_has_ready,
+    .next_run_after = sq_next_run_after,
+    .count_pending = sq_count_pending,
+    .purge = sq_purge,
+    .maintain = sq_maintain,
+    .ping = sq_ping,
+    .secret = sq_secret,
+    .size_bytes = sq_size_bytes,
+    .explain = sq_explain,
+    .work = sq_work,
+    .heartbeat = sq_heartbeat,
+    .rescue = sq_rescue,
+    .instances = sq_instances,
+    .leave = sq_leave,
+    .listen = sq_listen,
+    .events_fd = sq_events_fd,
+    .events = sq_events,
+};
+
