@@ -306,7 +306,7 @@ void wp_pg_create(char *uri, size_t cap, char *name, size_t name_cap) {
     snprintf(name, name_cap, "wpit_%ld_%u_%lld", (long)getpid(), ++counter,
              wp_wall_ms() % 100000);
     char sql[160];
-    snprintf(sql, sizeof sql, "CREATE DATABASE %s", name);
+    snprintf(sql, sizeof sql, "CREATE DATABASE %.63s", name);
     wp_pg_sql(NULL, sql, NULL, 0);
     pg_uri_for(name, uri, cap);
     /* a test's own: dropped at its end (a group's server drops its own when freed) */
@@ -318,7 +318,7 @@ void wp_pg_drop(const char *name) {
     PGconn *c = PQconnectdb(wp_pg_admin());
     if (PQstatus(c) == CONNECTION_OK) {
         char sql[160];
-        snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", name);
+        snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %.63s WITH (FORCE)", name);
         PQclear(PQexec(c, sql));
     }
     PQfinish(c);

@@ -57,7 +57,7 @@ static bool wait_log(const wp_server *s, const char *needle, int timeout_ms) {
  * it is waited for (2 s at most). */
 static int ran_on(const wp_server *a, const wp_server *b, const char *id) {
     char needle[96];
-    snprintf(needle, sizeof needle, "task finished task_id=%s ", id);
+    snprintf(needle, sizeof needle, "task finished task_id=%.40s ", id);
     const wp_server *v[2] = {a, b};
     for (int tries = 0; tries < 80; tries++) {
         for (int i = 0; i < 2; i++) {
