@@ -13,26 +13,64 @@ import sys
 
 
 def c_strings(src, name):
-    """The concatenated literal of `static const char NAME[] = "..." "..." MACRO "...";`."""
+    """The concatenated literal of `static const char NAME[] = "..." MACRO "..." F("a", "b");`."""
     m = re.search(r"static const char %s\[\] =(.*?);\n" % name, src, re.S)
     if not m:
         raise SystemExit("no %s in the source" % name)
+    return expand(src, m.group(1), {})
+
+
+TOKEN = re.compile(r'"((?:[^"\\]|\\.)*)"|([A-Za-z_][A-Za-z0-9_]*)(\((?:[^()"]|"(?:[^"\\]|\\.)*")*\))?')
+
+
+def expand(src, text, env):
+    """Concatenates the string literals of text; an identifier is a parameter of the macro
+    being expanded (env), or a macro of src, with its arguments if it takes some."""
     out = []
-    for tok in re.finditer(r'"((?:[^"\\]|\\.)*)"|([A-Z_]+(?:\("[a-z]"\))?)', m.group(1)):
+    text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
+    for tok in TOKEN.finditer(text):
         if tok.group(1) is not None:
             out.append(tok.group(1).replace('\\"', '"'))
+        elif tok.group(2) in env:
+            out.append(env[tok.group(2)])
         else:
-            macro = tok.group(2)
-            out.append(macro_value(src, macro))
+            args = None
+            if tok.group(3) is not None:
+                args = [expand(src, a, env) for a in split_args(tok.group(3)[1:-1])]
+            out.append(macro_value(src, tok.group(2), args))
     return "".join(out)
 
 
-def macro_value(src, name):
-    m = re.search(r"#define %s\s+((?:.*\\\n)*.*)" % re.escape(name), src)
+def split_args(text):
+    """The arguments of a macro call, split at its top-level commas."""
+    args, cur, depth, in_str, esc = [], "", 0, False, False
+    for ch in text:
+        if in_str:
+            esc, in_str = (False, in_str) if esc else (ch == "\\", ch != '"')
+        elif ch == '"':
+            in_str = True
+        elif ch in "()":
+            depth += 1 if ch == "(" else -1
+        elif ch == "," and depth == 0:
+            args.append(cur)
+            cur = ""
+            continue
+        cur += ch
+    return args + [cur]
+
+
+def macro_value(src, name, args=None):
+    m = re.search(r"#define %s(\(([^)]*)\))?[ \t]+((?:.*\\\n)*.*)" % re.escape(name), src)
     if not m:
         raise SystemExit("no macro %s" % name)
-    body = m.group(1).replace("\\\n", " ")
-    return "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', body)) or body.strip()
+    body = m.group(3).replace("\\\n", " ")
+    env = {}
+    if m.group(1) is not None:
+        names = [p.strip() for p in m.group(2).split(",")]
+        if args is None or len(args) != len(names):
+            raise SystemExit("macro %s takes %d arguments" % (name, len(names)))
+        env = dict(zip(names, args))
+    return expand(src, body, env)
 
 
 def params(sql, values):
