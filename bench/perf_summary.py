@@ -4,9 +4,10 @@
 HTTP process's own threads warmpool-http, ...), its share of the samples, then
 
   - by warmpool function: each sample is charged to the innermost frame that is a
-    function of the warmpool binary (not inlined), i.e. the time of that function and
-    of the library calls it makes (SQLite, jansson, the kernel); samples with no
-    warmpool frame (libmicrohttpd's own loop) are charged to the innermost library;
+    function of the warmpool binary (inlined ones too, but not the small helpers in
+    HELPERS), i.e. the time of that function and of the library calls it makes (SQLite,
+    jansson, the kernel); samples with no warmpool frame (libmicrohttpd's own loop) are
+    charged to the innermost library;
   - by leaf: the symbol (or library, for unnamed code) the CPU was in.
 
 Usage: perf script -i perf.data -F comm,tid,ip,sym,dso | perf_summary.py [--top N]
@@ -18,6 +19,11 @@ import sys
 TOP = int(sys.argv[sys.argv.index("--top") + 1]) if "--top" in sys.argv else 15
 FRAME = re.compile(r"^\s+[0-9a-f]+ (.+?) \((.+)\)$")
 INLINED = re.compile(r"^\s+[0-9a-f]+ (.+?) \(inlined\)$")
+
+
+# small helpers that many callers share: their time goes to their caller
+HELPERS = {"exec_stmt", "step_task", "stmt_done", "col_dup", "row_to_task", "names_intern",
+           "clock_mono_ms", "clock_now_ms", "fail", "bind_text", "tb_put", "tb_lit", "tb_str"}
 
 
 def short_dso(d):
@@ -57,9 +63,17 @@ def main():
         total += 1
         by_comm[comm] += 1
         own = None
-        for sym, dso in frames:
-            if dso is not None and dso.endswith("/warmpool"):
-                own = sym
+        # an inlined frame belongs to the binary of the next real frame outwards
+        binary, dsos = None, []
+        for sym, dso in reversed(frames):
+            if dso is not None:
+                binary = dso
+            dsos.append(binary)
+        dsos.reverse()
+        for (sym, _), dso in zip(frames, dsos):
+            if (dso is not None and dso.endswith("/warmpool") and sym not in HELPERS
+                    and not sym.startswith("__")):   # libc's inlined frames
+                own = sym.replace(".part.0", "").replace(".constprop.0", "")
                 break
         if own is None:
             libs = [short_dso(d) for _, d in frames if d and d != "[unknown]"]

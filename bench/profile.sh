@@ -15,10 +15,11 @@
 # removed at the end unless WP_PROF_KEEP=1): per thread, and per thread and library
 # (by_thread.txt, by_thread_dso.txt), and for each kind of thread the warmpool functions
 # its time goes to and the leaf symbols (summary.txt, bench/perf_summary.py).
-# WP_PROF_FLAGS adds flags to warmpool (e.g. "--durability normal").
+# WP_PROF_FLAGS adds flags to warmpool (e.g. "--durability normal"); WP_PROF_BIN runs
+# another binary (e.g. the other side of an A/B).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-WP=$ROOT/build/release/warmpool
+WP=${WP_PROF_BIN:-$ROOT/build/release/warmpool}
 SECS=${WP_PROF_SECONDS:-5}
 FREQ=${WP_PROF_FREQ:-999}
 OUT=${1:-$ROOT/bench/results/profile-$(date -u +%Y%m%dT%H%M%SZ)}
