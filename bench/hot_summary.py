@@ -85,9 +85,13 @@ if celery:
 with open(os.path.join(d, "throughput.dat"), "w") as f:
     for label, v in bars:
         f.write('"%s" %.0f\n' % (label, v))
+load = ""
+for line in out["loadavg"] or []:
+    if line.startswith("hot-"):
+        load += ("; " if load else "") + line.split()[0] + " " + line.split()[2]
 gp = f"""set terminal pngcairo size 1200,560 font ",10"
 set output "{os.path.join(d, 'throughput.png')}"
-set title "no-op tasks (or requests) per second, 2 CPUs shared with the client; loadavg in loadavg.txt"
+set title "no-op tasks (or requests) per second, 2 CPUs shared with the client (1-min load average: {load or 'see loadavg.txt'})"
 set style data histograms
 set style fill solid 0.8 border -1
 set boxwidth 0.75
