@@ -257,6 +257,7 @@ error_log $d/error.log warn;
 events { worker_connections 1024; }
 http {
     access_log off;
+    keepalive_requests 1000000;     # one connection for all the round trips (default 1000)
     client_body_temp_path $d/tmp/body;
     proxy_temp_path $d/tmp/proxy;
     fastcgi_temp_path $d/tmp/fastcgi;

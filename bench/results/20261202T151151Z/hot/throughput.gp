@@ -1,6 +1,6 @@
 set terminal pngcairo size 1200,560 font ",10"
-set output "bench/results/20261202T145527Z/hot/throughput.png"
-set title "no-op tasks (or requests) per second, 2 CPUs shared with the client (1-min load average: hot-start 4.87; hot-end 4.41)"
+set output "/work/wt/hot/bench/results/20261202T151151Z/hot/throughput.png"
+set title "no-op tasks (or requests) per second, 2 CPUs shared with the client (1-min load average: hot-start 3.67)"
 set style data histograms
 set style fill solid 0.8 border -1
 set boxwidth 0.75
@@ -10,5 +10,5 @@ set ylabel "per second"
 set xtics rotate by -35 left font ",8"
 set bmargin 9
 unset key
-plot "bench/results/20261202T145527Z/hot/throughput.dat" using 2:xtic(1) lc rgb "#3b6ea8", \
+plot "/work/wt/hot/bench/results/20261202T151151Z/hot/throughput.dat" using 2:xtic(1) lc rgb "#3b6ea8", \
      "" using 0:2:(sprintf("%.0f", $2)) with labels offset 0,0.7 font ",8"
