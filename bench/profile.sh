@@ -37,7 +37,7 @@ cleanup() {
     if [ "${WP_PROF_KEEP:-0}" = 1 ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
-command -v perf >/dev/null || { echo "profile.sh needs perf (Debian linux-perf)" >&2; exit 1; }
+command -v perf >/dev/null || { echo "profile.sh needs perf: scripts/deps.sh bench" >&2; exit 1; }
 [ -x "$WP" ] || { echo "build the release preset first ($WP)" >&2; exit 1; }
 
 port=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

@@ -17,8 +17,8 @@
 # idle CPU, and a chart (hot/throughput.png); see _bench_hot below. bench/profile.sh
 # (separate: perf) profiles the same load.
 #
-# Installs what is missing (Debian packages only: the build dependencies through
-# scripts/deps.sh, then wrk, redis-server, python3-celery, python3-redis, nginx,
+# Installs what is missing (Debian packages only, through scripts/deps.sh bench: the
+# build dependencies, then wrk, redis-server, python3-celery, python3-redis, nginx,
 # gnuplot-nox, linux-perf), builds the
 # release preset and bench/naive_scan.c, runs the benchmarks on loopback only, writes raw
 # results to bench/results/<UTC timestamp>/ (tool outputs, one JSON per measurement,
@@ -66,27 +66,19 @@ log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
 # ---------------------------------------------------------------- dependencies
 install_deps() {
-    "$ROOT/scripts/deps.sh" build
-    local want=(wrk redis-server redis-tools python3-celery python3-redis procps gcc nginx
-                gnuplot-nox linux-perf curl) missing=()
-    for p in "${want[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    # the Debian packages of redis and nginx start a server (6379, 80) when installed; this
+    # suite runs its own on other ports, so it stops the ones it has just installed
+    local fresh=() sudo="" svc
+    for svc in redis-server nginx; do
+        dpkg-query -W -f='${Status}' "$svc" 2>/dev/null | grep -q 'install ok installed' || fresh+=("$svc")
     done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    local sudo=""
+    "$ROOT/scripts/deps.sh" bench      # the build's packages and the benchmarks' (BENCH_PKGS)
     [ "$(id -u)" -ne 0 ] && sudo=sudo
-    log "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get -o DPkg::Lock::Timeout=300 update -q >/dev/null
-    $sudo apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-    # the Debian packages start a redis on 6379 and an nginx on 80; this suite runs its
-    # own on other ports
-    if command -v systemctl >/dev/null && systemctl is-active -q redis-server 2>/dev/null; then
-        $sudo systemctl stop redis-server || true
-    fi
-    if command -v systemctl >/dev/null && systemctl is-active -q nginx 2>/dev/null; then
-        $sudo systemctl stop nginx || true
-    fi
+    for svc in "${fresh[@]}"; do
+        if command -v systemctl >/dev/null && systemctl is-active -q "$svc" 2>/dev/null; then
+            $sudo systemctl stop "$svc" || true
+        fi
+    done
 }
 
 # ---------------------------------------------------------------- state, clean-up
