@@ -40,6 +40,8 @@ struct api_config {
     unsigned max_event_streams; /* GET /v1/events streams open at once; more get 503 */
     int64_t max_pending;        /* 0: no cap */
     int64_t retention_ms;       /* 0: keep finished tasks */
+    int submit_relaxed;         /* --durability normal: the writer commits submissions
+                                 * STORE_RELAXED, else STORE_DURABLE (docs/reliability.md) */
     int (*request_reload)(void);    /* POST /v1/admin/reload; NULL: no such route */
     const char *const *cors_origins;    /* --cors-origin: "*" or origins; may be NULL */
     int ncors_origins;                  /* 0: no CORS headers at all */

@@ -136,6 +136,10 @@ enum MHD_Result api_reply_static(struct MHD_Connection *conn, unsigned int statu
 /* Queues body as the reply (steals body). extra_header/value may be NULL. */
 enum MHD_Result api_reply_json(struct MHD_Connection *conn, unsigned int status, json_t *body,
                                const char *extra_header, const char *extra_value);
+/* The same with the JSON text already made (steals text, malloc'd; NULL: out of memory). */
+enum MHD_Result api_reply_json_text(struct MHD_Connection *conn, unsigned int status,
+                                    char *text, size_t len, const char *extra_header,
+                                    const char *extra_value);
 enum MHD_Result api_reply_error(struct MHD_Connection *conn, unsigned int status,
                                 const char *code, const char *message);
 enum MHD_Result api_reply_errorf(struct MHD_Connection *conn, unsigned int status,
@@ -150,6 +154,11 @@ enum MHD_Result api_reply_store_error(struct MHD_Connection *conn, int status,
 /* ---------------------------------------------------------------- taskjson.c */
 /* The task object of the API (brief: without input and result). New reference. */
 json_t *taskjson_from_store(const store_task *t, int brief);
+/* The same object as JSON text, byte for byte what json_dumps(JSON_COMPACT) makes of
+ * taskjson_from_store(), built without jansson: input and result are copied as stored.
+ * malloc'd, its length in *len; NULL when out of memory or when a string of the task
+ * (kind, error) holds anything but printable ASCII: then use taskjson_from_store(). */
+char *taskjson_text(const store_task *t, int brief, size_t *len);
 /* Checks one submission object against the API's rules and the kind's validate hook.
  * 0 and *nt filled (nt->input is a new malloc'd JSON text stored in *input_text);
  * else -1 with a message naming the field (prefixed by where, e.g. "tasks[3]."). */

@@ -60,7 +60,14 @@ api_reply_json(struct MHD_Connection *conn, unsigned int status, json_t *body,
 {
     char *text = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     json_decref(body);
-    size_t len = text != NULL ? strlen(text) : 0;
+    return api_reply_json_text(conn, status, text, text != NULL ? strlen(text) : 0,
+                               extra_header, extra_value);
+}
+
+enum MHD_Result
+api_reply_json_text(struct MHD_Connection *conn, unsigned int status, char *text, size_t len,
+                    const char *extra_header, const char *extra_value)
+{
     struct MHD_Response *resp = text == NULL ? NULL
         : MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
     if (resp == NULL) {

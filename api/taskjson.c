@@ -63,6 +63,142 @@ taskjson_from_store(const store_task *t, int brief)
     return o;
 }
 
+/* ---------------------------------------------------------------- the same, as text */
+
+/* A text being built; oom set once an allocation failed (then p may be NULL). */
+struct tbuf {
+    char *p;
+    size_t len, cap;
+    int oom;
+};
+
+static void
+tb_put(struct tbuf *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 512;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (p == NULL) {
+            b->oom = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void
+tb_lit(struct tbuf *b, const char *s)
+{
+    tb_put(b, s, strlen(s));
+}
+
+/* s as a JSON string, escaped as json_dumps() does. Only printable ASCII is written
+ * here: 0 done, -1 for anything else (the caller falls back to jansson, which checks
+ * UTF-8 and escapes control characters its own way). */
+static int
+tb_str(struct tbuf *b, const char *s)
+{
+    tb_put(b, "\"", 1);
+    for (const char *run = s;; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c != '\0' && c != '"' && c != '\\' && c >= 0x20 && c < 0x7f)
+            continue;
+        tb_put(b, run, (size_t)(s - run));
+        if (c == '\0')
+            break;
+        if (c != '"' && c != '\\')
+            return -1;
+        tb_put(b, c == '"' ? "\\\"" : "\\\\", 2);
+        run = s + 1;
+    }
+    tb_put(b, "\"", 1);
+    return 0;
+}
+
+static void
+tb_time(struct tbuf *b, int64_t ms)
+{
+    if (ms == 0) {
+        tb_lit(b, "null");
+        return;
+    }
+    char buf[CLOCK_RFC3339_LEN + 2];
+    buf[0] = '"';
+    clock_format_rfc3339(ms, buf + 1);
+    size_t n = strlen(buf);
+    buf[n] = '"';
+    tb_put(b, buf, n + 1);
+}
+
+/* key (the text before the value, e.g. ",\"attempts\":"), then v in decimal */
+static void
+tb_int(struct tbuf *b, const char *key, int64_t v)
+{
+    char buf[24];
+    int n = snprintf(buf, sizeof buf, "%" PRId64, v);
+    tb_lit(b, key);
+    tb_put(b, buf, (size_t)n);
+}
+
+char *
+taskjson_text(const store_task *t, int brief, size_t *len)
+{
+    const char *state = task_state_name(t->state);
+    if (state == NULL)
+        return NULL;
+    struct tbuf b = {0};
+    int bad = 0;
+    tb_int(&b, "{\"id\":\"", t->id);
+    tb_lit(&b, "\",\"kind\":");
+    bad |= tb_str(&b, t->kind);
+    tb_lit(&b, ",\"state\":");
+    bad |= tb_str(&b, state);
+    tb_int(&b, ",\"priority\":", t->priority);
+    if (!brief) {
+        /* stored as json_dumps() wrote them: compact, so they are copied as they are */
+        tb_lit(&b, ",\"input\":");
+        tb_lit(&b, t->input != NULL ? t->input : "null");
+        tb_lit(&b, ",\"result\":");
+        tb_lit(&b, t->result != NULL ? t->result : "null");
+    }
+    tb_lit(&b, ",\"error\":");
+    if (t->error_code == NULL) {
+        tb_lit(&b, "null");
+    } else {
+        tb_lit(&b, "{\"code\":");
+        bad |= tb_str(&b, t->error_code);
+        tb_lit(&b, ",\"message\":");
+        bad |= tb_str(&b, t->error_message ? t->error_message : "");
+        tb_lit(&b, "}");
+    }
+    tb_int(&b, ",\"attempts\":", t->attempts);
+    tb_int(&b, ",\"max_attempts\":", t->max_attempts);
+    tb_int(&b, ",\"timeout_ms\":", t->timeout_ms);
+    tb_lit(&b, ",\"created_at\":");
+    tb_time(&b, t->created_at_ms);
+    tb_lit(&b, ",\"started_at\":");
+    tb_time(&b, t->started_at_ms);
+    tb_lit(&b, ",\"finished_at\":");
+    tb_time(&b, t->finished_at_ms);
+    tb_lit(&b, ",\"run_after\":");
+    tb_time(&b, t->state == TASK_PENDING ? t->run_after_ms : 0);
+    tb_lit(&b, "}");
+    if (bad || b.oom) {
+        free(b.p);
+        return NULL;
+    }
+    *len = b.len;
+    return b.p;
+}
+
 /* An optional integer field: absent or null takes def. 0 ok, -1 with err. */
 static int
 int_field(const json_t *obj, const char *name, const char *where, json_int_t lo,

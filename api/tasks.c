@@ -36,17 +36,23 @@ reply_no_store(struct MHD_Connection *conn)
                            "the database cannot be opened; retry shortly");
 }
 
+/* The task as text straight from the store's strings (taskjson_text: no parse of its
+ * input and result, no jansson objects), or through jansson when it cannot. */
 static enum MHD_Result
 reply_task(struct MHD_Connection *conn, unsigned int status, const store_task *t,
            int with_location)
 {
+    char loc[64];
+    snprintf(loc, sizeof loc, "/v1/tasks/%" PRId64, t->id);
+    const char *hdr = with_location ? MHD_HTTP_HEADER_LOCATION : NULL;
+    size_t len;
+    char *text = taskjson_text(t, 0, &len);
+    if (text != NULL)
+        return api_reply_json_text(conn, status, text, len, hdr, with_location ? loc : NULL);
     json_t *body = taskjson_from_store(t, 0);
     if (body == NULL)
         return MHD_NO;
-    char loc[64];
-    snprintf(loc, sizeof loc, "/v1/tasks/%" PRId64, t->id);
-    return api_reply_json(conn, status, body, with_location ? MHD_HTTP_HEADER_LOCATION : NULL,
-                          with_location ? loc : NULL);
+    return api_reply_json(conn, status, body, hdr, with_location ? loc : NULL);
 }
 
 /* Parses the body as a JSON object. NULL after replying 400 (*ret set). */
@@ -272,6 +278,30 @@ batch_done(struct MHD_Connection *conn, struct req *r)
         return reply_draining(conn);
     if (r->job.status != STORE_OK)
         return api_reply_store_error(conn, r->job.status, "batch submit", r->job.errmsg);
+    /* {"tasks":[...]} from the tasks' texts (see reply_task), else through jansson */
+    size_t cap = 16, len = 0;
+    char *text = malloc(cap);
+    for (size_t i = 0; text != NULL && i < r->job.n; i++) {
+        size_t n;
+        char *one = taskjson_text(&r->job.out[i], 0, &n);
+        char *grown = one != NULL && len + n + 16 > cap ? realloc(text, cap = (len + n + 16) * 2)
+                                                        : text;
+        if (one == NULL || grown == NULL) {
+            free(one);
+            free(grown != NULL ? grown : text);
+            text = NULL;
+            break;
+        }
+        text = grown;
+        len += (size_t)sprintf(text + len, "%s%s", i == 0 ? "{\"tasks\":[" : ",", one);
+        free(one);
+    }
+    if (text != NULL) {
+        memcpy(text + len, "]}", 3);
+        for (size_t i = 0; i < r->job.n; i++)
+            log_submitted(r, &r->job.out[i]);
+        return api_reply_json_text(conn, MHD_HTTP_ACCEPTED, text, len + 2, NULL, NULL);
+    }
     json_t *arr = json_array();
     for (size_t i = 0; arr != NULL && i < r->job.n; i++) {
         log_submitted(r, &r->job.out[i]);

@@ -291,6 +291,16 @@ writer_main(void *arg)
     return NULL;
 }
 
+/* store_explain()'s callback: keeps the "connection" line (the durability setting). */
+static void
+connection_setting(void *arg, const char *name, const char *plan)
+{
+    if (strcmp(name, "connection") == 0) {
+        snprintf(arg, 128, "%s", plan);
+        ((char *)arg)[strcspn(arg, "\n")] = '\0';
+    }
+}
+
 struct writer *
 writer_start(struct api_ctx *ctx, char *err, size_t errlen)
 {
@@ -301,11 +311,18 @@ writer_start(struct api_ctx *ctx, char *err, size_t errlen)
     }
     w->ctx = ctx;
     w->purge_batch = 256;
-    w->st = store_open(ctx->cfg->db_path, STORE_DURABLE | STORE_MAINTAINER, 5000, err, errlen);
+    int durability = ctx->cfg->submit_relaxed ? STORE_RELAXED : STORE_DURABLE;
+    w->st = store_open(ctx->cfg->db_path, durability | STORE_MAINTAINER, 5000, err, errlen);
     if (w->st == NULL) {
         free(w);
         return NULL;
     }
+    /* read the connection's setting back from the store, so the log says what a 202
+     * is worth (tests check that --durability reaches the database) */
+    char conn[128] = "";
+    store_explain(w->st, connection_setting, conn);
+    log_info("submissions: --durability %s (%s)", ctx->cfg->submit_relaxed ? "normal" : "full",
+             conn[0] != '\0' ? conn : "setting unknown");
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {

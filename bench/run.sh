@@ -2,7 +2,7 @@
 # bench/run.sh -- warmpool's benchmark suite, one command.
 #
 #   bench/run.sh                  every benchmark
-#   bench/run.sh throughput       one of: throughput | sharing | preload | wal | exec | scale | pg
+#   bench/run.sh throughput       one of: throughput | hot | sharing | preload | wal | exec | scale | pg
 #   bench/run.sh ab REV           the working tree against git revision REV: no-op tasks
 #                                 end to end (wrk and batch), the two alternating
 #
@@ -12,14 +12,21 @@
 # measures the PostgreSQL backend against SQLite on this machine, with one and with two
 # instances, and a task's cost to the database; see _bench_pg below.
 #
-# Installs what is missing (Debian packages only: the build dependencies through
-# scripts/deps.sh, then wrk, redis-server, python3-celery, python3-redis), builds the
+# `hot` (part of `all`) is the hot path of issue 12: nginx's `return 200` ceiling under
+# the same wrk line, warmpool with --durability full and normal, one client's round trip,
+# idle CPU, and a chart (hot/throughput.png); see _bench_hot below. bench/profile.sh
+# (separate: perf) profiles the same load.
+#
+# Installs what is missing (Debian packages only, through scripts/deps.sh bench: the
+# build dependencies, then wrk, redis-server, python3-celery, python3-redis, nginx,
+# gnuplot-nox, linux-perf), builds the
 # release preset and bench/naive_scan.c, runs the benchmarks on loopback only, writes raw
 # results to bench/results/<UTC timestamp>/ (tool outputs, one JSON per measurement,
 # summary.json) and prints a summary table. Generated data (the 20,000-rule file, the
 # texts) and the databases live in a temporary folder, removed at the end.
 #
 # Knobs (environment): WP_BENCH_REPS (3), WP_BENCH_TP_N (20000 warmpool/PPE tasks),
+# WP_BENCH_HOT_SECONDS (10: nginx's wrk run), WP_BENCH_RT_N (2000 round trips),
 # WP_BENCH_CELERY_N (5000), WP_BENCH_SCAN_N (2000), WP_BENCH_NAIVE_N (40),
 # WP_BENCH_EXEC_MB (256), WP_BENCH_EXEC_ENTRIES (1000000), WP_BENCH_EXEC_N (TP_N),
 # WP_BENCH_KEEP_WORK=1 keeps the temporary folder. scale: WP_BENCH_SCALE_SIZES
@@ -33,7 +40,7 @@ BENCH=$ROOT/bench
 PY=/usr/bin/python3
 export PYTHONDONTWRITEBYTECODE=1 # no __pycache__ in bench/
 WHAT=${1:-all}
-case $WHAT in all | throughput | sharing | preload | wal | exec | scale | pg) ;;
+case $WHAT in all | throughput | hot | sharing | preload | wal | exec | scale | pg) ;;
 ab)
     [ $# -eq 2 ] || {
         echo "usage: $0 ab REV   (the working tree against git revision REV)" >&2
@@ -45,7 +52,7 @@ ab)
     }
     ;;
 *)
-    echo "usage: $0 [all|throughput|sharing|preload|wal|exec|scale|pg] | $0 ab REV" >&2
+    echo "usage: $0 [all|throughput|hot|sharing|preload|wal|exec|scale|pg] | $0 ab REV" >&2
     exit 2
     ;;
 esac
@@ -59,22 +66,19 @@ log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
 # ---------------------------------------------------------------- dependencies
 install_deps() {
-    "$ROOT/scripts/deps.sh" build
-    local want=(wrk redis-server redis-tools python3-celery python3-redis procps gcc) missing=()
-    for p in "${want[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    # the Debian packages of redis and nginx start a server (6379, 80) when installed; this
+    # suite runs its own on other ports, so it stops the ones it has just installed
+    local fresh=() sudo="" svc
+    for svc in redis-server nginx; do
+        dpkg-query -W -f='${Status}' "$svc" 2>/dev/null | grep -q 'install ok installed' || fresh+=("$svc")
     done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    local sudo=""
+    "$ROOT/scripts/deps.sh" bench      # the build's packages and the benchmarks' (BENCH_PKGS)
     [ "$(id -u)" -ne 0 ] && sudo=sudo
-    log "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get -o DPkg::Lock::Timeout=300 update -q >/dev/null
-    $sudo apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-    # the Debian package starts a redis on 6379; this suite runs its own on another port
-    if command -v systemctl >/dev/null && systemctl is-active -q redis-server 2>/dev/null; then
-        $sudo systemctl stop redis-server || true
-    fi
+    for svc in "${fresh[@]}"; do
+        if command -v systemctl >/dev/null && systemctl is-active -q "$svc" 2>/dev/null; then
+            $sudo systemctl stop "$svc" || true
+        fi
+    done
 }
 
 # ---------------------------------------------------------------- state, clean-up
@@ -121,6 +125,7 @@ stop_pg() {
 }
 cleanup() {
     stop_warmpool
+    stop_nginx
     stop_celery
     stop_pg
     if [ "${WP_BENCH_KEEP_WORK:-0}" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
@@ -215,6 +220,105 @@ _bench_throughput() {
     stop_celery
 }
 
+# ---------------------------------------------------------------- hot
+# The hot path (issue 12), in one run, both --durability modes: nginx's `return 200`
+# under the same wrk line (-t2 -c32) as warmpool's one-task-per-POST (the HTTP ceiling of
+# this machine); warmpool end to end, one task per POST (wrk) and batches of 100; PPE(2)
+# in process; one client's round trip (POST ?wait, bench/rtclient.c, WP_BENCH_RT_N tasks
+# after 100 unmeasured) and the same client against nginx (the floor of a round trip);
+# the CPU an idle warmpool (2 workers) uses over 10 s (/proc of all its processes); a
+# chart of throughput per system (hot/throughput.png, bench/hot_summary.py).
+NGINX_PID=""
+stop_nginx() {
+    [ -n "$NGINX_PID" ] || return 0
+    kill -TERM "$NGINX_PID" 2>/dev/null || true
+    wait "$NGINX_PID" 2>/dev/null || true
+    NGINX_PID=""
+}
+
+start_nginx() { # sets NGINX_PORT
+    local d=$WORK/nginx
+    NGINX_PORT=$(free_port)
+    mkdir -p "$d/tmp"
+    # as many worker processes as warmpool has HTTP threads (2); no logging
+    cat >"$d/nginx.conf" <<NGX
+worker_processes 2;
+daemon off;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    keepalive_requests 1000000;     # one connection for all the round trips (default 1000)
+    client_body_temp_path $d/tmp/body;
+    proxy_temp_path $d/tmp/proxy;
+    fastcgi_temp_path $d/tmp/fastcgi;
+    uwsgi_temp_path $d/tmp/uwsgi;
+    scgi_temp_path $d/tmp/scgi;
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / { return 200 "ok\n"; }
+    }
+}
+NGX
+    cp "$d/nginx.conf" "$OUT/hot/nginx.conf"
+    echo "nginx -c hot/nginx.conf -p DIR -e DIR/error.log" >>"$OUT/commands.txt"
+    nginx -c "$d/nginx.conf" -p "$d" -e "$d/error.log" &
+    NGINX_PID=$!
+    for _ in $(seq 100); do
+        curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT/" && return 0
+        sleep 0.1
+    done
+    die "nginx did not start: $(tail -3 "$d/error.log" 2>/dev/null)"
+}
+
+_bench_hot() {
+    local d=$OUT/hot secs=${WP_BENCH_HOT_SECONDS:-10} rt_n=${WP_BENCH_RT_N:-2000} r mode port
+    mkdir -p "$d"
+    local rt=$ROOT/build/release/bench/rtclient
+    log "hot: nginx return 200, wrk -t2 -c32 -d${secs}s; $REPS repetitions"
+    start_nginx
+    for r in $(seq "$REPS"); do
+        run timeout $((secs + 30)) wrk -t2 -c32 -d"${secs}s" --latency \
+            "http://127.0.0.1:$NGINX_PORT/" >"$d/nginx_$r.wrk.txt" 2>&1 || true
+    done
+    log "hot: round trip of one client to nginx (the floor), $rt_n requests"
+    run "$rt" plain 127.0.0.1 "$NGINX_PORT" "$rt_n" 100 >"$d/rt_nginx.json"
+    stop_nginx
+    for mode in full normal; do
+        log "hot: warmpool --durability $mode: end to end (wrk and batch), $REPS repetitions of $TP_N"
+        for r in $(seq "$REPS"); do
+            start_warmpool "hot-$mode-wrk-$r" --workers 2 --durability "$mode" ||
+                die "cannot start warmpool"
+            WPB e2e "$URL" "$d/${mode}_wrk_$r.json" --mode wrk --n "$TP_N" \
+                --wrk-script "$BENCH/submit.lua" --wrk-threads 2 --wrk-conns 32 --wrk-seconds 60 >/dev/null
+            stop_warmpool
+            start_warmpool "hot-$mode-batch-$r" --workers 2 --durability "$mode" ||
+                die "cannot start warmpool"
+            WPB e2e "$URL" "$d/${mode}_batch_$r.json" --mode batch --n "$TP_N" \
+                --per-batch 100 --threads 4 >/dev/null
+            stop_warmpool
+        done
+        log "hot: warmpool --durability $mode: round trip (POST ?wait), $rt_n tasks"
+        start_warmpool "hot-$mode-rt" --workers 2 --durability "$mode" || die "cannot start warmpool"
+        port=${URL##*:}
+        run "$rt" task 127.0.0.1 "$port" "$rt_n" 100 >"$d/rt_$mode.json"
+        stop_warmpool
+    done
+    log "hot: idle CPU of warmpool (2 workers), 10 s"
+    start_warmpool hot-idle --workers 2 || die "cannot start warmpool"
+    sleep 2                             # past the start
+    WPB idle-cpu "$WP_PID" "$d/idle_cpu.json" --seconds 10 >/dev/null
+    stop_warmpool
+    if [ ! -e "$OUT/throughput/ppe_1.json" ]; then
+        log "hot: ProcessPoolExecutor(2), $REPS repetitions of $TP_N"
+        for r in $(seq "$REPS"); do
+            run timeout 300 $PY "$BENCH/ppe_bench.py" throughput "$TP_N" "$d/ppe_$r.json" >/dev/null
+        done
+    fi
+    $PY "$BENCH/hot_summary.py" "$d"
+}
+
 # ---------------------------------------------------------------- sharing
 _bench_sharing() {
     local d=$OUT/sharing
@@ -279,11 +383,11 @@ mkdir -p "$OUT"
 log "results: $OUT"
 log "building the release preset"
 (cd "$ROOT" && cmake --preset release >"$WORK/build.log" 2>&1 &&
-    cmake --build --preset release -j2 --target warmpool lookup wp-exec-drive scale_tool store_cost >>"$WORK/build.log" 2>&1) || {
+    cmake --build --preset release -j2 --target warmpool lookup wp-exec-drive scale_tool store_cost rtclient >>"$WORK/build.log" 2>&1) || {
     tail -40 "$WORK/build.log" >&2
     exit 1
 }
-printf 'cmake --preset release && cmake --build --preset release -j2 --target warmpool lookup wp-exec-drive scale_tool store_cost\n' >>"$OUT/commands.txt"
+printf 'cmake --preset release && cmake --build --preset release -j2 --target warmpool lookup wp-exec-drive scale_tool store_cost rtclient\n' >>"$OUT/commands.txt"
 
 # ---------------------------------------------------------------- wal
 # The WAL under constant load: submissions (wrk, one task per POST) and workers writing
@@ -640,6 +744,7 @@ pg_e2e() {
 # other processes on the machine make every figure noisier: note the load around each part
 loadavg() { echo "$1 $(date -u +%H:%M:%S) $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/loadavg.txt"; }
 bench_throughput() { loadavg throughput-start; _bench_throughput; loadavg throughput-end; }
+bench_hot() { loadavg hot-start; _bench_hot; loadavg hot-end; }
 bench_sharing() { loadavg sharing-start; _bench_sharing; loadavg sharing-end; }
 bench_preload() { loadavg preload-start; _bench_preload; loadavg preload-end; }
 bench_wal() { loadavg wal-start; _bench_wal; loadavg wal-end; }
@@ -651,6 +756,7 @@ bench_pg() { loadavg pg-start; _bench_pg; loadavg pg-end; }
 case $WHAT in
 all)
     bench_throughput
+    bench_hot
     bench_sharing
     bench_preload
     bench_wal
@@ -659,6 +765,7 @@ all)
 wal) bench_wal ;;
 exec) bench_exec ;;
 throughput) bench_throughput ;;
+hot) bench_hot ;;
 sharing) bench_sharing ;;
 preload) bench_preload ;;
 ab)

@@ -9,6 +9,11 @@ Subcommands (each writes one JSON file with what it measured):
       threads), poll /v1/stats every 20 ms (--poll-ms), and time: first submission ->
       last 202 (submissions/s) and first submission -> pending+running == 0 (end to
       end). --allow-existing: the database may hold tasks already (counts are deltas).
+  roundtrip URL OUT [--n N] [--wait-on URL2]   one task at a time, POST ?wait (then GET
+      ?wait on URL2): p50, p90, p99, p999 and max in ms (Python's http.client adds
+      about 0.1-0.2 ms of its own to each).
+  idle-cpu PID OUT [--seconds S]               CPU time (utime + stime, /proc) of PID and
+      its descendants over S seconds.
   latency URL OUT [--n N]                      N sequential requests (keep-alive) to
       /v1/stats, each list filter (a page of 20, and the next page by its cursor) and
       GET /v1/tasks/{id} of random ids: median, p90, p99 and max per request, in ms.
@@ -261,7 +266,57 @@ def cmd_roundtrip(a):
             times.append(dt)
     res = {"n": len(times), "submit": a.submit, "wait_on": a.wait_on,
            "p50_ms": pct(times, 50), "p90_ms": pct(times, 90), "p99_ms": pct(times, 99),
+           "p999_ms": pct(times, 99.9), "max_ms": max(times),
            "mean_ms": sum(times) / len(times)}
+    write(a.out, res)
+    return 0
+
+
+def cmd_idle_cpu(a):
+    """CPU time of a process and all its descendants over --seconds: utime + stime from
+    /proc/PID/stat at the start and the end (a process that appears or goes meanwhile
+    counts from when it is seen)."""
+    hz = os.sysconf("SC_CLK_TCK")
+
+    def tree(root):
+        kids = {}
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    st = open("/proc/%s/stat" % d).read()
+                except OSError:
+                    continue
+                ppid = int(st.rsplit(")", 1)[1].split()[1])
+                kids.setdefault(ppid, []).append(int(d))
+        out, todo = [], [root]
+        while todo:
+            p = todo.pop()
+            out.append(p)
+            todo.extend(kids.get(p, []))
+        return out
+
+    def ticks(pid):
+        try:
+            f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return int(f[11]) + int(f[12])     # utime, stime
+
+    before = {p: ticks(p) for p in tree(a.pid)}
+    t0 = time.monotonic()
+    time.sleep(a.seconds)
+    wall = time.monotonic() - t0
+    after = {p: ticks(p) for p in tree(a.pid)}
+    per = {}
+    for p, t1 in after.items():
+        if t1 is None:
+            continue
+        name = open("/proc/%d/comm" % p).read().strip() if os.path.exists("/proc/%d/comm" % p) else "?"
+        per["%d %s" % (p, name)] = (t1 - (before.get(p) or 0)) * 1000 / hz
+    cpu_ms = sum(per.values())
+    res = {"seconds": wall, "processes": len(after), "cpu_ms": cpu_ms,
+           "cpu_percent_of_one_core": 100 * cpu_ms / 1000 / wall, "per_process_ms": per,
+           "clock_ticks_per_s": hz}
     write(a.out, res)
     return 0
 
@@ -551,6 +606,10 @@ def main():
     p.add_argument("--wait-on")
     p.add_argument("--n", type=int, default=300)
     p.add_argument("--warmup", type=int, default=20)
+    p = sub.add_parser("idle-cpu")
+    p.add_argument("pid", type=int)
+    p.add_argument("out")
+    p.add_argument("--seconds", type=float, default=10)
     p = sub.add_parser("latency")
     p.add_argument("url")
     p.add_argument("out")
@@ -582,7 +641,7 @@ def main():
     p.add_argument("out")
     a = ap.parse_args()
     fn = {"wait-ready": cmd_wait_ready, "e2e": cmd_e2e, "latency": cmd_latency,
-          "roundtrip": cmd_roundtrip,
+          "roundtrip": cmd_roundtrip, "idle-cpu": cmd_idle_cpu,
           "sharing": cmd_sharing,
           "preload": cmd_preload, "naive": cmd_naive, "compare": cmd_compare}[a.cmd]
     sys.exit(fn(a))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # deps.sh -- install the Debian/Ubuntu packages warmpool builds and tests with.
-# Installs only what is missing; needs root (or sudo). Usage: scripts/deps.sh [build|test]
+# Installs only what is missing; needs root (or sudo). Usage: scripts/deps.sh [build|test|bench]
 set -euo pipefail
 
 BUILD_PKGS=(build-essential cmake pkg-config libmicrohttpd-dev libjansson-dev
@@ -14,8 +14,14 @@ TEST_PKGS=(libcmocka-dev libcurl4-openssl-dev curl clang libclang-rt-14-dev valg
            python3 nodejs python3-jsonschema chromium chromium-driver python3-selenium
            prometheus python3-prometheus-client postgresql-15)
 
+# bench/run.sh and bench/profile.sh: the load generator, Celery + Redis for the
+# comparison, nginx for the HTTP ceiling, gnuplot for the chart, perf for profiles
+BENCH_PKGS=(wrk redis-server redis-tools python3-celery python3-redis procps gcc nginx
+            gnuplot-nox linux-perf curl)
+
 want=("${BUILD_PKGS[@]}")
 [ "${1:-build}" = test ] && want+=("${TEST_PKGS[@]}")
+[ "${1:-build}" = bench ] && want+=("${BENCH_PKGS[@]}")
 
 missing=()
 for p in "${want[@]}"; do

@@ -14,7 +14,7 @@
 
 enum opt_type { OPT_INT, OPT_BOOL, OPT_PATH, OPT_LISTEN, OPT_LOG_LEVEL, OPT_PLUGIN,
                 OPT_KIND_CONFIG, OPT_EXEC_KIND, OPT_SCAN_RULES, OPT_DURATION, OPT_TOKEN,
-                OPT_TOKEN_FILE, OPT_LOG_FORMAT, OPT_CORS_ORIGIN };
+                OPT_TOKEN_FILE, OPT_LOG_FORMAT, OPT_CORS_ORIGIN, OPT_DURABILITY };
 
 struct opt {
     const char *name;           /* without the leading "--" */
@@ -68,6 +68,10 @@ static const struct opt OPTS[] = {
     {"lease-ms", OPT_INT, OFF(lease_ms), 500, 3600000, "MS",
      "with PostgreSQL: how long this instance may stay silent before the others take its "
      "running tasks back (default 10000)"},
+    {"durability", OPT_DURABILITY, OFF(durability_normal), 0, 0, "full|normal",
+     "full: a 202 is sent once its task is on disk (survives power loss); normal: once it "
+     "is committed, not yet on disk (survives a crash of warmpool, not a power loss: "
+     "docs/reliability.md) (default full)"},
     {"retention", OPT_DURATION, OFF(retention_ms), 0, 0, "AGE",
      "delete finished tasks older than AGE, e.g. 90s, 30m, 12h, 7d (default 0: keep)"},
     {"api-token", OPT_TOKEN, OFF(api_token), 0, 0, "TOKEN",
@@ -366,6 +370,13 @@ set_opt(const struct opt *o, const char *text, struct config *cfg, const char *s
         memcpy(cfg->api_token, line, strlen(line) + 1);
         return 0;
     }
+    case OPT_DURABILITY:
+        if (strcmp(text, "full") != 0 && strcmp(text, "normal") != 0) {
+            snprintf(err, errlen, "%s: '%.100s' is not one of full, normal", source, text);
+            return -1;
+        }
+        *(int *)(base + o->offset) = strcmp(text, "normal") == 0;
+        return 0;
     case OPT_LOG_FORMAT:
         if (log_format_parse(text, &cfg->log_format) != 0) {
             snprintf(err, errlen, "%s: '%.100s' is not one of text, json", source, text);

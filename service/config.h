@@ -37,6 +37,8 @@ struct config {
     int64_t max_worker_rss_mb;  /* ... or once its RSS passes this; 0 = never */
     int64_t retention_ms;       /* terminal tasks older than this are deleted; 0 = keep */
     int64_t lease_ms;           /* silent this long, the others take its running tasks */
+    int durability_normal;      /* --durability normal: submissions commit without waiting
+                                 * for the disk (STORE_RELAXED); 0 = full (STORE_DURABLE) */
     char api_token[512];        /* "" = no authentication */
     char metrics_token[512];    /* "" = GET /metrics is open */
     int64_t max_event_streams;  /* GET /v1/events streams at once (< max_connections) */

@@ -136,6 +136,7 @@ run_http(const struct zygote_env *env, struct exec_child *validators, int valida
         .max_event_streams = (unsigned)cfg->max_event_streams,
         .max_pending = cfg->max_pending,
         .retention_ms = cfg->retention_ms,
+        .submit_relaxed = cfg->durability_normal,
         .request_reload = request_reload,
         .cors_origins = cfg->cors_origins,
         .ncors_origins = cfg->ncors_origins,

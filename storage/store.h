@@ -302,8 +302,9 @@ int64_t store_count_pending(store *s);
 int store_purge(store *s, int64_t before_ms, int limit, int *deleted);
 /* Housekeeping, called now and then (four times a second) by the STORE_MAINTAINER
  * connection between its transactions: SQLite copies a WAL that passed 32 MB back into
- * the database and truncates it. STORE_OK; when it did something, a line saying what in
- * note (else note is ""). */
+ * the database and truncates it; a STORE_RELAXED maintainer also syncs the WAL once a
+ * second when anyone committed (so relaxed commits are on disk within about a second).
+ * STORE_OK; when it did something, a line saying what in note (else note is ""). */
 int store_maintain(store *s, char *note, size_t notelen);
 /* A cheap read that proves the database file can be read now: it opens a read
  * transaction and reads from the file, not from this connection's page cache. */

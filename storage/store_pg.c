@@ -1584,11 +1584,15 @@ pg_explain(store *s, store_plan_fn *fn, void *arg)
     int rc = ensure(s);
     if (rc != STORE_OK)
         return rc;
+    /* the connection's durability, read back from the server */
     char line[128];
+    PGresult *r = PQexec(s->conn, "SHOW synchronous_commit");
     snprintf(line, sizeof line, "synchronous_commit=%s\n",
-             (s->flags & STORE_RELAXED) ? "off" : "on");
+             PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 ? PQgetvalue(r, 0, 0)
+                                                                       : "?");
+    PQclear(r);
     fn(arg, "connection", line);
-    PGresult *r = PQexec(s->conn, "SET plan_cache_mode = force_generic_plan");
+    r = PQexec(s->conn, "SET plan_cache_mode = force_generic_plan");
     PQclear(r);
     for (int i = 0; i < S_COUNT_OF; i++) {
         char name[64], sql[512];

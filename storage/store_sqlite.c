@@ -235,6 +235,8 @@ struct store {
     char *path;
     int busy_ms;                /* lock budget of one call */
     int64_t busy_since_ms;      /* monotonic time the current wait for the lock began */
+    int64_t synced_ms;          /* a relaxed maintainer: when sq_maintain last looked, */
+    int64_t synced_version;     /* and the commits seen then (commits_seen()) */
     sqlite3_stmt *st[S_COUNT_OF];
 };
 
@@ -1207,15 +1209,50 @@ sq_checkpoint(store *s, int64_t *wal_frames)
  * stat() is all a call costs when nothing is due. */
 #define WAL_CHECK_BYTES (32LL * 1024 * 1024)
 
+/* A number that changes with every commit, this connection's (total_changes) or another's
+ * (PRAGMA data_version); -1 when it cannot be read. */
+static int64_t
+commits_seen(store *s)
+{
+    sqlite3_stmt *st;
+    int64_t v = -1;
+    if (sqlite3_prepare_v2(s->db, "PRAGMA data_version", -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    if (sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0) * 1000003 + sqlite3_total_changes64(s->db);
+    sqlite3_finalize(st);
+    return v;
+}
+
+/* A relaxed maintainer (the writer with --durability normal) commits without an fsync,
+ * and so may everyone else: at most this long after a commit, sq_maintain syncs the WAL
+ * with a passive checkpoint (SQLite syncs the WAL before it copies frames back), so a
+ * power loss takes at most about the last second of commits, not everything since the
+ * last checkpoint (which, idle, may be never). Nothing new: no sync, a few microseconds. */
+#define RELAXED_SYNC_MS 1000
+
 static int
 sq_maintain(store *s, char *note, size_t notelen)
 {
+    int64_t now = clock_mono_ms();
+    int64_t seen;
+    if ((s->flags & STORE_RELAXED) && (s->flags & STORE_MAINTAINER) &&
+        now - s->synced_ms >= RELAXED_SYNC_MS &&
+        (seen = commits_seen(s)) != s->synced_version) {
+        int log = 0, done = 0;
+        s->synced_ms = now;
+        int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+        if (rc != SQLITE_OK)
+            return fail(s, "sync", rc);
+        s->synced_version = seen;
+        snprintf(note, notelen, "WAL synced: %d of its %d frames in the database file", done, log);
+    }
     char wal[4200];
     struct stat sb;
     snprintf(wal, sizeof wal, "%s-wal", s->path);
     if (stat(wal, &sb) != 0 || sb.st_size <= WAL_CHECK_BYTES)
         return STORE_OK;
-    int64_t frames = 0, t0 = clock_mono_ms();
+    int64_t frames = 0, t0 = now;
     int rc = sq_checkpoint(s, &frames);
     if (rc == STORE_OK)
         snprintf(note, notelen, "checkpoint: WAL of %lld MB copied back and truncated in %lld ms",

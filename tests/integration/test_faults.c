@@ -4,7 +4,8 @@
  *
  *  - kill -9 a busy worker 20 times during a load;
  *  - kill -9 the whole service at random (seeded) moments during a submit load
- *    of 4 clients, restart on the same database, 10 times; integrity_check;
+ *    of 4 clients, restart on the same database, 10 times; integrity_check; the same 4
+ *    times with --durability normal (and the flag read back from the database);
  *  - a task past its timeout is killed and retried; a spinning worker does not
  *    stop the others;
  *  - SIGTERM under a submit load;
@@ -411,21 +412,41 @@ static int integrity_check(const char *db, char *out, size_t outlen, long long *
     return 0;
 }
 
-WP_TEST(test_kill_whole_service_10_times) {
+/* The HTTP process logs its writer's durability as read back from the database
+ * (api/writer.c): the --durability flag reaches the store. */
+static void expect_durability_logged(const wp_server *s, bool normal) {
+    const char *want = wp_pg_mode() ? (normal ? "(synchronous_commit=off)" : "(synchronous_commit=on)")
+                                    : (normal ? "(synchronous=NORMAL " : "(synchronous=FULL ");
+    char line[128];
+    snprintf(line, sizeof line, "submissions: --durability %s %s", normal ? "normal" : "full", want);
+    for (int i = 0; i < 100; i++) {
+        char *log = wp_server_read_log(s);
+        bool found = log != NULL && strstr(log, line) != NULL;
+        free(log);
+        if (found) return;
+        wp_sleep_ms(50);
+    }
+    wp_server_dump_log(s, 4000);
+    fail_msg("the log has no line '%s'", line);
+}
+
+/* rounds kill -9s of the whole service under a submit load, with args; then every
+ * acknowledged task must be there and finish. normal: --durability normal is in args. */
+static void kill_whole_service_rounds(const char *const *args, int rounds, bool normal) {
     unsigned seed = (unsigned)(getenv("WP_FAULT_SEED") ? strtoul(getenv("WP_FAULT_SEED"), NULL, 10)
                                                        : (unsigned long)(wp_wall_ms() % 1000000));
     print_message("faults: service kill -9 seed %u (replay with WP_FAULT_SEED=%u)\n", seed, seed);
     srand(seed);
     wp_make_temp_dir(g_dir, sizeof g_dir);
-    const char *const args[] = {"--workers", "2", "--retry-base-ms", "50", "--grace-ms", "3000", NULL};
 
     sub_t *all = NULL;
     int nall = 0, capall = 0, unexpected = 0;
     long long total_no_answer = 0;
     char first_unexpected[400] = "";
-    for (int round = 0; round < KS_ROUNDS; round++) {
+    for (int round = 0; round < rounds; round++) {
         wp_opts o = {.dir = g_dir, .args = args};
         wp_server *s = wp_server_start(&o);
+        if (round == 0) expect_durability_logged(s, normal);
         /* everything acknowledged before the last kill is still there */
         check_exist(s, all, nall, "after a kill -9 of the whole service");
         atomic_int stop = 0;
@@ -485,23 +506,34 @@ WP_TEST(test_kill_whole_service_10_times) {
                   " WHERE state <> 'running' GROUP BY state, kind) AS real USING (state, kind)"
                   " WHERE kept.n IS DISTINCT FROM real.n",
                   v, sizeof v);
-        if (strcmp(v, "0") != 0) fail_msg("%s (state, kind) counts differ from COUNT(*) after %d kills", v, KS_ROUNDS);
+        if (strcmp(v, "0") != 0) fail_msg("%s (state, kind) counts differ from COUNT(*) after %d kills", v, rounds);
         snprintf(ic, sizeof ic, "ok");
     } else if (integrity_check(dbpath, ic, sizeof ic, &rows, &unfinished) != 0) {
         fail_msg("sqlite3: %s", ic);
     }
-    if (strcmp(ic, "ok") != 0) fail_msg("PRAGMA integrity_check after %d kills: %s", KS_ROUNDS, ic);
+    if (strcmp(ic, "ok") != 0) fail_msg("PRAGMA integrity_check after %d kills: %s", rounds, ic);
     if (rows != stored) fail_msg("the database has %lld tasks, stats said %lld", rows, stored);
     if (unfinished != 0) fail_msg("%lld tasks not terminal in the database after the final stop", unfinished);
     print_message("faults: service kill -9: %d kills survived, %d acknowledged tasks checked (%d succeeded, %d "
                   "failed worker_lost after max_attempts, %lld stored in all, %lld submissions cut off unanswered), "
                   "%s ok, lost: 0\n",
-                  KS_ROUNDS, nall, cs.ok, cs.lost_ok, stored, total_no_answer,
+                  rounds, nall, cs.ok, cs.lost_ok, stored, total_no_answer,
                   wp_pg_mode() ? "counts" : "integrity_check");
     free(all);
 }
 
-/* ---------------------------------------------------------------- timeouts */
+WP_TEST(test_kill_whole_service_10_times) {
+    const char *const args[] = {"--workers", "2", "--retry-base-ms", "50", "--grace-ms", "3000", NULL};
+    kill_whole_service_rounds(args, KS_ROUNDS, false);
+}
+
+/* --durability normal: a 202 no longer waits for an fsync, but it still waits for the
+ * commit, so a kill -9 of warmpool (not of the machine) loses nothing acknowledged */
+WP_TEST(test_kill_whole_service_durability_normal) {
+    const char *const args[] = {"--workers", "2", "--retry-base-ms", "50", "--grace-ms", "3000",
+                                "--durability", "normal", NULL};
+    kill_whole_service_rounds(args, 4, true);
+}
 
 WP_TEST(test_timeout_kills_and_retries) {
     wp_server *s = wp_server_start_args("--workers", "2", "--enable-test-kinds", "--retry-base-ms", "50",
@@ -964,6 +996,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_kill_busy_worker_20_times, faults_teardown),
         cmocka_unit_test_teardown(test_sigterm_under_load, faults_teardown),
         cmocka_unit_test_teardown(test_kill_whole_service_10_times, faults_teardown),
+        cmocka_unit_test_teardown(test_kill_whole_service_durability_normal, faults_teardown),
         cmocka_unit_test_teardown(test_upgrade_from_schema_1, faults_teardown),
     };
     return cmocka_run_group_tests_name("integration.faults", tests, NULL, NULL);

@@ -155,6 +155,20 @@ WP_TEST(test_fail_roundtrip) {
     json_decref(want);
     json_decref(done);
     json_decref(t);
+
+    /* a message with a control character, quotes and non-ASCII: the answer is made by
+     * jansson instead of as text (api/taskjson.c, taskjson_text), the same task */
+    t = wp_submit(G, "{\"kind\":\"fail\",\"input\":{\"message\":\"one\\ntwo \\u00e9 \\\"q\\\"\"}}");
+    done = wp_wait_terminal(G, wp_str(t, "id"), 20);
+    assert_string_equal(wp_str(done, "state"), "failed");
+    want = parse("{\"code\":\"task_failed\",\"message\":\"one\\ntwo \\u00e9 \\\"q\\\"\"}");
+    expect_json_eq(json_object_get(done, "error"), want, "fail error, escaped message");
+    json_t *again = wp_get_task(G, wp_str(t, "id"));
+    expect_json_eq(again, done, "GET of a task with an escaped error message");
+    json_decref(again);
+    json_decref(want);
+    json_decref(done);
+    json_decref(t);
 }
 
 WP_TEST(test_explicit_fields) {

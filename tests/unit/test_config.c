@@ -20,7 +20,7 @@ static const char *const ENV_VARS[] = {
     "WARMPOOL_MAX_CONNECTIONS", "WARMPOOL_MAX_CONNECTIONS_PER_IP", "WARMPOOL_LOG_FORMAT",
     "WARMPOOL_CORS_ORIGIN", "WARMPOOL_API_TOKEN", "WARMPOOL_EXEC_KIND", "WARMPOOL_KIND_CONFIG",
     "WARMPOOL_LEASE_MS",
-    "WARMPOOL_METRICS_TOKEN", "WARMPOOL_MAX_EVENT_STREAMS",
+    "WARMPOOL_METRICS_TOKEN", "WARMPOOL_MAX_EVENT_STREAMS", "WARMPOOL_DURABILITY",
 };
 
 static int
@@ -107,6 +107,7 @@ test_defaults(void **state)
     assert_int_equal(g_cfg.lease_ms, 10000);
     assert_string_equal(g_cfg.metrics_token, "");
     assert_int_equal(g_cfg.max_event_streams, 64);
+    assert_int_equal(g_cfg.durability_normal, 0);
 }
 
 /* Checks every field set by test_each_flag's argument lists. */
@@ -368,6 +369,27 @@ test_log_format(void **state)
     expect_error("WARMPOOL_LOG_FORMAT", NULL);
 }
 
+/* --durability full|normal, and WARMPOOL_DURABILITY */
+static void
+test_durability(void **state)
+{
+    (void)state;
+    assert_int_equal(parse("--durability", "normal", NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.durability_normal, 1);
+    assert_int_equal(parse("--durability=full", NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.durability_normal, 0);
+    setenv("WARMPOOL_DURABILITY", "normal", 1);
+    assert_int_equal(parse(NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.durability_normal, 1);
+    assert_int_equal(parse("--durability", "full", NULL), CONFIG_OK);   /* flag wins */
+    assert_int_equal(g_cfg.durability_normal, 0);
+    expect_error("--durability", "--durability", "FULL", NULL);
+    expect_error("--durability", "--durability", "off", NULL);
+    expect_error("--durability", "--durability=", NULL);
+    setenv("WARMPOOL_DURABILITY", "relaxed", 1);
+    expect_error("WARMPOOL_DURABILITY", NULL);
+}
+
 static void
 test_cors_origins(void **state)
 {
@@ -581,6 +603,7 @@ main(void)
         cmocka_unit_test_setup(test_healthcheck, clear_env),
         cmocka_unit_test_setup(test_listen_forms, clear_env),
         cmocka_unit_test_setup_teardown(test_log_format, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_durability, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_cors_origins, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_exec_kinds, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_metrics_and_streams, clear_env, clear_env),

@@ -1871,6 +1871,40 @@ test_connection_durability(void **state)
     store_close(full);
 }
 
+/* A relaxed maintainer (the writer with --durability normal) syncs the WAL from
+ * store_maintain at most a second after commits (a passive checkpoint); a durable one
+ * has nothing to sync; nothing new, nothing done. */
+static void
+test_relaxed_maintainer_syncs(void **state)
+{
+    struct fixture *f = *state;
+    char err[256], note[256];
+    store *m = store_open(f->path, STORE_RELAXED | STORE_MAINTAINER, BUSY_MS, err, sizeof err);
+    assert_non_null(m);
+    add_finished(m, 3, 100);
+    assert_int_equal(store_maintain(m, note, sizeof note), STORE_OK);
+    if (strstr(note, "WAL synced: ") != note)
+        fail_msg("a relaxed maintainer after commits: note '%s'", note);
+    assert_int_equal(store_maintain(m, note, sizeof note), STORE_OK);
+    assert_string_equal(note, "");              /* within the second: not again */
+    clock_sleep_ms(1050);
+    assert_int_equal(store_maintain(m, note, sizeof note), STORE_OK);
+    assert_string_equal(note, "");              /* nothing new since */
+    add_finished(f->s, 2, 200);                 /* another connection's commits count too */
+    clock_sleep_ms(1050);
+    assert_int_equal(store_maintain(m, note, sizeof note), STORE_OK);
+    if (strstr(note, "WAL synced: ") != note)
+        fail_msg("after another connection's commits: note '%s'", note);
+    store_close(m);
+
+    store *d = store_open(f->path, STORE_DURABLE | STORE_MAINTAINER, BUSY_MS, err, sizeof err);
+    assert_non_null(d);
+    add_finished(d, 2, 300);
+    assert_int_equal(store_maintain(d, note, sizeof note), STORE_OK);
+    assert_string_equal(note, "");              /* its commits were synced already */
+    store_close(d);
+}
+
 /* ---------------------------------------------------------------- waiting retries */
 
 /* n tasks that failed and wait until run_after to be retried */
@@ -2506,6 +2540,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_counts_never_drift, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_query_plans, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_connection_durability, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_relaxed_maintainer_syncs, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_claim_skips_kinds, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_upgrade_from_v2, setup, teardown),
         cmocka_unit_test_setup_teardown(test_claim_skip_and_due_retries, setup_open, teardown),

@@ -936,6 +936,29 @@ plan_of(const struct plans *p, const char *name)
     return "";
 }
 
+/* A connection's durability, as store_explain() reads it back from the database (the
+ * HTTP process logs it for --durability): relaxed and durable connections differ. */
+static void
+test_durability_read_back(void **state)
+{
+    FIXTURE();
+    static const char *const want[2][2] = {
+        {"synchronous=FULL journal_mode=wal\n", "synchronous=NORMAL journal_mode=wal\n"},
+        {"synchronous_commit=on\n", "synchronous_commit=off\n"}};
+    for (int relaxed = 0; relaxed < 2; relaxed++) {
+        char err[256];
+        store *c = store_open(f->db, relaxed ? STORE_RELAXED : STORE_DURABLE, BUSY_MS, err,
+                              sizeof err);
+        assert_non_null(c);
+        struct plans *p = calloc(1, sizeof *p);
+        assert_non_null(p);
+        assert_int_equal(store_explain(c, collect_plan, p), STORE_OK);
+        assert_string_equal(plan_of(p, "connection"), want[f->backend == PG][relaxed]);
+        free(p);
+        store_close(c);
+    }
+}
+
 /* Every statement reads through an index with 20,000 tasks stored (ANALYZEd): no
  * sequential scan of tasks, and the intended index. */
 static void
@@ -1265,6 +1288,7 @@ main(void)
         BOTH(test_counts_and_purge),
         BOTH(test_concurrent_claims_never_double),
         BOTH(test_instances_contract),
+        BOTH(test_durability_read_back),
         PG_TEST(test_pg_concurrent_migrations, setup_db),
         cmocka_unit_test(test_pg_unreachable_names_host_not_password),
         PG_TEST(test_pg_schema_refusals, setup_db),

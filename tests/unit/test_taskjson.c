@@ -433,6 +433,83 @@ test_from_store_brief(void **state)
     json_decref(o);
 }
 
+/* taskjson_text() is byte for byte json_dumps(taskjson_from_store()), or NULL where it
+ * leaves the task to jansson */
+static void
+expect_same_text(const store_task *t, int brief)
+{
+    json_t *o = taskjson_from_store(t, brief);
+    assert_non_null(o);
+    char *want = json_dumps(o, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(o);
+    size_t len = 0;
+    char *got = taskjson_text(t, brief, &len);
+    assert_non_null(got);
+    assert_string_equal(got, want);
+    assert_int_equal(len, strlen(want));
+    free(got);
+    free(want);
+}
+
+static void
+test_text_as_jansson(void **state)
+{
+    (void)state;
+    store_task t = {
+        .id = 42, .kind = "echo", .state = TASK_SUCCEEDED, .priority = -5,
+        .input = "{\"a\":1,\"s\":\"x\\\"y\\\\z\\n\\u0000\",\"f\":1.5,\"u\":\"\xc3\xa9\"}",
+        .result = "[1,\"two\",null,{\"k\":[]}]", .attempts = 2, .max_attempts = 3,
+        .timeout_ms = 86400000, .created_at_ms = 1767323045678,
+        .started_at_ms = 1767323046000, .finished_at_ms = 1767323046001, .run_after_ms = 99,
+    };
+    expect_same_text(&t, 0);
+    expect_same_text(&t, 1);
+    for (int i = 0; i < TASK_STATE_COUNT; i++) {
+        t.state = (enum task_state)i;
+        expect_same_text(&t, 0);
+    }
+    /* a fresh submission: no result, no times but created_at; a pending retry */
+    store_task p = {.id = INT64_MAX, .kind = "a.b-c_d", .state = TASK_PENDING, .input = "null",
+                    .max_attempts = 1, .timeout_ms = 300000, .created_at_ms = 1};
+    expect_same_text(&p, 0);
+    p.input = NULL;
+    expect_same_text(&p, 0);
+    p.run_after_ms = 1767323045678;
+    p.attempts = 1;
+    p.priority = 1000;
+    expect_same_text(&p, 0);
+    /* an error, with quotes and backslashes in its message; a code without a message */
+    t.state = TASK_FAILED;
+    t.result = NULL;
+    t.error_code = "task_failed";
+    t.error_message = "bad \"input\" at C:\\x";
+    expect_same_text(&t, 0);
+    t.error_message = NULL;
+    expect_same_text(&t, 0);
+    t.error_message = "";
+    expect_same_text(&t, 1);
+}
+
+static void
+test_text_leaves_to_jansson(void **state)
+{
+    (void)state;
+    size_t len = 0;
+    store_task t = {.id = 1, .kind = "k\xc3\xa9", .state = TASK_PENDING, .input = "1",
+                    .max_attempts = 1, .timeout_ms = 1, .created_at_ms = 1};
+    assert_null(taskjson_text(&t, 0, &len));        /* not ASCII: jansson checks UTF-8 */
+    t.kind = "echo";
+    t.state = TASK_FAILED;
+    t.error_code = "x";
+    t.error_message = "line one\nline two";
+    assert_null(taskjson_text(&t, 0, &len));        /* a control character */
+    t.error_message = "tab\there";
+    assert_null(taskjson_text(&t, 1, &len));
+    t.error_message = "fine";
+    t.state = TASK_STATE_COUNT;                     /* no such state */
+    assert_null(taskjson_text(&t, 0, &len));
+}
+
 /* ---------------------------------------------------------------- same_submission */
 
 static void
@@ -594,6 +671,8 @@ main(void)
         cmocka_unit_test(test_from_store_full),
         cmocka_unit_test(test_from_store_pending_and_error),
         cmocka_unit_test(test_from_store_brief),
+        cmocka_unit_test(test_text_as_jansson),
+        cmocka_unit_test(test_text_leaves_to_jansson),
         cmocka_unit_test(test_same_submission),
         cmocka_unit_test(test_parse_id),
         cmocka_unit_test(test_cursor_round_trip),
