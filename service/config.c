@@ -5,6 +5,8 @@
 #include "service/kinds.h"
 #include "storage/store.h"
 
+#include <jansson.h>
+
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -14,7 +16,7 @@
 
 enum opt_type { OPT_INT, OPT_BOOL, OPT_PATH, OPT_LISTEN, OPT_LOG_LEVEL, OPT_PLUGIN,
                 OPT_KIND_CONFIG, OPT_EXEC_KIND, OPT_SCAN_RULES, OPT_DURATION, OPT_TOKEN,
-                OPT_TOKEN_FILE, OPT_LOG_FORMAT, OPT_CORS_ORIGIN };
+                OPT_TOKEN_FILE, OPT_LOG_FORMAT, OPT_CORS_ORIGIN, OPT_SCHEDULE };
 
 struct opt {
     const char *name;           /* without the leading "--" */
@@ -91,6 +93,10 @@ static const struct opt OPTS[] = {
      "(docs/exec-kinds.md); repeatable (variable: ';'-separated)"},
     {"scan-rules", OPT_SCAN_RULES, 0, 0, 0, "PATH",
      "rules file of the scan kind (default: the built-in rules)"},
+    {"schedule", OPT_SCHEDULE, 0, 0, 0, "NAME=CRON KIND INPUT",
+     "submit a task of KIND with INPUT (JSON, default null) each time the five-field cron "
+     "expression CRON (UTC) comes due, once per due time across restarts and instances; "
+     "repeatable (variable: ';'-separated)"},
 };
 #define N_OPTS (sizeof OPTS / sizeof OPTS[0])
 
@@ -234,6 +240,88 @@ add_exec_kind(struct config *cfg, const char *text, const char *source, char *er
     return 0;
 }
 
+/* --schedule 'NAME=CRON KIND INPUT': a name of its own, a cron expression (five
+ * fields or one @macro), a kind name, and JSON (the rest of the text; default null). */
+static int
+add_schedule(struct config *cfg, const char *text, const char *source, char *err,
+             size_t errlen)
+{
+    const char *eq = strchr(text, '=');
+    size_t nlen = eq == NULL ? 0 : (size_t)(eq - text);
+    if (eq == NULL || nlen == 0 || nlen > 64 ||
+        strspn(text, "abcdefghijklmnopqrstuvwxyz0123456789_.-") != nlen) {
+        snprintf(err, errlen, "%s: '%.100s' is not NAME=CRON KIND INPUT with NAME of 1 to 64 "
+                 "of a-z 0-9 _ . -", source, text);
+        return -1;
+    }
+    for (int i = 0; i < cfg->nschedules; i++) {
+        if (strlen(cfg->schedules[i].name) == nlen &&
+            strncmp(cfg->schedules[i].name, text, nlen) == 0) {
+            snprintf(err, errlen, "%s: schedule '%.*s' is given twice", source, (int)nlen,
+                     text);
+            return -1;
+        }
+    }
+    if (cfg->nschedules == CONFIG_MAX_SCHEDULES) {
+        snprintf(err, errlen, "%s: more than %d schedules", source, CONFIG_MAX_SCHEDULES);
+        return -1;
+    }
+    struct config_schedule *sc = &cfg->schedules[cfg->nschedules];
+    memset(sc, 0, sizeof *sc);
+    memcpy(sc->name, text, nlen);
+    /* the words: a macro is one, a cron expression five; then the kind */
+    const char *p = eq + 1, *w[7];
+    size_t wl[7];
+    int nw = 0, want = 0;
+    while (nw < 7) {
+        p += strspn(p, " \t");
+        if (*p == '\0')
+            break;
+        if (nw == 0)
+            want = *p == '@' ? 2 : 6;
+        if (nw == want)
+            break;                      /* the input starts here */
+        w[nw] = p;
+        wl[nw] = strcspn(p, " \t");
+        p += wl[nw++];
+    }
+    if (nw < want || want == 0) {
+        snprintf(err, errlen, "%s: schedule '%s': '%.200s' is not CRON KIND INPUT (a cron "
+                 "expression of five fields or an @macro, a kind, JSON)", source, sc->name,
+                 eq + 1);
+        return -1;
+    }
+    size_t elen = (size_t)(w[want - 2] + wl[want - 2] - w[0]);
+    if (elen >= sizeof sc->expr || wl[want - 1] >= sizeof sc->kind) {
+        snprintf(err, errlen, "%s: schedule '%s': the cron expression or the kind is too long",
+                 source, sc->name);
+        return -1;
+    }
+    memcpy(sc->expr, w[0], elen);
+    memcpy(sc->kind, w[want - 1], wl[want - 1]);
+    char why[256];
+    if (cron_parse(sc->expr, &sc->cron, why, sizeof why) != 0) {
+        snprintf(err, errlen, "%s: schedule '%s': %s", source, sc->name, why);
+        return -1;
+    }
+    json_error_t jerr;
+    json_t *input = json_loads(*p != '\0' ? p : "null", JSON_DECODE_ANY | JSON_REJECT_DUPLICATES,
+                               &jerr);
+    if (input == NULL) {
+        snprintf(err, errlen, "%s: schedule '%s': the input is not JSON: %s", source, sc->name,
+                 jerr.text);
+        return -1;
+    }
+    sc->input = json_dumps(input, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(input);
+    if (sc->input == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    cfg->nschedules++;
+    return 0;
+}
+
 const char *
 config_kind_config(const struct config *cfg, const char *name)
 {
@@ -319,6 +407,8 @@ set_opt(const struct opt *o, const char *text, struct config *cfg, const char *s
     }
     case OPT_EXEC_KIND:
         return add_exec_kind(cfg, text, source, err, errlen);
+    case OPT_SCHEDULE:
+        return add_schedule(cfg, text, source, err, errlen);
     case OPT_DURATION: {
         char *end;
         errno = 0;
@@ -426,6 +516,19 @@ check_combinations(struct config *cfg, char *err, size_t errlen)
             return CONFIG_ERROR;
         }
     }
+    /* a schedule's kind: built-in or exec; a plugin's kinds are known only once loaded
+     * (the supervisor checks them then, and exits 2 the same way) */
+    for (int i = 0; i < cfg->nschedules && cfg->nplugins == 0; i++) {
+        const char *kind = cfg->schedules[i].kind;
+        int known = kinds_builtin_name(kind, cfg->enable_test_kinds);
+        for (int k = 0; k < cfg->nexec_kinds && !known; k++)
+            known = strcmp(cfg->exec_kinds[k].name, kind) == 0;
+        if (!known) {
+            snprintf(err, errlen, "--schedule %s: no kind is named '%s'",
+                     cfg->schedules[i].name, kind);
+            return CONFIG_ERROR;
+        }
+    }
     return CONFIG_OK;
 }
 
@@ -492,7 +595,8 @@ config_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen
         if (v == NULL || on_command_line(argc, argv, OPTS[i].name))
             continue;           /* a flag beats its variable, even a bad one */
         if (OPTS[i].type == OPT_PLUGIN || OPTS[i].type == OPT_KIND_CONFIG ||
-            OPTS[i].type == OPT_CORS_ORIGIN || OPTS[i].type == OPT_EXEC_KIND) {
+            OPTS[i].type == OPT_CORS_ORIGIN || OPTS[i].type == OPT_EXEC_KIND ||
+            OPTS[i].type == OPT_SCHEDULE) {
             /* a list: plugins and origins comma-separated, kind configurations and
              * exec kinds ';'-separated */
             /* the copy lives as long as the configuration, which points into it; a
@@ -502,7 +606,8 @@ config_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen
             free(copies[i]);
             copies[i] = copy;
             const char *sep = OPTS[i].type == OPT_KIND_CONFIG ||
-                              OPTS[i].type == OPT_EXEC_KIND ? ";" : ",";
+                              OPTS[i].type == OPT_EXEC_KIND ? ";"
+                              : OPTS[i].type == OPT_SCHEDULE ? ";\n" : ",";
             char *save = NULL;
             for (char *tok = copy ? strtok_r(copy, sep, &save) : NULL; tok != NULL;
                  tok = strtok_r(NULL, sep, &save))
@@ -570,5 +675,7 @@ config_free(struct config *cfg)
         free((char *)cfg->exec_kinds[i].name);
         exec_argv_free(cfg->exec_kinds[i].argv);
     }
-    cfg->nkind_configs = cfg->nexec_kinds = 0;
+    for (int i = 0; i < cfg->nschedules; i++)
+        free(cfg->schedules[i].input);
+    cfg->nkind_configs = cfg->nexec_kinds = cfg->nschedules = 0;
 }

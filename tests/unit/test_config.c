@@ -20,7 +20,8 @@ static const char *const ENV_VARS[] = {
     "WARMPOOL_MAX_CONNECTIONS", "WARMPOOL_MAX_CONNECTIONS_PER_IP", "WARMPOOL_LOG_FORMAT",
     "WARMPOOL_CORS_ORIGIN", "WARMPOOL_API_TOKEN", "WARMPOOL_EXEC_KIND", "WARMPOOL_KIND_CONFIG",
     "WARMPOOL_LEASE_MS",
-    "WARMPOOL_METRICS_TOKEN", "WARMPOOL_MAX_EVENT_STREAMS",
+    "WARMPOOL_METRICS_TOKEN", "WARMPOOL_MAX_EVENT_STREAMS", "WARMPOOL_SCHEDULE",
+    "WARMPOOL_PLUGIN",
 };
 
 static int
@@ -563,6 +564,72 @@ test_exec_kinds(void **state)
     assert_int_equal(g_cfg.nexec_kinds, CONFIG_MAX_EXEC_KINDS);
 }
 
+/* --schedule 'NAME=CRON KIND INPUT' (issue 13): periodic tasks */
+static void
+test_schedules(void **state)
+{
+    (void)state;
+    assert_int_equal(parse(NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.nschedules, 0);
+    assert_int_equal(parse("--schedule", "tick=* * * * * echo {\"a\": [1, 2]}",
+                           "--schedule=nightly.report-1=30 2 * * mon-fri  sleep {\"ms\":5}",
+                           "--schedule", "hourly=@hourly echo", NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.nschedules, 3);
+    assert_string_equal(g_cfg.schedules[0].name, "tick");
+    assert_string_equal(g_cfg.schedules[0].expr, "* * * * *");
+    assert_string_equal(g_cfg.schedules[0].kind, "echo");
+    assert_string_equal(g_cfg.schedules[0].input, "{\"a\":[1,2]}");     /* compact */
+    assert_string_equal(g_cfg.schedules[1].name, "nightly.report-1");
+    assert_string_equal(g_cfg.schedules[1].expr, "30 2 * * mon-fri");
+    assert_string_equal(g_cfg.schedules[1].kind, "sleep");
+    assert_int_equal(g_cfg.schedules[1].cron.hour, 1 << 2);
+    assert_string_equal(g_cfg.schedules[2].expr, "@hourly");
+    assert_string_equal(g_cfg.schedules[2].input, "null");              /* no input */
+
+    /* the variable: ';'-separated (or one per line), and a flag replaces all of it */
+    setenv("WARMPOOL_SCHEDULE", "a=*/5 * * * * echo 1;b=@daily echo \"x\"\nc=0 0 1 1 * echo []", 1);
+    assert_int_equal(parse(NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.nschedules, 3);
+    assert_string_equal(g_cfg.schedules[0].name, "a");
+    assert_string_equal(g_cfg.schedules[0].input, "1");
+    assert_string_equal(g_cfg.schedules[1].input, "\"x\"");
+    assert_string_equal(g_cfg.schedules[2].name, "c");
+    assert_int_equal(parse("--schedule", "z=@daily echo", NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.nschedules, 1);
+    assert_string_equal(g_cfg.schedules[0].name, "z");
+    setenv("WARMPOOL_SCHEDULE", "bad", 1);
+    expect_error("WARMPOOL_SCHEDULE", NULL);
+    unsetenv("WARMPOOL_SCHEDULE");
+
+    /* exec kinds count as kinds; a plugin's kinds are checked once loaded */
+    assert_int_equal(parse("--exec-kind", "mine=python3 m.py", "--schedule", "m=@daily mine",
+                           NULL), CONFIG_OK);
+    assert_int_equal(parse("--plugin", "x.so", "--schedule", "p=@daily from_plugin", NULL),
+                     CONFIG_OK);
+    assert_int_equal(parse("--enable-test-kinds", "--schedule", "f=@daily fail {}", NULL),
+                     CONFIG_OK);
+
+    /* bad ones: exit 2, saying what is wrong */
+    expect_error("NAME=CRON KIND INPUT", "--schedule", "* * * * * echo", NULL);
+    expect_error("NAME=CRON KIND INPUT", "--schedule", "=* * * * * echo", NULL);
+    expect_error("NAME=CRON KIND INPUT", "--schedule", "Big=* * * * * echo", NULL);
+    expect_error("is not CRON KIND INPUT", "--schedule", "a=* * * * *", NULL);
+    expect_error("is not CRON KIND INPUT", "--schedule", "a=@daily", NULL);
+    expect_error("is not CRON KIND INPUT", "--schedule", "a=", NULL);
+    expect_error("minute field", "--schedule", "a=61 * * * * echo", NULL);
+    expect_error("day of week field", "--schedule", "a=* * * * funday echo", NULL);
+    expect_error("never comes due", "--schedule", "a=0 0 30 2 * echo", NULL);
+    expect_error("@hourly", "--schedule", "a=@often echo", NULL);
+    expect_error("no kind is named 'nope'", "--schedule", "a=* * * * * nope {}", NULL);
+    expect_error("no kind is named 'fail'", "--schedule", "a=* * * * * fail {}", NULL);
+    expect_error("the input is not JSON", "--schedule", "a=* * * * * echo {bad", NULL);
+    expect_error("the input is not JSON", "--schedule", "a=* * * * * echo {\"k\":1,\"k\":2}",
+                 NULL);
+    expect_error("the input is not JSON", "--schedule", "a=* * * * * echo 1 2", NULL);
+    expect_error("given twice", "--schedule", "a=@daily echo", "--schedule", "a=@hourly echo",
+                 NULL);
+}
+
 int
 main(void)
 {
@@ -584,6 +651,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_cors_origins, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_exec_kinds, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_metrics_and_streams, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_schedules, clear_env, clear_env),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     if (g_parsed)
