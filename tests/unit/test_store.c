@@ -187,7 +187,7 @@ test_open_creates_and_migrates(void **state)
     f->s = store_open(f->path, STORE_DURABLE, BUSY_MS, err, sizeof err);
     assert_non_null(f->s);
     assert_int_equal(stat(f->path, &sb), 0);
-    assert_int_equal(store_schema_version(f->s), 3);
+    assert_int_equal(store_schema_version(f->s), 5);
     assert_int_equal(store_ping(f->s), STORE_OK);
     assert_int_equal(total_tasks(f->s), 0);
     assert_int_equal(store_has_ready(f->s, 0, NULL), 0);
@@ -218,10 +218,10 @@ test_reopen_is_idempotent(void **state)
     for (int round = 0; round < 2; round++) {
         int from = -1;
         assert_int_equal(store_migrate(f->path, NULL, NULL, &from, err, sizeof err), STORE_OK);
-        assert_int_equal(from, 3);                      /* nothing to do */
+        assert_int_equal(from, 5);                      /* nothing to do */
         f->s = store_open(f->path, STORE_RELAXED, BUSY_MS, err, sizeof err);
         assert_non_null(f->s);
-        assert_int_equal(store_schema_version(f->s), 3);
+        assert_int_equal(store_schema_version(f->s), 5);
         assert_int_equal(total_tasks(f->s), 1);
         assert_int_equal(state_of(f->s, id), TASK_PENDING);
         assert_true(store_secret(f->s) == secret);      /* the migration did not rerun */
@@ -2273,7 +2273,7 @@ test_upgrade_from_v1(void **state)
     char err[512] = "";
     assert_null(store_open(f->path, STORE_RELAXED, BUSY_MS, err, sizeof err));
     assert_non_null(strstr(err, "version 1"));
-    assert_non_null(strstr(err, "needs 3"));
+    assert_non_null(strstr(err, "needs 5"));
     assert_int_equal(user_version_of(f->path), 1);
 
     struct lines lines = {0};
@@ -2285,7 +2285,7 @@ test_upgrade_from_v1(void **state)
     f->s = store_open(f->path, STORE_RELAXED, BUSY_MS, err, sizeof err);
     assert_non_null(f->s);
     store *s = f->s;
-    assert_int_equal(store_schema_version(s), 3);
+    assert_int_equal(store_schema_version(s), 5);
     assert_int_equal(has_index(f->path, "tasks_ready_kind"), 1);
     assert_int_equal(sql_int(f->path, "SELECT count(*) FROM pragma_integrity_check"
                                       " WHERE integrity_check <> 'ok'"), 0);
@@ -2327,7 +2327,7 @@ test_upgrade_from_v1(void **state)
     lines = (struct lines){0};
     assert_int_equal(store_migrate(f->path, count_line, &lines, &from, err, sizeof err),
                      STORE_OK);
-    assert_int_equal(from, 3);
+    assert_int_equal(from, 5);
     assert_int_equal(lines.n, 0);
 }
 
@@ -2341,10 +2341,16 @@ test_upgrade_from_v2(void **state)
     int64_t a = add(f->s, "a", 0, 1, NULL, 1), b = add(f->s, "b", 0, 1, NULL, 1);
     store_close(f->s);
     f->s = NULL;
-    sql_exec(f->path, "DROP INDEX tasks_ready_kind; PRAGMA user_version = 2;");
+    /* what version 2 had: without version 3's index and version 5's columns */
+    sql_exec(f->path, "DROP INDEX tasks_ready_kind; DROP INDEX tasks_callback;"
+                      "ALTER TABLE tasks DROP COLUMN callback_url;"
+                      "ALTER TABLE tasks DROP COLUMN callback_state;"
+                      "ALTER TABLE tasks DROP COLUMN callback_attempts;"
+                      "ALTER TABLE tasks DROP COLUMN callback_next_at;"
+                      "ALTER TABLE tasks DROP COLUMN callback_error; PRAGMA user_version = 2;");
     char err[512] = "";
     assert_null(store_open(f->path, STORE_RELAXED, BUSY_MS, err, sizeof err));
-    assert_non_null(strstr(err, "needs 3"));
+    assert_non_null(strstr(err, "needs 5"));
     struct lines lines = {0};
     int from = -1;
     assert_int_equal(store_migrate(f->path, count_line, &lines, &from, err, sizeof err),
@@ -2353,7 +2359,7 @@ test_upgrade_from_v2(void **state)
     assert_int_equal(has_index(f->path, "tasks_ready_kind"), 1);
     f->s = store_open(f->path, STORE_RELAXED, BUSY_MS, err, sizeof err);
     assert_non_null(f->s);
-    assert_int_equal(store_schema_version(f->s), 3);
+    assert_int_equal(store_schema_version(f->s), 5);
     check_plans(f->s, 0);
     const char *only_a[] = {"a"};
     store_kind_set skip_a = {only_a, 1};
