@@ -6,6 +6,7 @@
 #include "common/fault.h"
 #include "common/log.h"
 #include "common/wake.h"
+#include "service/callbacks.h"
 #include "service/schedule.h"
 #include "service/tasklog.h"
 #include "storage/store.h"
@@ -166,6 +167,10 @@ agent_main(const struct agent_env *env)
     signal(SIGHUP, SIG_IGN);
     signal(SIGUSR1, SIG_IGN);
     signal(SIGPIPE, SIG_IGN);
+
+    /* completion callbacks: deliverer threads, when callbacks may be submitted here */
+    if (env->cfg->ncallback_allow > 0)
+        callbacks_start(env->cfg);
 
     int64_t every = store_heartbeat_every_ms(env->cfg->lease_ms);
     int64_t next_beat = 0, next_open = 0, fails = 0, open_fails = 0, next_sched = 0;

@@ -16,7 +16,8 @@
 
 enum opt_type { OPT_INT, OPT_BOOL, OPT_PATH, OPT_LISTEN, OPT_LOG_LEVEL, OPT_PLUGIN,
                 OPT_KIND_CONFIG, OPT_EXEC_KIND, OPT_SCAN_RULES, OPT_DURATION, OPT_TOKEN,
-                OPT_TOKEN_FILE, OPT_LOG_FORMAT, OPT_CORS_ORIGIN, OPT_SCHEDULE };
+                OPT_TOKEN_FILE, OPT_LOG_FORMAT, OPT_CORS_ORIGIN, OPT_SCHEDULE,
+                OPT_CALLBACK_ALLOW };
 
 struct opt {
     const char *name;           /* without the leading "--" */
@@ -84,6 +85,12 @@ static const struct opt OPTS[] = {
     {"cors-origin", OPT_CORS_ORIGIN, 0, 0, 0, "ORIGIN",
      "let web pages from ORIGIN (scheme://host[:port], or * without a token) call the "
      "API; repeatable (variable: comma-separated)"},
+    {"callback-allow", OPT_CALLBACK_ALLOW, 0, 0, 0, "HOST[:PORT]",
+     "a host (and port; default 80) that tasks' callback_url may name; repeatable "
+     "(variable: comma-separated); none by default: callback_url is refused"},
+    {"callback-secret", OPT_TOKEN, OFF(callback_secret), 0, 0, "SECRET",
+     "sign each callback with HMAC-SHA256 of its timestamp and body "
+     "(X-Warmpool-Signature)"},
     {"plugin", OPT_PLUGIN, 0, 0, 0, "PATH.so",
      "load kinds from a shared library; repeatable (variable: comma-separated)"},
     {"kind-config", OPT_KIND_CONFIG, 0, 0, 0, "NAME=VALUE",
@@ -146,6 +153,30 @@ parse_listen(const char *text, struct config *cfg)
     cfg->listen_host[hlen] = '\0';
     cfg->listen_port = (int)port;
     return 0;
+}
+
+/* Is text HOST[:PORT]: a name of letters, digits, '.', '-', or an [IPv6] address; a
+ * port 1..65535? */
+static int
+valid_host_port(const char *text)
+{
+    size_t n;
+    if (text[0] == '[') {
+        n = strspn(text + 1, "0123456789abcdefABCDEF:.");
+        if (n == 0 || text[1 + n] != ']')
+            return 0;
+        n += 2;
+    } else {
+        n = strspn(text, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-");
+        if (n == 0)
+            return 0;
+    }
+    const char *rest = text + n;
+    if (rest[0] == '\0')
+        return 1;
+    int64_t port;
+    return rest[0] == ':' && rest[1] != '\0' && strspn(rest + 1, "0123456789") == strlen(rest + 1) &&
+           parse_int64(rest + 1, &port) == 0 && port >= 1 && port <= 65535;
 }
 
 /* Is text a browser's serialized origin: http(s)://host[:port], lower case, no path? */
@@ -409,6 +440,18 @@ set_opt(const struct opt *o, const char *text, struct config *cfg, const char *s
         return add_exec_kind(cfg, text, source, err, errlen);
     case OPT_SCHEDULE:
         return add_schedule(cfg, text, source, err, errlen);
+    case OPT_CALLBACK_ALLOW:
+        if (!valid_host_port(text)) {
+            snprintf(err, errlen, "%s: '%.100s' is not HOST[:PORT] (a name or address, and a "
+                     "port 1 to 65535)", source, text);
+            return -1;
+        }
+        if (cfg->ncallback_allow == CONFIG_MAX_CALLBACK_ALLOW) {
+            snprintf(err, errlen, "%s: more than %d hosts", source, CONFIG_MAX_CALLBACK_ALLOW);
+            return -1;
+        }
+        cfg->callback_allow[cfg->ncallback_allow++] = text;
+        return 0;
     case OPT_DURATION: {
         char *end;
         errno = 0;
@@ -424,7 +467,7 @@ set_opt(const struct opt *o, const char *text, struct config *cfg, const char *s
         *(int64_t *)(base + o->offset) = n * unit;
         return 0;
     }
-    case OPT_TOKEN:                     /* api_token or metrics_token: the same size */
+    case OPT_TOKEN:     /* api_token, metrics_token or callback_secret: the same size */
         if (strlen(text) >= sizeof cfg->api_token) {
             snprintf(err, errlen, "%s: the token is longer than %zu bytes", source,
                      sizeof cfg->api_token - 1);
@@ -596,7 +639,7 @@ config_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen
             continue;           /* a flag beats its variable, even a bad one */
         if (OPTS[i].type == OPT_PLUGIN || OPTS[i].type == OPT_KIND_CONFIG ||
             OPTS[i].type == OPT_CORS_ORIGIN || OPTS[i].type == OPT_EXEC_KIND ||
-            OPTS[i].type == OPT_SCHEDULE) {
+            OPTS[i].type == OPT_SCHEDULE || OPTS[i].type == OPT_CALLBACK_ALLOW) {
             /* a list: plugins and origins comma-separated, kind configurations and
              * exec kinds ';'-separated */
             /* the copy lives as long as the configuration, which points into it; a
@@ -618,7 +661,7 @@ config_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen
         if (set_opt(&OPTS[i], v, cfg, env, err, errlen) != 0)
             return CONFIG_ERROR;
     }
-    int i = 1, argv_plugins = 0, argv_origins = 0;
+    int i = 1, argv_plugins = 0, argv_origins = 0, argv_allow = 0;
     if (argc > 1 && strcmp(argv[1], "healthcheck") == 0) {
         cfg->healthcheck = 1;
         i = 2;
@@ -660,6 +703,8 @@ config_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen
             cfg->nplugins = 0;          /* --plugin replaces WARMPOOL_PLUGIN's list */
         if (o->type == OPT_CORS_ORIGIN && !argv_origins++)
             cfg->ncors_origins = 0;     /* the same for --cors-origin */
+        if (o->type == OPT_CALLBACK_ALLOW && !argv_allow++)
+            cfg->ncallback_allow = 0;   /* and --callback-allow */
         if (set_opt(o, value, cfg, source, err, errlen) != 0)
             return CONFIG_ERROR;
     }

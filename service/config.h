@@ -17,6 +17,7 @@
 #define CONFIG_MAX_CORS_ORIGINS 16
 #define CONFIG_MAX_EXEC_KINDS 16
 #define CONFIG_MAX_SCHEDULES 32
+#define CONFIG_MAX_CALLBACK_ALLOW 32
 
 struct config {
     char listen_host[256];
@@ -69,6 +70,10 @@ struct config {
         char *input;            /* compact JSON text (allocated) */
     } schedules[CONFIG_MAX_SCHEDULES];
     int nschedules;
+    /* completion callbacks (issue 13, service/callbacks.c) */
+    const char *callback_allow[CONFIG_MAX_CALLBACK_ALLOW];  /* HOST[:PORT] */
+    int ncallback_allow;
+    char callback_secret[512];  /* "" = deliveries are not signed */
 };
 
 /* The configuration string of kind `name` (--kind-config, or --scan-rules for

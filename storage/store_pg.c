@@ -75,6 +75,9 @@ static const char SQL_GET[] = "SELECT " TASK_COLS " FROM tasks WHERE id = $1::bi
  * counted, hidden from other claims, of any instance, for a lease; SKIP LOCKED: two
  * deliverers never wait for each other), and how it ended (a compare-and-set on the
  * attempt) */
+static const char SQL_CB_DUE[] =
+    "SELECT id FROM tasks WHERE callback_state = 'pending' AND finished_at IS NOT NULL"
+    " AND callback_next_at <= $1::bigint ORDER BY callback_next_at LIMIT 1";
 static const char SQL_CB_CLAIM[] =
     "UPDATE tasks SET callback_attempts = callback_attempts + 1, callback_next_at = $2::bigint"
     " WHERE id = (SELECT id FROM tasks WHERE callback_state = 'pending'"
@@ -312,7 +315,7 @@ enum stmt_id {
     S_LIST_RUNNING, S_PING, S_SECRET,
     S_SIZE, S_VERSION, S_REGISTER, S_REREGISTER, S_HEARTBEAT,
     S_MARK_LOST, S_RELEASE_LOST, S_FORGET_LOST, S_INSTANCES, S_SAME_PIDNS, S_DROP_INSTANCES,
-    S_LEAVE, S_LEAVE_SILENT, S_CB_CLAIM, S_CB_RECORD,
+    S_LEAVE, S_LEAVE_SILENT, S_CB_DUE, S_CB_CLAIM, S_CB_RECORD,
     S_COUNT_OF
 };
 
@@ -324,6 +327,7 @@ static const struct {
     const char *sample[MAXP];
 } STMTS[S_COUNT_OF] = {
     [S_INSERT] = {"insert", SQL_INSERT, {"echo", "0", "{}", "1", "1000", "1", "key", NULL}},
+    [S_CB_DUE] = {"callback_due", SQL_CB_DUE, {"1"}},
     [S_CB_CLAIM] = {"callback_claim", SQL_CB_CLAIM, {"1", "1"}},
     [S_CB_RECORD] = {"callback_record", SQL_CB_RECORD, {"1", "1", "delivered", "0", NULL}},
     [S_GET] = {"get", SQL_GET, {"1"}},
@@ -1195,11 +1199,19 @@ static int
 pg_callback_claim(store *s, int64_t now_ms, int64_t lease_ms, store_task *out)
 {
     struct q q;
+    *out = (store_task){0};
+    /* a read first: an idle deliverer's look fires no trigger and takes no lock */
+    q_init(&q, S_CB_DUE);
+    q_i64(&q, now_ms);
+    int rc = run_read(s, &q, 1, "callback due");
+    int due = rc == STORE_OK && PQntuples(q.res) > 0;
+    q_clear(&q, 1);
+    if (rc != STORE_OK || !due)
+        return rc != STORE_OK ? rc : STORE_EMPTY;
     q_init(&q, S_CB_CLAIM);
     q_i64(&q, now_ms);
     q_i64(&q, now_ms + lease_ms);
-    *out = (store_task){0};
-    int rc = run(s, &q, 1, 0, "callback claim");
+    rc = run(s, &q, 1, 0, "callback claim");
     if (rc == STORE_OK)
         rc = one_task(s, q.res, out, STORE_EMPTY);
     q_clear(&q, 1);
