@@ -21,7 +21,7 @@ static const char *const ENV_VARS[] = {
     "WARMPOOL_CORS_ORIGIN", "WARMPOOL_API_TOKEN", "WARMPOOL_EXEC_KIND", "WARMPOOL_KIND_CONFIG",
     "WARMPOOL_LEASE_MS",
     "WARMPOOL_METRICS_TOKEN", "WARMPOOL_MAX_EVENT_STREAMS", "WARMPOOL_SCHEDULE",
-    "WARMPOOL_PLUGIN",
+    "WARMPOOL_PLUGIN", "WARMPOOL_CALLBACK_ALLOW", "WARMPOOL_CALLBACK_SECRET",
 };
 
 static int
@@ -630,6 +630,46 @@ test_schedules(void **state)
                  NULL);
 }
 
+/* --callback-allow HOST[:PORT], --callback-secret (issue 13): completion callbacks */
+static void
+test_callbacks(void **state)
+{
+    (void)state;
+    assert_int_equal(parse(NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.ncallback_allow, 0);
+    assert_string_equal(g_cfg.callback_secret, "");
+    assert_int_equal(parse("--callback-allow", "127.0.0.1:9000", "--callback-allow=hooks.example.com",
+                           "--callback-allow", "[::1]:81", "--callback-secret", "s3cret", NULL),
+                     CONFIG_OK);
+    assert_int_equal(g_cfg.ncallback_allow, 3);
+    assert_string_equal(g_cfg.callback_allow[0], "127.0.0.1:9000");
+    assert_string_equal(g_cfg.callback_allow[1], "hooks.example.com");
+    assert_string_equal(g_cfg.callback_allow[2], "[::1]:81");
+    assert_string_equal(g_cfg.callback_secret, "s3cret");
+    setenv("WARMPOOL_CALLBACK_ALLOW", "a:1,b", 1);
+    setenv("WARMPOOL_CALLBACK_SECRET", "x", 1);
+    assert_int_equal(parse(NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.ncallback_allow, 2);
+    assert_string_equal(g_cfg.callback_allow[1], "b");
+    assert_string_equal(g_cfg.callback_secret, "x");
+    assert_int_equal(parse("--callback-allow", "c", NULL), CONFIG_OK);   /* replaces the list */
+    assert_int_equal(g_cfg.ncallback_allow, 1);
+    assert_string_equal(g_cfg.callback_allow[0], "c");
+    setenv("WARMPOOL_CALLBACK_ALLOW", "a:0", 1);
+    expect_error("WARMPOOL_CALLBACK_ALLOW", NULL);
+    unsetenv("WARMPOOL_CALLBACK_ALLOW");
+    expect_error("is not HOST[:PORT]", "--callback-allow", "", NULL);
+    expect_error("is not HOST[:PORT]", "--callback-allow", "http://a", NULL);
+    expect_error("is not HOST[:PORT]", "--callback-allow", "a:", NULL);
+    expect_error("is not HOST[:PORT]", "--callback-allow", "a:65536", NULL);
+    expect_error("is not HOST[:PORT]", "--callback-allow", "a/b", NULL);
+    expect_error("is not HOST[:PORT]", "--callback-allow", "[::1", NULL);
+    char big[600];
+    memset(big, 'k', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    expect_error("longer than", "--callback-secret", big, NULL);
+}
+
 int
 main(void)
 {
@@ -652,6 +692,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_exec_kinds, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_metrics_and_streams, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_schedules, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_callbacks, clear_env, clear_env),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     if (g_parsed)
