@@ -2366,6 +2366,23 @@ test_upgrade_from_v2(void **state)
     assert_int_equal(claim_skipping(f->s, 10, &skip_a), b);
     assert_int_equal(claim_skipping(f->s, 10, &skip_a), 0);
     assert_int_equal(claim_skipping(f->s, 10, NULL), a);
+    /* version 5: the old tasks have no callback; a new one may, and its delivery is due
+     * once it is terminal (tasks_callback) */
+    store_task t;
+    assert_int_equal(store_get(f->s, a, &t), STORE_OK);
+    assert_null(t.callback_url);
+    assert_int_equal(t.callback_state, STORE_CB_NONE);
+    store_task_clear(&t);
+    store_new_task nt = {.kind = "c", .input = "1", .max_attempts = 1, .timeout_ms = 5,
+                         .callback_url = "http://h/x"};
+    assert_int_equal(store_insert(f->s, &nt, 1, &t), STORE_OK);
+    int64_t c = t.id;
+    store_task_clear(&t);
+    assert_int_equal(store_cancel(f->s, c, 2, &t), STORE_OK);
+    store_task_clear(&t);
+    assert_int_equal(store_callback_claim(f->s, 2, 100, &t), STORE_OK);
+    assert_int_equal(t.id, c);
+    store_task_clear(&t);
 }
 
 /* An empty version-1 table (even one whose tasks were all purged) is rebuilt: the

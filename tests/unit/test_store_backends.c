@@ -241,6 +241,13 @@ count_of(store *s, enum task_state st)
     return c[st];
 }
 
+static void
+count_progress(void *arg, const char *line)
+{
+    (void)line;
+    (*(int *)arg)++;
+}
+
 /* ---------------------------------------------------------------- the contract */
 
 static void
@@ -785,6 +792,48 @@ test_pg_unreachable_names_host_not_password(void **state)
     assert_int_equal(store_backend_of("postgres://h/d"), STORE_POSTGRES);
     assert_int_equal(store_backend_of("POSTGRESQL://h/d"), STORE_POSTGRES);
     assert_int_equal(store_backend_of("./postgres://x"), STORE_SQLITE);
+}
+
+/* A database of PostgreSQL schema 1 (the first release with PostgreSQL) with a task in it
+ * is upgraded to 5 (versions 2 to 4 are empty there; 5 adds the callback columns): the task
+ * keeps its fields and has no callback, and new tasks may have one. */
+static void
+test_pg_upgrade_1_to_5(void **state)
+{
+    struct fixture *f = *state;
+    if (f == NULL)
+        skip();
+    char err[512] = "";
+    int from = -1;
+    assert_int_equal(store_migrate(f->db, NULL, NULL, &from, err, sizeof err), STORE_OK);
+    /* what version 1 had */
+    PQclear(admin_sql(f, "DROP INDEX tasks_callback; ALTER TABLE tasks DROP COLUMN callback_url,"
+                         " DROP COLUMN callback_state, DROP COLUMN callback_attempts,"
+                         " DROP COLUMN callback_next_at, DROP COLUMN callback_error;"
+                         " UPDATE meta SET value = '1' WHERE key = 'schema_version';"
+                         " INSERT INTO tasks (kind, state, priority, input, max_attempts, timeout_ms,"
+                         " created_at) VALUES ('echo', 'pending', 3, '{\"old\":1}', 2, 1000, 5)"));
+    assert_null(store_open(f->db, STORE_DURABLE, BUSY_MS, err, sizeof err));
+    assert_non_null(strstr(err, "needs 5"));
+    int lines = 0;
+    assert_int_equal(store_migrate(f->db, count_progress, &lines, &from, err, sizeof err), STORE_OK);
+    assert_int_equal(from, 1);
+    assert_true(lines > 0);
+    f->s = store_open(f->db, STORE_RELAXED, BUSY_MS, err, sizeof err);
+    assert_non_null(f->s);
+    assert_int_equal(store_schema_version(f->s), 5);
+    store_task t;
+    assert_int_equal(store_claim_next(f->s, 10, 1, NULL, &t), STORE_OK);
+    assert_string_equal(t.input, "{\"old\":1}");
+    assert_int_equal(t.priority, 3);
+    assert_null(t.callback_url);
+    assert_int_equal(t.callback_state, STORE_CB_NONE);
+    store_task_clear(&t);
+    store_new_task nt = {.kind = "echo", .input = "1", .max_attempts = 1, .timeout_ms = 5,
+                         .callback_url = "http://h/x"};
+    assert_int_equal(store_insert(f->s, &nt, 1, &t), STORE_OK);
+    assert_int_equal(t.callback_state, STORE_CB_PENDING);
+    store_task_clear(&t);
 }
 
 static void
@@ -1405,6 +1454,7 @@ main(void)
         PG_TEST(test_pg_concurrent_migrations, setup_db),
         cmocka_unit_test(test_pg_unreachable_names_host_not_password),
         PG_TEST(test_pg_schema_refusals, setup_db),
+        PG_TEST(test_pg_upgrade_1_to_5, setup_db),
         PG_TEST(test_pg_counts_exact_under_concurrency, setup_open),
         PG_TEST(test_pg_query_plans, setup_open),
         PG_TEST(test_pg_leases, setup_open),
