@@ -77,6 +77,8 @@ schedule_run(struct schedule_state *ss, const struct config *cfg, store *st,
             int64_t prev = cron_prev(&sc->cron, now_s);
             ss->due_s[i] = prev > 0 ? prev : cron_next(&sc->cron, now_s);
         }
+        if (ss->due_s[i] < 0)
+            continue;                       /* never (cron_parse refuses those) */
         if (ss->due_s[i] <= now_s) {
             /* of several missed due times, only the latest is submitted */
             int64_t latest = cron_prev(&sc->cron, now_s);
@@ -90,7 +92,7 @@ schedule_run(struct schedule_state *ss, const struct config *cfg, store *st,
             ss->due_s[i] = cron_next(&sc->cron, now_s);
         }
         if (ss->due_s[i] < 0)
-            continue;                       /* never again (cron_parse refuses those) */
+            continue;
         /* real milliseconds until it comes due, rounded up */
         int64_t wait = (ss->due_s[i] * 1000 - now_ms + k - 1) / k;
         if (mono + wait < next)
