@@ -20,7 +20,9 @@
 /* Fault points (test builds):
  *   callback_backoff_ms=N     the first retry waits N ms instead of 5 s (then doubling)
  *   callback_timeout_ms=N     a request may take N ms instead of 10 s
- *   callback_max_attempts=N   N attempts instead of 8 */
+ *   callback_max_attempts=N   N attempts instead of 8
+ *   callback_record_fail=N    the first N records of an outcome fail (the delivery is
+ *                             then made again after its lease: at least once) */
 static int64_t
 knob(const char *name, int64_t def)
 {
@@ -151,7 +153,9 @@ deliver_one(CURL *c, const struct config *cfg, store *st)
         ? clock_now_ms() + callbacks_backoff_ms(t.callback_attempts,
                                                 knob("callback_backoff_ms", CALLBACK_BACKOFF_MS))
         : 0;
-    rc = store_callback_record(st, t.id, t.callback_attempts, state, next, ok ? NULL : why);
+    rc = fault_countdown("callback_record_fail")
+             ? STORE_UNAVAILABLE
+             : store_callback_record(st, t.id, t.callback_attempts, state, next, ok ? NULL : why);
     if (ok)
         log_event(LOG_DEBUG, "callback delivered", LOG_INT("task_id", t.id),
                   LOG_INT("attempt", t.callback_attempts));
@@ -163,7 +167,8 @@ deliver_one(CURL *c, const struct config *cfg, store *st)
     if (rc != STORE_OK)
         log_warn("callbacks: recording attempt %d of task %" PRId64 ": %s (it is made again "
                  "after its lease)", t.callback_attempts, t.id,
-                 rc == STORE_CONFLICT ? "claimed again meanwhile" : store_errmsg(st));
+                 rc == STORE_CONFLICT ? "claimed again meanwhile"
+                 : fault_value("callback_record_fail") > 0 ? "fault point" : store_errmsg(st));
     store_task_clear(&t);
     return 1;
 }

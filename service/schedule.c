@@ -44,8 +44,11 @@ submit(const struct config *cfg, const struct config_schedule *sc, int64_t due_s
     store_new_task nt = {.kind = sc->kind, .input = sc->input, .priority = 0,
                          .max_attempts = 1, .timeout_ms = cfg->task_timeout_ms,
                          .idem_key = key};
-    store_task t;
-    int rc = store_insert(st, &nt, clock_now_ms(), &t);
+    store_task t = {0};
+    /* fault point schedule_submit_fail=N: the first N submissions fail as if the database
+     * were out of reach */
+    int rc = fault_countdown("schedule_submit_fail") ? STORE_UNAVAILABLE
+             : store_insert(st, &nt, clock_now_ms(), &t);
     if (rc == STORE_OK) {
         events_publish(t.kind, t.id, "pending", t.attempts, NULL, t.created_at_ms);
         metrics_task_submitted(t.kind);
@@ -59,7 +62,8 @@ submit(const struct config *cfg, const struct config_schedule *sc, int64_t due_s
         rc = STORE_OK;
     } else {
         log_warn("schedule %s: submitting the task due at %" PRId64 ": %s (retrying)",
-                 sc->name, due_s, store_errmsg(st));
+                 sc->name, due_s, t.kind == NULL && rc == STORE_UNAVAILABLE &&
+                 fault_value("schedule_submit_fail") > 0 ? "fault point" : store_errmsg(st));
     }
     store_task_clear(&t);
     return rc;

@@ -325,6 +325,27 @@ WP_TEST(test_schedule_restart_submits_no_due_time_twice) {
     wp_server_free(s2);
 }
 
+/* A submission that fails (the database out of reach) is tried again a second later, and
+ * the due time is still submitted once. */
+WP_TEST(test_schedule_failed_submission_retried) {
+    while (wall_s() % 10 != 1) wp_sleep_ms(50);
+    const char *args[] = {"--schedule", "ten=*/10 * * * * echo 1", NULL};
+    const char *env[] = {FAST ",schedule_submit_fail=2", NULL};
+    wp_opts o = {.args = args, .env = env};
+    wp_server *s = wp_server_start(&o);
+    if (!wait_count(s, "echo", 1, 6000)) fail_msg("the due time was not submitted after two failures");
+    char *log = wp_server_read_log(s);
+    int fails = 0;
+    for (char *p = strstr(log, "schedule ten: submitting the task due at"); p; p = strstr(p + 1, "schedule ten: submitting"))
+        fails++;
+    free(log);
+    assert_int_equal(fails, 2);
+    long long due[8];
+    int nd = collect_dues(s, "schedule submitted a task", due, 0, 8);
+    assert_int_equal(nd, 1);
+    assert_int_equal(count_kind(s, "echo"), 1);
+}
+
 /* PostgreSQL: two instances with the same schedule give one task per due time. */
 WP_TEST(test_schedule_two_instances_one_task_per_due_time) {
     WP_PG_ONLY();
@@ -626,6 +647,35 @@ WP_TEST(test_callback_pending_delivered_after_restart) {
     free(allow);
 }
 
+/* The outcome of a delivery cannot be recorded (the database out of reach): the delivery
+ * is made again after its lease, and then recorded (at least once). */
+WP_TEST(test_callback_unrecorded_delivery_made_again) {
+    struct receiver *rx = rx_start(0, (const int[]){200}, 1);
+    char *allow = allow_arg(rx->port);
+    const char *args[] = {"--callback-allow", allow, NULL};
+    const char *env[] = {"WARMPOOL_FAULTS=callback_timeout_ms=500,callback_record_fail=1", NULL};
+    wp_opts o = {.args = args, .env = env};
+    wp_server *s = wp_server_start(&o);
+    json_t *t = wp_submitf(s, "{\"kind\": \"echo\", \"callback_url\": \"http://127.0.0.1:%d/\"}", rx->port);
+    const char *id = wp_str(t, "id");
+    if (!rx_wait(rx, 1, 10000)) fail_msg("no first delivery");
+    json_t *g = wp_get_task(s, id);
+    assert_string_equal(wp_str(json_object_get(g, "callback"), "state"), "pending");
+    json_decref(g);
+    json_t *done = wait_callback(s, id, "delivered", 15000);     /* after the 5.5 s lease */
+    assert_int_equal(wp_int(json_object_get(done, "callback"), "attempts"), 2);
+    assert_int_equal(rx_count_task(rx, id), 2);
+    assert_string_equal(rx->req[1].attempt, "2");
+    char *log = wp_server_read_log(s);
+    assert_non_null(strstr(log, "it is made again after its lease"));
+    free(log);
+    json_decref(done);
+    json_decref(t);
+    wp_server_free(s);
+    rx_stop(rx);
+    free(allow);
+}
+
 /* PostgreSQL: two instances deliver every task's callback once between them. */
 WP_TEST(test_callback_two_instances_deliver_once) {
     WP_PG_ONLY();
@@ -662,11 +712,13 @@ int main(void) {
         cmocka_unit_test_teardown(test_schedule_restart_submits_no_due_time_twice, wp_test_teardown),
         cmocka_unit_test_teardown(test_schedule_two_instances_one_task_per_due_time, wp_test_teardown),
         cmocka_unit_test_teardown(test_schedule_bad_config_exit_2, wp_test_teardown),
+        cmocka_unit_test_teardown(test_schedule_failed_submission_retried, wp_test_teardown),
         cmocka_unit_test_teardown(test_callback_delivered_once_signed, wp_test_teardown),
         cmocka_unit_test_teardown(test_callback_retried_after_500, wp_test_teardown),
         cmocka_unit_test_teardown(test_callback_never_answered_fails, wp_test_teardown),
         cmocka_unit_test_teardown(test_callback_url_not_allowed_422, wp_test_teardown),
         cmocka_unit_test_teardown(test_callback_pending_delivered_after_restart, wp_test_teardown),
+        cmocka_unit_test_teardown(test_callback_unrecorded_delivery_made_again, wp_test_teardown),
         cmocka_unit_test_teardown(test_callback_two_instances_deliver_once, wp_test_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
