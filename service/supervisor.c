@@ -1470,8 +1470,10 @@ supervisor_run(const struct config *cfg)
             kill(S.releases[i].releaser, SIGKILL);
 
     for (int i = 0; i < MAX_ZYGOTES; i++) {
-        if (S.zy[i].used && S.zy[i].pid > 0)
+        if (S.zy[i].used && S.zy[i].pid > 0) {
             kill(S.zy[i].pid, SIGKILL);         /* only after a failed start */
+            waitpid(S.zy[i].pid, NULL, 0);      /* a ready one too (--schedule's kind check) */
+        }
         if (S.zy[i].used && S.zy[i].sock >= 0)
             close(S.zy[i].sock);
     }
