@@ -21,7 +21,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends \
         build-essential cmake pkg-config \
         libmicrohttpd-dev libjansson-dev libsqlite3-dev libvectorscan-dev libpq-dev \
-        libcmocka-dev libcurl4-openssl-dev \
+        libcmocka-dev libcurl4-openssl-dev libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 struct wake;
+struct store_task;
 
 struct api_hooks {
     void *arg;
@@ -45,8 +46,16 @@ struct api_config {
     int (*request_reload)(void);    /* POST /v1/admin/reload; NULL: no such route */
     const char *const *cors_origins;    /* --cors-origin: "*" or origins; may be NULL */
     int ncors_origins;                  /* 0: no CORS headers at all */
+    /* --callback-allow (issue 13): the HOST[:PORT] a task's callback_url may name
+     * (HOST alone: port 80); none: callback_url is refused */
+    const char *const *callback_allow;
+    int ncallback_allow;
     struct api_hooks hooks;
 };
+
+/* The task object that GET /v1/tasks/{id} answers (a new reference, NULL when out of
+ * memory): what a completion callback posts (service/callbacks.c). */
+json_t *api_task_json(const struct store_task *t);
 
 /* Serves until SIGTERM or SIGINT (which the caller must have blocked in this thread,
  * so that they are taken with sigwait), then drains: stops accepting, answers

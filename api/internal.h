@@ -167,6 +167,10 @@ int taskjson_parse_submission(const struct api_ctx *ctx, const json_t *obj,
                               char *err, size_t errlen);
 /* Does an existing task match a repeated submission (same body)? */
 int taskjson_same_submission(const store_task *t, const store_new_task *nt);
+/* Is url a callback_url the allow list lets through (http://HOST[:PORT]/..., HOST:PORT in
+ * allow; an entry without a port allows port 80)? 0, or -1 with the reason in err. */
+int taskjson_callback_allowed(const char *url, const char *const *allow, int nallow,
+                              char *err, size_t errlen);
 /* Parses a task id path segment: 1..19 digits, a positive int64. 0 ok, -1 not an id. */
 int taskjson_parse_id(const char *text, int64_t *id);
 /* List cursors: opaque, signed with the store's secret. */

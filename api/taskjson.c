@@ -2,11 +2,13 @@
 #include "api/internal.h"
 #include "common/clock.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static json_t *
 time_or_null(int64_t ms)
@@ -60,6 +62,15 @@ taskjson_from_store(const store_task *t, int brief)
     /* when a retry waiting for its backoff may start; null otherwise */
     json_object_set_new(o, "run_after",
                         time_or_null(t->state == TASK_PENDING ? t->run_after_ms : 0));
+    /* issue 13: only on tasks submitted with a callback_url */
+    if (t->callback_url != NULL)
+        json_object_set_new(o, "callback",
+                            json_pack("{s:s, s:s, s:i, s:s?}", "url", t->callback_url,
+                                      "state", t->callback_state == STORE_CB_DELIVERED ? "delivered"
+                                               : t->callback_state == STORE_CB_FAILED ? "failed"
+                                               : "pending",
+                                      "attempts", t->callback_attempts,
+                                      "last_error", t->callback_error));
     return o;
 }
 
@@ -190,6 +201,20 @@ taskjson_text(const store_task *t, int brief, size_t *len)
     tb_time(&b, t->finished_at_ms);
     tb_lit(&b, ",\"run_after\":");
     tb_time(&b, t->state == TASK_PENDING ? t->run_after_ms : 0);
+    if (t->callback_url != NULL) {      /* as taskjson_from_store() writes it */
+        tb_lit(&b, ",\"callback\":{\"url\":");
+        bad |= tb_str(&b, t->callback_url);
+        tb_lit(&b, t->callback_state == STORE_CB_DELIVERED ? ",\"state\":\"delivered\""
+                   : t->callback_state == STORE_CB_FAILED  ? ",\"state\":\"failed\""
+                                                           : ",\"state\":\"pending\"");
+        tb_int(&b, ",\"attempts\":", t->callback_attempts);
+        tb_lit(&b, ",\"last_error\":");
+        if (t->callback_error != NULL)
+            bad |= tb_str(&b, t->callback_error);
+        else
+            tb_lit(&b, "null");
+        tb_lit(&b, "}");
+    }
     tb_lit(&b, "}");
     if (bad || b.oom) {
         free(b.p);
@@ -197,6 +222,12 @@ taskjson_text(const store_task *t, int brief, size_t *len)
     }
     *len = b.len;
     return b.p;
+}
+
+json_t *
+api_task_json(const store_task *t)
+{
+    return taskjson_from_store(t, 0);
 }
 
 /* An optional integer field: absent or null takes def. 0 ok, -1 with err. */
@@ -228,7 +259,7 @@ taskjson_parse_submission(const struct api_ctx *ctx, const json_t *obj, const ch
                           store_new_task *nt, char **input_text, char *err, size_t errlen)
 {
     static const char *const FIELDS[] = {"kind", "input", "priority", "max_attempts",
-                                         "timeout_ms"};
+                                         "timeout_ms", "callback_url"};
     *input_text = NULL;
     const char *key;
     const json_t *value;
@@ -256,6 +287,19 @@ taskjson_parse_submission(const struct api_ctx *ctx, const json_t *obj, const ch
         int_field(obj, "timeout_ms", where, 1, 86400000, ctx->cfg->default_timeout_ms,
                   &timeout_ms, err, errlen) != 0)
         return -1;
+    const json_t *cb = json_object_get(obj, "callback_url");
+    if (cb != NULL && !json_is_null(cb)) {
+        char why[400];
+        if (!json_is_string(cb)) {
+            snprintf(err, errlen, "%scallback_url: must be a string", where);
+            return -1;
+        }
+        if (taskjson_callback_allowed(json_string_value(cb), ctx->cfg->callback_allow,
+                                      ctx->cfg->ncallback_allow, why, sizeof why) != 0) {
+            snprintf(err, errlen, "%scallback_url: %s", where, why);
+            return -1;
+        }
+    }
 
     const json_t *input = json_object_get(obj, "input");
     json_t *null_input = NULL;
@@ -285,12 +329,101 @@ taskjson_parse_submission(const struct api_ctx *ctx, const json_t *obj, const ch
     nt->max_attempts = (int)max_attempts;
     nt->timeout_ms = timeout_ms;
     nt->idem_key = NULL;
+    nt->callback_url = cb != NULL && !json_is_null(cb) ? json_string_value(cb) : NULL;
     return 0;
+}
+
+#define CALLBACK_URL_MAX 2048
+
+int
+taskjson_callback_allowed(const char *url, const char *const *allow, int nallow, char *err,
+                          size_t errlen)
+{
+    if (nallow <= 0) {
+        snprintf(err, errlen, "no callback host is allowed: start warmpool with "
+                 "--callback-allow HOST[:PORT] to allow one");
+        return -1;
+    }
+    size_t n = strlen(url);
+    if (strncmp(url, "http://", 7) != 0) {
+        snprintf(err, errlen, "must be an http:// URL");
+        return -1;
+    }
+    if (n > CALLBACK_URL_MAX) {
+        snprintf(err, errlen, "longer than %d characters", CALLBACK_URL_MAX);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)url[i];
+        if (c <= ' ' || c >= 0x7f || c == '#') {
+            snprintf(err, errlen, "must be printable ASCII without spaces or a fragment");
+            return -1;
+        }
+    }
+    const char *host = url + 7;
+    size_t alen = strcspn(host, "/?");
+    size_t hlen = alen;
+    const char *colon = NULL;
+    if (host[0] == '[') {                       /* [::1]:8080 */
+        const char *close = memchr(host, ']', alen);
+        if (close == NULL) {
+            hlen = 0;
+        } else {
+            hlen = (size_t)(close - host) + 1;
+            colon = hlen < alen && host[hlen] == ':' ? host + hlen : NULL;
+            if (hlen < alen && colon == NULL)
+                hlen = 0;
+        }
+    } else {
+        colon = memchr(host, ':', alen);
+        if (colon != NULL)
+            hlen = (size_t)(colon - host);
+        for (size_t i = 0; i < hlen; i++)
+            if (!isalnum((unsigned char)host[i]) && host[i] != '.' && host[i] != '-')
+                hlen = 0;               /* userinfo (@), a second colon...: refused */
+    }
+    long port = 80;
+    if (colon != NULL) {
+        size_t plen = alen - (size_t)(colon + 1 - host);
+        char digits[8] = "";
+        if (plen == 0 || plen > 5 || strspn(colon + 1, "0123456789") < plen)
+            hlen = 0;
+        else {
+            memcpy(digits, colon + 1, plen);
+            port = strtol(digits, NULL, 10);
+            if (port < 1 || port > 65535)
+                hlen = 0;
+        }
+    }
+    if (hlen == 0) {
+        snprintf(err, errlen, "'%.100s' is not http://HOST[:PORT]/PATH", url);
+        return -1;
+    }
+    for (int i = 0; i < nallow; i++) {
+        const char *a = allow[i];
+        size_t ahlen = strlen(a);
+        long aport = 80;
+        const char *ac = a[0] == '[' ? strstr(a, "]:") : strrchr(a, ':');
+        if (ac != NULL) {
+            if (a[0] == '[')
+                ac++;
+            ahlen = (size_t)(ac - a);
+            aport = strtol(ac + 1, NULL, 10);
+        }
+        if (ahlen == hlen && strncasecmp(a, host, hlen) == 0 && aport == port)
+            return 0;
+    }
+    snprintf(err, errlen, "host %.*s port %ld is not allowed (--callback-allow)", (int)hlen,
+             host, port);
+    return -1;
 }
 
 int
 taskjson_same_submission(const store_task *t, const store_new_task *nt)
 {
+    if ((t->callback_url == NULL) != (nt->callback_url == NULL) ||
+        (t->callback_url != NULL && strcmp(t->callback_url, nt->callback_url) != 0))
+        return 0;
     if (strcmp(t->kind, nt->kind) != 0 || t->priority != nt->priority ||
         t->max_attempts != nt->max_attempts || t->timeout_ms != nt->timeout_ms)
         return 0;

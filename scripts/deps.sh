@@ -4,7 +4,8 @@
 set -euo pipefail
 
 BUILD_PKGS=(build-essential cmake pkg-config libmicrohttpd-dev libjansson-dev
-            libsqlite3-dev libvectorscan-dev libpq-dev)
+            libsqlite3-dev libvectorscan-dev libpq-dev
+            libcurl4-openssl-dev libssl-dev)     # completion callbacks: libcurl, HMAC
 # python3-jsonschema: tests/contract (OpenAPI); chromium, chromium-driver and
 # python3-selenium: tests/browser (pages in headless Chromium); prometheus (for promtool)
 # and python3-prometheus-client: tests/observe (GET /metrics read by real parsers);

@@ -6,6 +6,8 @@
 #include "common/fault.h"
 #include "common/log.h"
 #include "common/wake.h"
+#include "service/callbacks.h"
+#include "service/schedule.h"
 #include "service/tasklog.h"
 #include "storage/store.h"
 
@@ -166,8 +168,13 @@ agent_main(const struct agent_env *env)
     signal(SIGUSR1, SIG_IGN);
     signal(SIGPIPE, SIG_IGN);
 
+    /* completion callbacks: deliverer threads, when callbacks may be submitted here */
+    if (env->cfg->ncallback_allow > 0)
+        callbacks_start(env->cfg);
+
     int64_t every = store_heartbeat_every_ms(env->cfg->lease_ms);
-    int64_t next_beat = 0, next_open = 0, fails = 0, open_fails = 0;
+    int64_t next_beat = 0, next_open = 0, fails = 0, open_fails = 0, next_sched = 0;
+    struct schedule_state sched = {{0}};
     store *st = NULL;
     for (;;) {
         int64_t now = clock_mono_ms();
@@ -192,8 +199,14 @@ agent_main(const struct agent_env *env)
             beat(env, st, &fails);
             next_beat = clock_mono_ms() + every;
         }
+        /* periodic tasks (--schedule): none are submitted once a drain has begun */
+        if (st != NULL && env->cfg->nschedules > 0 && !slots_draining(env->sh) &&
+            clock_mono_ms() >= next_sched)
+            next_sched = schedule_run(&sched, env->cfg, st, env->wake);
         now = clock_mono_ms();
         int64_t until = st != NULL ? next_beat : next_open;
+        if (st != NULL && env->cfg->nschedules > 0 && next_sched < until)
+            until = next_sched;
         int timeout = until > now ? (int)(until - now) : 0;
         struct pollfd p[2] = {{.fd = env->ctl_fd, .events = POLLIN},
                               {.fd = st != NULL ? store_events_fd(st) : -1, .events = POLLIN}};

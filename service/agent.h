@@ -13,6 +13,11 @@
  *    local channels: READY wakes idle workers (the wake-up channel), DONE sends the
  *    task's id down the notify pipe to the HTTP process's waiters, RESYNC (events may
  *    have been lost) wakes every waiter to look again (id 0) and the idle workers;
+ *  - submits the periodic tasks (--schedule, service/schedule.c) as they come due, each
+ *    due time once across instances and restarts (its idempotency key), none once a
+ *    drain has begun;
+ *  - with --callback-allow, runs the completion callbacks' deliverer threads
+ *    (service/callbacks.c), each with its own store connection;
  *  - at the end of a drain, when the supervisor says so (after every worker is gone),
  *    removes the instance from the store (store_leave) and exits.
  * With SQLite there are no other instances: the heartbeat and the rescue do nothing and

@@ -5,6 +5,8 @@
 #include "service/kinds.h"
 #include "storage/store.h"
 
+#include <jansson.h>
+
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -14,7 +16,8 @@
 
 enum opt_type { OPT_INT, OPT_BOOL, OPT_PATH, OPT_LISTEN, OPT_LOG_LEVEL, OPT_PLUGIN,
                 OPT_KIND_CONFIG, OPT_EXEC_KIND, OPT_SCAN_RULES, OPT_DURATION, OPT_TOKEN,
-                OPT_TOKEN_FILE, OPT_LOG_FORMAT, OPT_CORS_ORIGIN, OPT_DURABILITY };
+                OPT_TOKEN_FILE, OPT_LOG_FORMAT, OPT_CORS_ORIGIN, OPT_DURABILITY, OPT_SCHEDULE,
+                OPT_CALLBACK_ALLOW };
 
 struct opt {
     const char *name;           /* without the leading "--" */
@@ -86,6 +89,12 @@ static const struct opt OPTS[] = {
     {"cors-origin", OPT_CORS_ORIGIN, 0, 0, 0, "ORIGIN",
      "let web pages from ORIGIN (scheme://host[:port], or * without a token) call the "
      "API; repeatable (variable: comma-separated)"},
+    {"callback-allow", OPT_CALLBACK_ALLOW, 0, 0, 0, "HOST[:PORT]",
+     "a host (and port; default 80) that tasks' callback_url may name; repeatable "
+     "(variable: comma-separated); none by default: callback_url is refused"},
+    {"callback-secret", OPT_TOKEN, OFF(callback_secret), 0, 0, "SECRET",
+     "sign each callback with HMAC-SHA256 of its timestamp and body "
+     "(X-Warmpool-Signature)"},
     {"plugin", OPT_PLUGIN, 0, 0, 0, "PATH.so",
      "load kinds from a shared library; repeatable (variable: comma-separated)"},
     {"kind-config", OPT_KIND_CONFIG, 0, 0, 0, "NAME=VALUE",
@@ -95,6 +104,10 @@ static const struct opt OPTS[] = {
      "(docs/exec-kinds.md); repeatable (variable: ';'-separated)"},
     {"scan-rules", OPT_SCAN_RULES, 0, 0, 0, "PATH",
      "rules file of the scan kind (default: the built-in rules)"},
+    {"schedule", OPT_SCHEDULE, 0, 0, 0, "NAME=CRON KIND INPUT",
+     "submit a task of KIND with INPUT (JSON, default null) each time the five-field cron "
+     "expression CRON (UTC) comes due, once per due time across restarts and instances; "
+     "repeatable (variable: ';'-separated)"},
 };
 #define N_OPTS (sizeof OPTS / sizeof OPTS[0])
 
@@ -144,6 +157,30 @@ parse_listen(const char *text, struct config *cfg)
     cfg->listen_host[hlen] = '\0';
     cfg->listen_port = (int)port;
     return 0;
+}
+
+/* Is text HOST[:PORT]: a name of letters, digits, '.', '-', or an [IPv6] address; a
+ * port 1..65535? */
+static int
+valid_host_port(const char *text)
+{
+    size_t n;
+    if (text[0] == '[') {
+        n = strspn(text + 1, "0123456789abcdefABCDEF:.");
+        if (n == 0 || text[1 + n] != ']')
+            return 0;
+        n += 2;
+    } else {
+        n = strspn(text, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-");
+        if (n == 0)
+            return 0;
+    }
+    const char *rest = text + n;
+    if (rest[0] == '\0')
+        return 1;
+    int64_t port;
+    return rest[0] == ':' && rest[1] != '\0' && strspn(rest + 1, "0123456789") == strlen(rest + 1) &&
+           parse_int64(rest + 1, &port) == 0 && port >= 1 && port <= 65535;
 }
 
 /* Is text a browser's serialized origin: http(s)://host[:port], lower case, no path? */
@@ -238,6 +275,88 @@ add_exec_kind(struct config *cfg, const char *text, const char *source, char *er
     return 0;
 }
 
+/* --schedule 'NAME=CRON KIND INPUT': a name of its own, a cron expression (five
+ * fields or one @macro), a kind name, and JSON (the rest of the text; default null). */
+static int
+add_schedule(struct config *cfg, const char *text, const char *source, char *err,
+             size_t errlen)
+{
+    const char *eq = strchr(text, '=');
+    size_t nlen = eq == NULL ? 0 : (size_t)(eq - text);
+    if (eq == NULL || nlen == 0 || nlen > 64 ||
+        strspn(text, "abcdefghijklmnopqrstuvwxyz0123456789_.-") != nlen) {
+        snprintf(err, errlen, "%s: '%.100s' is not NAME=CRON KIND INPUT with NAME of 1 to 64 "
+                 "of a-z 0-9 _ . -", source, text);
+        return -1;
+    }
+    for (int i = 0; i < cfg->nschedules; i++) {
+        if (strlen(cfg->schedules[i].name) == nlen &&
+            strncmp(cfg->schedules[i].name, text, nlen) == 0) {
+            snprintf(err, errlen, "%s: schedule '%.*s' is given twice", source, (int)nlen,
+                     text);
+            return -1;
+        }
+    }
+    if (cfg->nschedules == CONFIG_MAX_SCHEDULES) {
+        snprintf(err, errlen, "%s: more than %d schedules", source, CONFIG_MAX_SCHEDULES);
+        return -1;
+    }
+    struct config_schedule *sc = &cfg->schedules[cfg->nschedules];
+    memset(sc, 0, sizeof *sc);
+    memcpy(sc->name, text, nlen);
+    /* the words: a macro is one, a cron expression five; then the kind */
+    const char *p = eq + 1, *w[7];
+    size_t wl[7];
+    int nw = 0, want = 0;
+    while (nw < 7) {
+        p += strspn(p, " \t");
+        if (*p == '\0')
+            break;
+        if (nw == 0)
+            want = *p == '@' ? 2 : 6;
+        if (nw == want)
+            break;                      /* the input starts here */
+        w[nw] = p;
+        wl[nw] = strcspn(p, " \t");
+        p += wl[nw++];
+    }
+    if (nw < want || want == 0) {
+        snprintf(err, errlen, "%s: schedule '%s': '%.200s' is not CRON KIND INPUT (a cron "
+                 "expression of five fields or an @macro, a kind, JSON)", source, sc->name,
+                 eq + 1);
+        return -1;
+    }
+    size_t elen = (size_t)(w[want - 2] + wl[want - 2] - w[0]);
+    if (elen >= sizeof sc->expr || wl[want - 1] >= sizeof sc->kind) {
+        snprintf(err, errlen, "%s: schedule '%s': the cron expression or the kind is too long",
+                 source, sc->name);
+        return -1;
+    }
+    memcpy(sc->expr, w[0], elen);
+    memcpy(sc->kind, w[want - 1], wl[want - 1]);
+    char why[256];
+    if (cron_parse(sc->expr, &sc->cron, why, sizeof why) != 0) {
+        snprintf(err, errlen, "%s: schedule '%s': %s", source, sc->name, why);
+        return -1;
+    }
+    json_error_t jerr;
+    json_t *input = json_loads(*p != '\0' ? p : "null", JSON_DECODE_ANY | JSON_REJECT_DUPLICATES,
+                               &jerr);
+    if (input == NULL) {
+        snprintf(err, errlen, "%s: schedule '%s': the input is not JSON: %s", source, sc->name,
+                 jerr.text);
+        return -1;
+    }
+    sc->input = json_dumps(input, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(input);
+    if (sc->input == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    cfg->nschedules++;
+    return 0;
+}
+
 const char *
 config_kind_config(const struct config *cfg, const char *name)
 {
@@ -323,6 +442,20 @@ set_opt(const struct opt *o, const char *text, struct config *cfg, const char *s
     }
     case OPT_EXEC_KIND:
         return add_exec_kind(cfg, text, source, err, errlen);
+    case OPT_SCHEDULE:
+        return add_schedule(cfg, text, source, err, errlen);
+    case OPT_CALLBACK_ALLOW:
+        if (!valid_host_port(text)) {
+            snprintf(err, errlen, "%s: '%.100s' is not HOST[:PORT] (a name or address, and a "
+                     "port 1 to 65535)", source, text);
+            return -1;
+        }
+        if (cfg->ncallback_allow == CONFIG_MAX_CALLBACK_ALLOW) {
+            snprintf(err, errlen, "%s: more than %d hosts", source, CONFIG_MAX_CALLBACK_ALLOW);
+            return -1;
+        }
+        cfg->callback_allow[cfg->ncallback_allow++] = text;
+        return 0;
     case OPT_DURATION: {
         char *end;
         errno = 0;
@@ -338,7 +471,7 @@ set_opt(const struct opt *o, const char *text, struct config *cfg, const char *s
         *(int64_t *)(base + o->offset) = n * unit;
         return 0;
     }
-    case OPT_TOKEN:                     /* api_token or metrics_token: the same size */
+    case OPT_TOKEN:     /* api_token, metrics_token or callback_secret: the same size */
         if (strlen(text) >= sizeof cfg->api_token) {
             snprintf(err, errlen, "%s: the token is longer than %zu bytes", source,
                      sizeof cfg->api_token - 1);
@@ -437,6 +570,19 @@ check_combinations(struct config *cfg, char *err, size_t errlen)
             return CONFIG_ERROR;
         }
     }
+    /* a schedule's kind: built-in or exec; a plugin's kinds are known only once loaded
+     * (the supervisor checks them then, and exits 2 the same way) */
+    for (int i = 0; i < cfg->nschedules && cfg->nplugins == 0; i++) {
+        const char *kind = cfg->schedules[i].kind;
+        int known = kinds_builtin_name(kind, cfg->enable_test_kinds);
+        for (int k = 0; k < cfg->nexec_kinds && !known; k++)
+            known = strcmp(cfg->exec_kinds[k].name, kind) == 0;
+        if (!known) {
+            snprintf(err, errlen, "--schedule %s: no kind is named '%s'",
+                     cfg->schedules[i].name, kind);
+            return CONFIG_ERROR;
+        }
+    }
     return CONFIG_OK;
 }
 
@@ -503,7 +649,8 @@ config_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen
         if (v == NULL || on_command_line(argc, argv, OPTS[i].name))
             continue;           /* a flag beats its variable, even a bad one */
         if (OPTS[i].type == OPT_PLUGIN || OPTS[i].type == OPT_KIND_CONFIG ||
-            OPTS[i].type == OPT_CORS_ORIGIN || OPTS[i].type == OPT_EXEC_KIND) {
+            OPTS[i].type == OPT_CORS_ORIGIN || OPTS[i].type == OPT_EXEC_KIND ||
+            OPTS[i].type == OPT_SCHEDULE || OPTS[i].type == OPT_CALLBACK_ALLOW) {
             /* a list: plugins and origins comma-separated, kind configurations and
              * exec kinds ';'-separated */
             /* the copy lives as long as the configuration, which points into it; a
@@ -513,7 +660,8 @@ config_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen
             free(copies[i]);
             copies[i] = copy;
             const char *sep = OPTS[i].type == OPT_KIND_CONFIG ||
-                              OPTS[i].type == OPT_EXEC_KIND ? ";" : ",";
+                              OPTS[i].type == OPT_EXEC_KIND ? ";"
+                              : OPTS[i].type == OPT_SCHEDULE ? ";\n" : ",";
             char *save = NULL;
             for (char *tok = copy ? strtok_r(copy, sep, &save) : NULL; tok != NULL;
                  tok = strtok_r(NULL, sep, &save))
@@ -524,7 +672,7 @@ config_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen
         if (set_opt(&OPTS[i], v, cfg, env, err, errlen) != 0)
             return CONFIG_ERROR;
     }
-    int i = 1, argv_plugins = 0, argv_origins = 0;
+    int i = 1, argv_plugins = 0, argv_origins = 0, argv_allow = 0;
     if (argc > 1 && strcmp(argv[1], "healthcheck") == 0) {
         cfg->healthcheck = 1;
         i = 2;
@@ -566,6 +714,8 @@ config_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen
             cfg->nplugins = 0;          /* --plugin replaces WARMPOOL_PLUGIN's list */
         if (o->type == OPT_CORS_ORIGIN && !argv_origins++)
             cfg->ncors_origins = 0;     /* the same for --cors-origin */
+        if (o->type == OPT_CALLBACK_ALLOW && !argv_allow++)
+            cfg->ncallback_allow = 0;   /* and --callback-allow */
         if (set_opt(o, value, cfg, source, err, errlen) != 0)
             return CONFIG_ERROR;
     }
@@ -581,5 +731,7 @@ config_free(struct config *cfg)
         free((char *)cfg->exec_kinds[i].name);
         exec_argv_free(cfg->exec_kinds[i].argv);
     }
-    cfg->nkind_configs = cfg->nexec_kinds = 0;
+    for (int i = 0; i < cfg->nschedules; i++)
+        free(cfg->schedules[i].input);
+    cfg->nkind_configs = cfg->nexec_kinds = cfg->nschedules = 0;
 }

@@ -7,6 +7,7 @@
 #define WP_CONFIG_H
 
 #include "common/log.h"
+#include "service/cron.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -15,6 +16,8 @@
 #define CONFIG_MAX_KIND_CONFIGS 32
 #define CONFIG_MAX_CORS_ORIGINS 16
 #define CONFIG_MAX_EXEC_KINDS 16
+#define CONFIG_MAX_SCHEDULES 32
+#define CONFIG_MAX_CALLBACK_ALLOW 32
 
 struct config {
     char listen_host[256];
@@ -59,6 +62,20 @@ struct config {
         char **argv;            /* COMMAND split into words (exec_command_split) */
     } exec_kinds[CONFIG_MAX_EXEC_KINDS];        /* --exec-kind NAME=COMMAND, in order */
     int nexec_kinds;
+    /* --schedule NAME=CRON KIND INPUT_JSON (issue 13): periodic tasks, submitted by the
+     * agent (service/schedule.c) */
+    struct config_schedule {
+        char name[65];          /* [a-z0-9_.-]{1,64} */
+        char expr[128];         /* the cron expression as given */
+        struct cron cron;
+        char kind[65];
+        char *input;            /* compact JSON text (allocated) */
+    } schedules[CONFIG_MAX_SCHEDULES];
+    int nschedules;
+    /* completion callbacks (issue 13, service/callbacks.c) */
+    const char *callback_allow[CONFIG_MAX_CALLBACK_ALLOW];  /* HOST[:PORT] */
+    int ncallback_allow;
+    char callback_secret[512];  /* "" = deliveries are not signed */
 };
 
 /* The configuration string of kind `name` (--kind-config, or --scan-rules for

@@ -387,11 +387,39 @@ load_failed(const char *why)
     }
 }
 
+/* A --schedule whose kind no loaded kind has (a plugin's kinds are known only now;
+ * config.c checked the others): its name, or NULL. */
+static const char *
+schedule_kind_missing(const struct zygote_ready *r)
+{
+    int n = r->nkinds < 0 ? 0 : r->nkinds > SHARED_MAX_KINDS ? SHARED_MAX_KINDS : r->nkinds;
+    for (int i = 0; i < S.cfg->nschedules; i++) {
+        int found = 0;
+        for (int k = 0; k < n && !found; k++)
+            found = strncmp(r->kinds[k].name, S.cfg->schedules[i].kind,
+                            sizeof r->kinds[k].name) == 0;
+        if (!found)
+            return S.cfg->schedules[i].name;
+    }
+    return NULL;
+}
+
 static void
 on_ready(int z, const struct zygote_ready *r)
 {
     struct zygote *y = &S.zy[z];
     int64_t now = clock_mono_ms();
+    const char *sched = S.started ? NULL : schedule_kind_missing(r);
+    if (sched != NULL) {
+        char why[256] = "";
+        for (int i = 0; i < S.cfg->nschedules; i++)
+            if (strcmp(S.cfg->schedules[i].name, sched) == 0)
+                snprintf(why, sizeof why, "--schedule %s: no kind is named '%s'", sched,
+                         S.cfg->schedules[i].kind);
+        y->failed = 1;
+        load_failed(why);
+        return;
+    }
     y->ready = 1;
     S.loading = -1;
     S.zygote_restart_at_ms = 0;
@@ -1442,8 +1470,10 @@ supervisor_run(const struct config *cfg)
             kill(S.releases[i].releaser, SIGKILL);
 
     for (int i = 0; i < MAX_ZYGOTES; i++) {
-        if (S.zy[i].used && S.zy[i].pid > 0)
+        if (S.zy[i].used && S.zy[i].pid > 0) {
             kill(S.zy[i].pid, SIGKILL);         /* only after a failed start */
+            waitpid(S.zy[i].pid, NULL, 0);      /* a ready one too (--schedule's kind check) */
+        }
         if (S.zy[i].used && S.zy[i].sock >= 0)
             close(S.zy[i].sock);
     }

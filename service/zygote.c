@@ -140,6 +140,8 @@ run_http(const struct zygote_env *env, struct exec_child *validators, int valida
         .request_reload = request_reload,
         .cors_origins = cfg->cors_origins,
         .ncors_origins = cfg->ncors_origins,
+        .callback_allow = cfg->callback_allow,
+        .ncallback_allow = cfg->ncallback_allow,
         /* validate with the contexts this process was forked with (kinds.h) */
         .hooks = {.arg = env->sh, .validate = kinds_validate, .kinds = slots_kinds_stats,
                   .workers = slots_stats, .workers_alive = slots_alive,

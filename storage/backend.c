@@ -42,6 +42,8 @@ store_task_clear(store_task *t)
     free(t->result);
     free(t->error_code);
     free(t->error_message);
+    free(t->callback_url);
+    free(t->callback_error);
     *t = (store_task){0};
 }
 
@@ -316,4 +318,24 @@ store_events(store *s, store_event *ev, size_t cap, size_t *n)
 {
     *n = 0;
     return STORE_BASE(s)->ops->events(s, ev, cap, n);
+}
+
+const char *
+store_callback_state_name(int state)
+{
+    static const char *const NAMES[] = {NULL, "pending", "delivered", "failed"};
+    return state >= 0 && state <= STORE_CB_FAILED ? NAMES[state] : NULL;
+}
+
+int
+store_callback_claim(store *s, int64_t now_ms, int64_t lease_ms, store_task *out)
+{
+    return STORE_BASE(s)->ops->callback_claim(s, now_ms, lease_ms, out);
+}
+
+int
+store_callback_record(store *s, int64_t id, int attempt, int state, int64_t next_at_ms,
+                      const char *error)
+{
+    return STORE_BASE(s)->ops->callback_record(s, id, attempt, state, next_at_ms, error);
 }

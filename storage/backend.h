@@ -63,6 +63,9 @@ struct store_ops {
     int (*listen)(store *s);
     int (*events_fd)(store *s);
     int (*events)(store *s, store_event *ev, size_t cap, size_t *n);
+    int (*callback_claim)(store *s, int64_t now_ms, int64_t lease_ms, store_task *out);
+    int (*callback_record)(store *s, int64_t id, int attempt, int state, int64_t next_at_ms,
+                           const char *error);
 };
 
 /* The part of every connection that backend.c reads: each backend defines its own

@@ -204,10 +204,38 @@ static const struct step V3[] = {
     {NULL, NULL, NULL},
 };
 
+/* ---------------------------------------------------------------- version 4 */
+
+/* placeholder: replaced by branch queue's migration at merge */
+static const struct step V4[] = {
+    {NULL, NULL, NULL},
+};
+
+/* ---------------------------------------------------------------- version 5 */
+
+static const struct step V5[] = {
+    /* Completion callbacks (issue 13): a task submitted with a callback_url has a
+     * delivery, callback_state 'pending' until it is 'delivered' or 'failed'. It is due
+     * once the task is terminal (finished_at set: every statement that ends a task sets
+     * it, so none of them needs to know about callbacks) and callback_next_at has come;
+     * a claim pushes callback_next_at on by a lease. tasks_callback holds only the
+     * deliveries of finished tasks still to make, oldest due first. */
+    {"completion callbacks: tasks.callback_*, index tasks_callback",
+     "ALTER TABLE tasks ADD COLUMN callback_url TEXT;"
+     "ALTER TABLE tasks ADD COLUMN callback_state TEXT;"
+     "ALTER TABLE tasks ADD COLUMN callback_attempts INTEGER NOT NULL DEFAULT 0;"
+     "ALTER TABLE tasks ADD COLUMN callback_next_at INTEGER NOT NULL DEFAULT 0;"
+     "ALTER TABLE tasks ADD COLUMN callback_error TEXT;"
+     "CREATE INDEX tasks_callback ON tasks (callback_next_at)"
+     " WHERE callback_state = 'pending' AND finished_at IS NOT NULL;",
+     NULL},
+    {NULL, NULL, NULL},
+};
+
 /* ---------------------------------------------------------------- the checklist */
 
 /* MIGRATIONS[i] takes a database from version i to version i + 1 */
-static const struct step *const MIGRATIONS[] = {V1, V2, V3};
+static const struct step *const MIGRATIONS[] = {V1, V2, V3, V4, V5};
 
 #define N_MIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 _Static_assert(N_MIGRATIONS == SCHEMA_VERSION, "one migration per schema version");

@@ -172,10 +172,36 @@ static const struct pg_step PG_V1[] = {
     {NULL, NULL},
 };
 
+/* ---------------------------------------------------------------- versions 2 to 4 */
+
+/* The versions are numbered as SQLite's (schema.c), so that one number means one
+ * feature set on both: PostgreSQL's version 1 already had what SQLite's 2 and 3 added. */
+static const struct pg_step PG_V2[] = {{NULL, NULL}};
+static const struct pg_step PG_V3[] = {{NULL, NULL}};
+/* placeholder: replaced by branch queue's migration at merge */
+static const struct pg_step PG_V4[] = {{NULL, NULL}};
+
+/* ---------------------------------------------------------------- version 5 */
+
+/* Completion callbacks (issue 13), as SQLite's version 5 (schema.c): a delivery is due
+ * once its task is terminal and callback_next_at has come; claims take it with
+ * FOR UPDATE SKIP LOCKED and push callback_next_at on by a lease. */
+static const struct pg_step PG_V5[] = {
+    {"completion callbacks: tasks.callback_*, index tasks_callback",
+     "ALTER TABLE tasks ADD COLUMN callback_url text,"
+     " ADD COLUMN callback_state text,"
+     " ADD COLUMN callback_attempts integer NOT NULL DEFAULT 0,"
+     " ADD COLUMN callback_next_at bigint NOT NULL DEFAULT 0,"
+     " ADD COLUMN callback_error text;"
+     "CREATE INDEX tasks_callback ON tasks (callback_next_at)"
+     " WHERE callback_state = 'pending' AND finished_at IS NOT NULL;"},
+    {NULL, NULL},
+};
+
 /* ---------------------------------------------------------------- the checklist */
 
 /* PG_MIGRATIONS[i] takes a database from version i to version i + 1 */
-static const struct pg_step *const PG_MIGRATIONS[] = {PG_V1};
+static const struct pg_step *const PG_MIGRATIONS[] = {PG_V1, PG_V2, PG_V3, PG_V4, PG_V5};
 
 #define N_PG_MIGRATIONS ((int)(sizeof PG_MIGRATIONS / sizeof PG_MIGRATIONS[0]))
 _Static_assert(N_PG_MIGRATIONS == PG_SCHEMA_VERSION, "one migration per schema version");

@@ -9,7 +9,7 @@
  * at the end of PG_MIGRATIONS[] in schema_pg.c, never by editing an old entry (the
  * statements of store_pg.c that the migrations' functions contain are part of an
  * entry: a changed function is a new migration with CREATE OR REPLACE FUNCTION). */
-#define PG_SCHEMA_VERSION 1
+#define PG_SCHEMA_VERSION 5
 
 /* Advisory locks of warmpool: pg_advisory_xact_lock(PG_LOCK_CLASS, key). Transaction
  * scoped, so an instance that is stopped or cut off cannot hold one past its

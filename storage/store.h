@@ -81,6 +81,11 @@ typedef struct store_task {
     int64_t started_at_ms;
     int64_t finished_at_ms;
     int64_t run_after_ms;   /* a pending retry waits until then; 0 = now */
+    /* completion callback (issue 13): POSTed to callback_url once the task is terminal */
+    char *callback_url;     /* NULL: none */
+    int callback_state;     /* enum store_callback_state */
+    int callback_attempts;  /* deliveries tried (claimed) so far */
+    char *callback_error;   /* why the last delivery failed, or NULL */
 } store_task;
 
 void store_task_clear(store_task *t);
@@ -93,6 +98,7 @@ typedef struct store_new_task {
     int max_attempts;
     int64_t timeout_ms;
     const char *idem_key;   /* NULL = none */
+    const char *callback_url;   /* NULL = none (issue 13: POSTed the task when it ends) */
 } store_new_task;
 
 /* How an attempt ended, for store_finish(). Strings are borrowed. */
@@ -322,6 +328,30 @@ int64_t store_size_bytes(store *s);
 typedef void store_plan_fn(void *arg, const char *name, const char *plan);
 int store_explain(store *s, store_plan_fn *fn, void *arg);
 int64_t store_work(store *s);
+
+/* ---------------------------------------------------------------- completion callbacks
+ * A task submitted with a callback_url has a delivery: `pending` from its submission, due
+ * once the task is terminal (succeeded, failed, canceled) and its next_at has come; then
+ * `delivered`, or `failed` once the deliverer gives up (service/callbacks.c). Deliveries
+ * are stored with the task, so they survive restarts; a claim hides one from the other
+ * deliverers (every instance's) for a lease. */
+enum store_callback_state {
+    STORE_CB_NONE = 0, STORE_CB_PENDING, STORE_CB_DELIVERED, STORE_CB_FAILED
+};
+/* "pending"...; NULL for STORE_CB_NONE */
+const char *store_callback_state_name(int state);
+/* Claims the delivery due first at now_ms, if any: its attempt is counted
+ * (callback_attempts) and it is hidden from other claims until now_ms + lease_ms (if its
+ * deliverer dies, it is claimed again then). STORE_OK with *out the whole task (release
+ * with store_task_clear), STORE_EMPTY when none is due. A read first: no write when none
+ * is due. */
+int store_callback_claim(store *s, int64_t now_ms, int64_t lease_ms, store_task *out);
+/* Records how attempt `attempt` of task id's delivery ended: STORE_CB_DELIVERED or
+ * STORE_CB_FAILED (final), or STORE_CB_PENDING to try again at next_at_ms; error (may be
+ * NULL) says why it failed. STORE_CONFLICT when that attempt is no longer the delivery's
+ * (it was claimed again after its lease). */
+int store_callback_record(store *s, int64_t id, int attempt, int state, int64_t next_at_ms,
+                          const char *error);
 
 /* ---------------------------------------------------------------- many instances
  * What an instance does so that others sharing the store know it is alive and learn of

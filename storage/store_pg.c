@@ -51,10 +51,12 @@
 
 #define TASK_COLS                                                                     \
     "id, kind, state, priority, input, result, error_code, error_message, attempts, " \
-    "max_attempts, timeout_ms, created_at, started_at, finished_at, run_after"
+    "max_attempts, timeout_ms, created_at, started_at, finished_at, run_after, "      \
+    "callback_url, callback_state, callback_attempts, callback_error"
 #define TASK_COLS_BRIEF                                                                      \
     "id, kind, state, priority, NULL::text, NULL::text, error_code, error_message, attempts, " \
-    "max_attempts, timeout_ms, created_at, started_at, finished_at, run_after"
+    "max_attempts, timeout_ms, created_at, started_at, finished_at, run_after, "             \
+    "callback_url, callback_state, callback_attempts, callback_error"
 /* A terminal task's NOTIFY payload, from a row t with its columns (see (5) above) */
 #define DONE_PAYLOAD(inst, t)                                                             \
     inst " || ':' || " t ".id || ':' || " t ".state || ':' || " t ".attempts || ':' || "  \
@@ -64,9 +66,27 @@
 
 static const char SQL_INSERT[] =
     "INSERT INTO tasks (kind, state, priority, input, max_attempts, timeout_ms, created_at,"
-    " idem_key) VALUES ($1, 'pending', $2::integer, $3, $4::integer, $5::bigint, $6::bigint, $7)"
+    " idem_key, callback_url, callback_state) VALUES ($1, 'pending', $2::integer, $3,"
+    " $4::integer, $5::bigint, $6::bigint, $7, $8::text,"
+    " CASE WHEN $8::text IS NULL THEN NULL ELSE 'pending' END)"
     " ON CONFLICT (idem_key) WHERE idem_key IS NOT NULL DO NOTHING RETURNING " TASK_COLS;
 static const char SQL_GET[] = "SELECT " TASK_COLS " FROM tasks WHERE id = $1::bigint";
+/* completion callbacks (issue 13): the claim of the delivery due first (an attempt
+ * counted, hidden from other claims, of any instance, for a lease; SKIP LOCKED: two
+ * deliverers never wait for each other), and how it ended (a compare-and-set on the
+ * attempt) */
+static const char SQL_CB_DUE[] =
+    "SELECT id FROM tasks WHERE callback_state = 'pending' AND finished_at IS NOT NULL"
+    " AND callback_next_at <= $1::bigint ORDER BY callback_next_at LIMIT 1";
+static const char SQL_CB_CLAIM[] =
+    "UPDATE tasks SET callback_attempts = callback_attempts + 1, callback_next_at = $2::bigint"
+    " WHERE id = (SELECT id FROM tasks WHERE callback_state = 'pending'"
+    "  AND finished_at IS NOT NULL AND callback_next_at <= $1::bigint"
+    "  ORDER BY callback_next_at LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING " TASK_COLS;
+static const char SQL_CB_RECORD[] =
+    "UPDATE tasks SET callback_state = $3, callback_next_at = $4::bigint, callback_error = $5"
+    " WHERE id = $1::bigint AND callback_attempts = $2::integer AND callback_state = 'pending'"
+    " RETURNING id";
 static const char SQL_GET_BY_KEY[] = "SELECT " TASK_COLS " FROM tasks WHERE idem_key = $1";
 static const char SQL_NOTIFY_READY[] =
     "SELECT pg_notify('warmpool_ready', $1::text || ':' || $2::text)";
@@ -295,7 +315,7 @@ enum stmt_id {
     S_LIST_RUNNING, S_PING, S_SECRET,
     S_SIZE, S_VERSION, S_REGISTER, S_REREGISTER, S_HEARTBEAT,
     S_MARK_LOST, S_RELEASE_LOST, S_FORGET_LOST, S_INSTANCES, S_SAME_PIDNS, S_DROP_INSTANCES,
-    S_LEAVE, S_LEAVE_SILENT,
+    S_LEAVE, S_LEAVE_SILENT, S_CB_DUE, S_CB_CLAIM, S_CB_RECORD,
     S_COUNT_OF
 };
 
@@ -306,7 +326,10 @@ static const struct {
     const char *sql;
     const char *sample[MAXP];
 } STMTS[S_COUNT_OF] = {
-    [S_INSERT] = {"insert", SQL_INSERT, {"echo", "0", "{}", "1", "1000", "1", "key"}},
+    [S_INSERT] = {"insert", SQL_INSERT, {"echo", "0", "{}", "1", "1000", "1", "key", NULL}},
+    [S_CB_DUE] = {"callback_due", SQL_CB_DUE, {"1"}},
+    [S_CB_CLAIM] = {"callback_claim", SQL_CB_CLAIM, {"1", "1"}},
+    [S_CB_RECORD] = {"callback_record", SQL_CB_RECORD, {"1", "1", "delivered", "0", NULL}},
     [S_GET] = {"get", SQL_GET, {"1"}},
     [S_GET_BY_KEY] = {"get_by_key", SQL_GET_BY_KEY, {"key"}},
     [S_NOTIFY_READY] = {"notify_ready", SQL_NOTIFY_READY, {"0", "0"}},
@@ -831,6 +854,18 @@ row_to_task(const PGresult *r, int row, store_task *t)
     t->started_at_ms = val_i64(r, row, 12);
     t->finished_at_ms = val_i64(r, row, 13);
     t->run_after_ms = val_i64(r, row, 14);
+    t->callback_url = val_dup(r, row, 15);
+    const char *cb = PQgetisnull(r, row, 16) ? NULL : PQgetvalue(r, row, 16);
+    for (int k = STORE_CB_PENDING; cb != NULL && k <= STORE_CB_FAILED; k++)
+        if (strcmp(cb, store_callback_state_name(k)) == 0)
+            t->callback_state = k;
+    t->callback_attempts = (int)val_i64(r, row, 17);
+    t->callback_error = val_dup(r, row, 18);
+    if ((t->callback_url == NULL && !PQgetisnull(r, row, 15)) ||
+        (t->callback_error == NULL && !PQgetisnull(r, row, 18))) {
+        store_task_clear(t);
+        return -1;
+    }
     if (t->kind == NULL || (t->input == NULL && !PQgetisnull(r, row, 4)) ||
         (t->result == NULL && !PQgetisnull(r, row, 5)) ||
         (t->error_code == NULL && !PQgetisnull(r, row, 6)) ||
@@ -987,6 +1022,7 @@ q_insert(struct q *q, const store_new_task *nt, int64_t now_ms)
     q_i64(q, nt->timeout_ms);
     q_i64(q, now_ms);
     q_str(q, nt->idem_key);
+    q_str(q, nt->callback_url);
 }
 
 /* n inserts in one pipeline; then, for those whose key was used before, the first tasks
@@ -1157,6 +1193,47 @@ pg_cancel(store *s, int64_t id, int64_t now_ms, store_task *out)
     /* nothing canceled: either no such task, or it is no longer pending */
     rc = pg_get(s, id, out);
     return rc == STORE_OK ? STORE_CONFLICT : rc;
+}
+
+static int
+pg_callback_claim(store *s, int64_t now_ms, int64_t lease_ms, store_task *out)
+{
+    struct q q;
+    *out = (store_task){0};
+    /* a read first: an idle deliverer's look fires no trigger and takes no lock */
+    q_init(&q, S_CB_DUE);
+    q_i64(&q, now_ms);
+    int rc = run_read(s, &q, 1, "callback due");
+    int due = rc == STORE_OK && PQntuples(q.res) > 0;
+    q_clear(&q, 1);
+    if (rc != STORE_OK || !due)
+        return rc != STORE_OK ? rc : STORE_EMPTY;
+    q_init(&q, S_CB_CLAIM);
+    q_i64(&q, now_ms);
+    q_i64(&q, now_ms + lease_ms);
+    rc = run(s, &q, 1, 0, "callback claim");
+    if (rc == STORE_OK)
+        rc = one_task(s, q.res, out, STORE_EMPTY);
+    q_clear(&q, 1);
+    return rc;
+}
+
+static int
+pg_callback_record(store *s, int64_t id, int attempt, int state, int64_t next_at_ms,
+                   const char *error)
+{
+    struct q q;
+    q_init(&q, S_CB_RECORD);
+    q_i64(&q, id);
+    q_i64(&q, attempt);
+    q_str(&q, store_callback_state_name(state));
+    q_i64(&q, next_at_ms);
+    q_str(&q, error);
+    int rc = run(s, &q, 1, 0, "callback record");
+    if (rc == STORE_OK && PQntuples(q.res) != 1)
+        rc = STORE_CONFLICT;
+    q_clear(&q, 1);
+    return rc;
 }
 
 static int
@@ -1940,4 +2017,6 @@ const struct store_ops store_pg_ops = {
     .listen = pg_listen,
     .events_fd = pg_events_fd,
     .events = pg_events,
+    .callback_claim = pg_callback_claim,
+    .callback_record = pg_callback_record,
 };

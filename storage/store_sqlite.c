@@ -40,18 +40,35 @@
 
 #define TASK_COLS                                                                     \
     "id, kind, state, priority, input, result, error_code, error_message, attempts, " \
-    "max_attempts, timeout_ms, created_at, started_at, finished_at, run_after"
+    "max_attempts, timeout_ms, created_at, started_at, finished_at, run_after, "      \
+    "callback_url, callback_state, callback_attempts, callback_error"
 #define TASK_COLS_BRIEF                                                             \
     "id, kind, state, priority, NULL, NULL, error_code, error_message, attempts, " \
-    "max_attempts, timeout_ms, created_at, started_at, finished_at, run_after"
+    "max_attempts, timeout_ms, created_at, started_at, finished_at, run_after, "    \
+    "callback_url, callback_state, callback_attempts, callback_error"
 
 /* the conflict target names the partial unique index of new databases; it matches
  * the version-1 UNIQUE index that upgraded databases keep just as well (schema.c) */
 static const char SQL_INSERT[] =
     "INSERT INTO tasks (kind, state, priority, input, max_attempts, timeout_ms, created_at,"
-    " idem_key) VALUES (?1, 'pending', ?2, ?3, ?4, ?5, ?6, ?7)"
+    " idem_key, callback_url, callback_state) VALUES (?1, 'pending', ?2, ?3, ?4, ?5, ?6, ?7,"
+    " ?8, CASE WHEN ?8 IS NULL THEN NULL ELSE 'pending' END)"
     " ON CONFLICT (idem_key) WHERE idem_key IS NOT NULL DO NOTHING RETURNING " TASK_COLS;
 static const char SQL_GET[] = "SELECT " TASK_COLS " FROM tasks WHERE id = ?1";
+/* completion callbacks (issue 13): a due delivery (a read first, so an idle deliverer
+ * never takes the write lock), its claim (an attempt counted, hidden for a lease), and
+ * how it ended (a compare-and-set on the attempt) */
+static const char SQL_CB_DUE[] =
+    "SELECT 1 FROM tasks INDEXED BY tasks_callback WHERE callback_state = 'pending'"
+    " AND finished_at IS NOT NULL AND callback_next_at <= ?1 LIMIT 1";
+static const char SQL_CB_CLAIM[] =
+    "UPDATE tasks SET callback_attempts = callback_attempts + 1, callback_next_at = ?2"
+    " WHERE id = (SELECT id FROM tasks INDEXED BY tasks_callback"
+    "  WHERE callback_state = 'pending' AND finished_at IS NOT NULL AND callback_next_at <= ?1"
+    "  ORDER BY callback_next_at LIMIT 1) RETURNING " TASK_COLS;
+static const char SQL_CB_RECORD[] =
+    "UPDATE tasks SET callback_state = ?3, callback_next_at = ?4, callback_error = ?5"
+    " WHERE id = ?1 AND callback_attempts = ?2 AND callback_state = 'pending'";
 static const char SQL_GET_BRIEF[] = "SELECT " TASK_COLS_BRIEF " FROM tasks WHERE id = ?1";
 static const char SQL_GET_BY_KEY[] = "SELECT " TASK_COLS " FROM tasks WHERE idem_key = ?1";
 static const char SQL_CANCEL[] =
@@ -187,6 +204,7 @@ enum stmt_id {
     S_NEXT_RUN_AFTER, S_PURGE, S_COUNT,
     S_COUNT_PENDING, S_COUNT_KINDS, S_LIST_ALL, S_LIST_KIND, S_LIST_STATE_KIND,
     S_LIST_STATE_KINDS, S_LIST_RUNNING_KINDS, S_LIST_STATE_IDS, S_PING, S_SECRET, S_BEGIN, S_BEGIN_READ, S_COMMIT, S_ROLLBACK,
+    S_CB_DUE, S_CB_CLAIM, S_CB_RECORD,
     S_COUNT_OF
 };
 
@@ -226,6 +244,9 @@ static const struct {
     [S_BEGIN_READ] = {"begin_read", "BEGIN"},
     [S_COMMIT] = {"commit", "COMMIT"},
     [S_ROLLBACK] = {"rollback", "ROLLBACK"},
+    [S_CB_DUE] = {"callback_due", SQL_CB_DUE},
+    [S_CB_CLAIM] = {"callback_claim", SQL_CB_CLAIM},
+    [S_CB_RECORD] = {"callback_record", SQL_CB_RECORD},
 };
 
 struct store {
@@ -323,6 +344,18 @@ row_to_task(sqlite3_stmt *st, store_task *t)
     t->started_at_ms = sqlite3_column_int64(st, 12);
     t->finished_at_ms = sqlite3_column_int64(st, 13);
     t->run_after_ms = sqlite3_column_int64(st, 14);
+    t->callback_url = col_dup(st, 15);
+    const char *cb = (const char *)sqlite3_column_text(st, 16);
+    for (int k = STORE_CB_PENDING; cb != NULL && k <= STORE_CB_FAILED; k++)
+        if (strcmp(cb, store_callback_state_name(k)) == 0)
+            t->callback_state = k;
+    t->callback_attempts = sqlite3_column_int(st, 17);
+    t->callback_error = col_dup(st, 18);
+    if ((t->callback_url == NULL && sqlite3_column_type(st, 15) != SQLITE_NULL) ||
+        (t->callback_error == NULL && sqlite3_column_type(st, 18) != SQLITE_NULL)) {
+        store_task_clear(t);
+        return -1;
+    }
     if (t->kind == NULL || (t->input == NULL && sqlite3_column_type(st, 4) != SQLITE_NULL) ||
         (t->result == NULL && sqlite3_column_type(st, 5) != SQLITE_NULL)) {
         store_task_clear(t);
@@ -566,6 +599,8 @@ sq_insert(store *s, const store_new_task *nt, int64_t now_ms, store_task *out)
     sqlite3_bind_int64(st, 6, now_ms);
     if (nt->idem_key != NULL)
         sqlite3_bind_text(st, 7, nt->idem_key, -1, SQLITE_STATIC);
+    if (nt->callback_url != NULL)
+        sqlite3_bind_text(st, 8, nt->callback_url, -1, SQLITE_STATIC);
     int ret = step_task(s, st, "insert", out, STORE_EXISTS);
     if (ret != STORE_EXISTS)
         return ret;
@@ -577,6 +612,42 @@ sq_insert(store *s, const store_new_task *nt, int64_t now_ms, store_task *out)
         return STORE_EXISTS;
     if (ret == STORE_ERR)
         snprintf(s->base.errmsg, sizeof s->base.errmsg, "idempotency key conflict without a task");
+    return ret;
+}
+
+static int
+sq_callback_claim(store *s, int64_t now_ms, int64_t lease_ms, store_task *out)
+{
+    *out = (store_task){0};
+    sqlite3_stmt *due = s->st[S_CB_DUE];
+    sqlite3_bind_int64(due, 1, now_ms);
+    int rc = sqlite3_step(due);
+    int ret = rc == SQLITE_ROW ? STORE_OK : rc == SQLITE_DONE ? STORE_EMPTY
+              : fail(s, "callback due", rc);
+    stmt_done(due);
+    if (ret != STORE_OK)
+        return ret;
+    sqlite3_stmt *st = s->st[S_CB_CLAIM];
+    sqlite3_bind_int64(st, 1, now_ms);
+    sqlite3_bind_int64(st, 2, now_ms + lease_ms);
+    return step_task(s, st, "callback claim", out, STORE_EMPTY);
+}
+
+static int
+sq_callback_record(store *s, int64_t id, int attempt, int state, int64_t next_at_ms,
+                   const char *error)
+{
+    sqlite3_stmt *st = s->st[S_CB_RECORD];
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_int(st, 2, attempt);
+    sqlite3_bind_text(st, 3, store_callback_state_name(state), -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, next_at_ms);
+    if (error != NULL)
+        sqlite3_bind_text(st, 5, error, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    int ret = rc != SQLITE_DONE ? fail(s, "callback record", rc)
+              : sqlite3_changes(s->db) == 1 ? STORE_OK : STORE_CONFLICT;
+    stmt_done(st);
     return ret;
 }
 
@@ -1577,5 +1648,7 @@ const struct store_ops store_sqlite_ops = {
     .listen = sq_listen,
     .events_fd = sq_events_fd,
     .events = sq_events,
+    .callback_claim = sq_callback_claim,
+    .callback_record = sq_callback_record,
 };
 

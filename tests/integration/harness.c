@@ -1515,7 +1515,7 @@ void wp_assert_unchanged(const wp_server *s, const wp_snap *before, const char *
 void wp_assert_task_keys_exact(const json_t *t, bool full, const char *what) {
     static const char *const keys[] = {"id", "kind", "state", "priority", "input", "result", "error",
                                        "attempts", "max_attempts", "timeout_ms", "created_at", "started_at",
-                                       "finished_at", "run_after", NULL};
+                                       "finished_at", "run_after", "callback", NULL};
     const char *k;
     json_t *v;
     json_object_foreach((json_t *)t, k, v) {

@@ -21,6 +21,7 @@ static const char *const ENV_VARS[] = {
     "WARMPOOL_CORS_ORIGIN", "WARMPOOL_API_TOKEN", "WARMPOOL_EXEC_KIND", "WARMPOOL_KIND_CONFIG",
     "WARMPOOL_LEASE_MS",
     "WARMPOOL_METRICS_TOKEN", "WARMPOOL_MAX_EVENT_STREAMS", "WARMPOOL_DURABILITY",
+    "WARMPOOL_SCHEDULE", "WARMPOOL_PLUGIN", "WARMPOOL_CALLBACK_ALLOW", "WARMPOOL_CALLBACK_SECRET",
 };
 
 static int
@@ -585,6 +586,112 @@ test_exec_kinds(void **state)
     assert_int_equal(g_cfg.nexec_kinds, CONFIG_MAX_EXEC_KINDS);
 }
 
+/* --schedule 'NAME=CRON KIND INPUT' (issue 13): periodic tasks */
+static void
+test_schedules(void **state)
+{
+    (void)state;
+    assert_int_equal(parse(NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.nschedules, 0);
+    assert_int_equal(parse("--schedule", "tick=* * * * * echo {\"a\": [1, 2]}",
+                           "--schedule=nightly.report-1=30 2 * * mon-fri  sleep {\"ms\":5}",
+                           "--schedule", "hourly=@hourly echo", NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.nschedules, 3);
+    assert_string_equal(g_cfg.schedules[0].name, "tick");
+    assert_string_equal(g_cfg.schedules[0].expr, "* * * * *");
+    assert_string_equal(g_cfg.schedules[0].kind, "echo");
+    assert_string_equal(g_cfg.schedules[0].input, "{\"a\":[1,2]}");     /* compact */
+    assert_string_equal(g_cfg.schedules[1].name, "nightly.report-1");
+    assert_string_equal(g_cfg.schedules[1].expr, "30 2 * * mon-fri");
+    assert_string_equal(g_cfg.schedules[1].kind, "sleep");
+    assert_int_equal(g_cfg.schedules[1].cron.hour, 1 << 2);
+    assert_string_equal(g_cfg.schedules[2].expr, "@hourly");
+    assert_string_equal(g_cfg.schedules[2].input, "null");              /* no input */
+
+    /* the variable: ';'-separated (or one per line), and a flag replaces all of it */
+    setenv("WARMPOOL_SCHEDULE", "a=*/5 * * * * echo 1;b=@daily echo \"x\"\nc=0 0 1 1 * echo []", 1);
+    assert_int_equal(parse(NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.nschedules, 3);
+    assert_string_equal(g_cfg.schedules[0].name, "a");
+    assert_string_equal(g_cfg.schedules[0].input, "1");
+    assert_string_equal(g_cfg.schedules[1].input, "\"x\"");
+    assert_string_equal(g_cfg.schedules[2].name, "c");
+    assert_int_equal(parse("--schedule", "z=@daily echo", NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.nschedules, 1);
+    assert_string_equal(g_cfg.schedules[0].name, "z");
+    setenv("WARMPOOL_SCHEDULE", "bad", 1);
+    expect_error("WARMPOOL_SCHEDULE", NULL);
+    unsetenv("WARMPOOL_SCHEDULE");
+
+    /* exec kinds count as kinds; a plugin's kinds are checked once loaded */
+    assert_int_equal(parse("--exec-kind", "mine=python3 m.py", "--schedule", "m=@daily mine",
+                           NULL), CONFIG_OK);
+    assert_int_equal(parse("--plugin", "x.so", "--schedule", "p=@daily from_plugin", NULL),
+                     CONFIG_OK);
+    assert_int_equal(parse("--enable-test-kinds", "--schedule", "f=@daily fail {}", NULL),
+                     CONFIG_OK);
+
+    /* bad ones: exit 2, saying what is wrong */
+    expect_error("NAME=CRON KIND INPUT", "--schedule", "* * * * * echo", NULL);
+    expect_error("NAME=CRON KIND INPUT", "--schedule", "=* * * * * echo", NULL);
+    expect_error("NAME=CRON KIND INPUT", "--schedule", "Big=* * * * * echo", NULL);
+    expect_error("is not CRON KIND INPUT", "--schedule", "a=* * * * *", NULL);
+    expect_error("is not CRON KIND INPUT", "--schedule", "a=@daily", NULL);
+    expect_error("is not CRON KIND INPUT", "--schedule", "a=", NULL);
+    expect_error("minute field", "--schedule", "a=61 * * * * echo", NULL);
+    expect_error("day of week field", "--schedule", "a=* * * * funday echo", NULL);
+    expect_error("never comes due", "--schedule", "a=0 0 30 2 * echo", NULL);
+    expect_error("@hourly", "--schedule", "a=@often echo", NULL);
+    expect_error("no kind is named 'nope'", "--schedule", "a=* * * * * nope {}", NULL);
+    expect_error("no kind is named 'fail'", "--schedule", "a=* * * * * fail {}", NULL);
+    expect_error("the input is not JSON", "--schedule", "a=* * * * * echo {bad", NULL);
+    expect_error("the input is not JSON", "--schedule", "a=* * * * * echo {\"k\":1,\"k\":2}",
+                 NULL);
+    expect_error("the input is not JSON", "--schedule", "a=* * * * * echo 1 2", NULL);
+    expect_error("given twice", "--schedule", "a=@daily echo", "--schedule", "a=@hourly echo",
+                 NULL);
+}
+
+/* --callback-allow HOST[:PORT], --callback-secret (issue 13): completion callbacks */
+static void
+test_callbacks(void **state)
+{
+    (void)state;
+    assert_int_equal(parse(NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.ncallback_allow, 0);
+    assert_string_equal(g_cfg.callback_secret, "");
+    assert_int_equal(parse("--callback-allow", "127.0.0.1:9000", "--callback-allow=hooks.example.com",
+                           "--callback-allow", "[::1]:81", "--callback-secret", "s3cret", NULL),
+                     CONFIG_OK);
+    assert_int_equal(g_cfg.ncallback_allow, 3);
+    assert_string_equal(g_cfg.callback_allow[0], "127.0.0.1:9000");
+    assert_string_equal(g_cfg.callback_allow[1], "hooks.example.com");
+    assert_string_equal(g_cfg.callback_allow[2], "[::1]:81");
+    assert_string_equal(g_cfg.callback_secret, "s3cret");
+    setenv("WARMPOOL_CALLBACK_ALLOW", "a:1,b", 1);
+    setenv("WARMPOOL_CALLBACK_SECRET", "x", 1);
+    assert_int_equal(parse(NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.ncallback_allow, 2);
+    assert_string_equal(g_cfg.callback_allow[1], "b");
+    assert_string_equal(g_cfg.callback_secret, "x");
+    assert_int_equal(parse("--callback-allow", "c", NULL), CONFIG_OK);   /* replaces the list */
+    assert_int_equal(g_cfg.ncallback_allow, 1);
+    assert_string_equal(g_cfg.callback_allow[0], "c");
+    setenv("WARMPOOL_CALLBACK_ALLOW", "a:0", 1);
+    expect_error("WARMPOOL_CALLBACK_ALLOW", NULL);
+    unsetenv("WARMPOOL_CALLBACK_ALLOW");
+    expect_error("is not HOST[:PORT]", "--callback-allow", "", NULL);
+    expect_error("is not HOST[:PORT]", "--callback-allow", "http://a", NULL);
+    expect_error("is not HOST[:PORT]", "--callback-allow", "a:", NULL);
+    expect_error("is not HOST[:PORT]", "--callback-allow", "a:65536", NULL);
+    expect_error("is not HOST[:PORT]", "--callback-allow", "a/b", NULL);
+    expect_error("is not HOST[:PORT]", "--callback-allow", "[::1", NULL);
+    char big[600];
+    memset(big, 'k', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    expect_error("longer than", "--callback-secret", big, NULL);
+}
+
 int
 main(void)
 {
@@ -607,6 +714,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_cors_origins, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_exec_kinds, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_metrics_and_streams, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_schedules, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_callbacks, clear_env, clear_env),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     if (g_parsed)

@@ -187,7 +187,7 @@ test_open_creates_and_migrates(void **state)
     f->s = store_open(f->path, STORE_DURABLE, BUSY_MS, err, sizeof err);
     assert_non_null(f->s);
     assert_int_equal(stat(f->path, &sb), 0);
-    assert_int_equal(store_schema_version(f->s), 3);
+    assert_int_equal(store_schema_version(f->s), 5);
     assert_int_equal(store_ping(f->s), STORE_OK);
     assert_int_equal(total_tasks(f->s), 0);
     assert_int_equal(store_has_ready(f->s, 0, NULL), 0);
@@ -218,10 +218,10 @@ test_reopen_is_idempotent(void **state)
     for (int round = 0; round < 2; round++) {
         int from = -1;
         assert_int_equal(store_migrate(f->path, NULL, NULL, &from, err, sizeof err), STORE_OK);
-        assert_int_equal(from, 3);                      /* nothing to do */
+        assert_int_equal(from, 5);                      /* nothing to do */
         f->s = store_open(f->path, STORE_RELAXED, BUSY_MS, err, sizeof err);
         assert_non_null(f->s);
-        assert_int_equal(store_schema_version(f->s), 3);
+        assert_int_equal(store_schema_version(f->s), 5);
         assert_int_equal(total_tasks(f->s), 1);
         assert_int_equal(state_of(f->s, id), TASK_PENDING);
         assert_true(store_secret(f->s) == secret);      /* the migration did not rerun */
@@ -2307,7 +2307,7 @@ test_upgrade_from_v1(void **state)
     char err[512] = "";
     assert_null(store_open(f->path, STORE_RELAXED, BUSY_MS, err, sizeof err));
     assert_non_null(strstr(err, "version 1"));
-    assert_non_null(strstr(err, "needs 3"));
+    assert_non_null(strstr(err, "needs 5"));
     assert_int_equal(user_version_of(f->path), 1);
 
     struct lines lines = {0};
@@ -2319,7 +2319,7 @@ test_upgrade_from_v1(void **state)
     f->s = store_open(f->path, STORE_RELAXED, BUSY_MS, err, sizeof err);
     assert_non_null(f->s);
     store *s = f->s;
-    assert_int_equal(store_schema_version(s), 3);
+    assert_int_equal(store_schema_version(s), 5);
     assert_int_equal(has_index(f->path, "tasks_ready_kind"), 1);
     assert_int_equal(sql_int(f->path, "SELECT count(*) FROM pragma_integrity_check"
                                       " WHERE integrity_check <> 'ok'"), 0);
@@ -2361,7 +2361,7 @@ test_upgrade_from_v1(void **state)
     lines = (struct lines){0};
     assert_int_equal(store_migrate(f->path, count_line, &lines, &from, err, sizeof err),
                      STORE_OK);
-    assert_int_equal(from, 3);
+    assert_int_equal(from, 5);
     assert_int_equal(lines.n, 0);
 }
 
@@ -2375,10 +2375,16 @@ test_upgrade_from_v2(void **state)
     int64_t a = add(f->s, "a", 0, 1, NULL, 1), b = add(f->s, "b", 0, 1, NULL, 1);
     store_close(f->s);
     f->s = NULL;
-    sql_exec(f->path, "DROP INDEX tasks_ready_kind; PRAGMA user_version = 2;");
+    /* what version 2 had: without version 3's index and version 5's columns */
+    sql_exec(f->path, "DROP INDEX tasks_ready_kind; DROP INDEX tasks_callback;"
+                      "ALTER TABLE tasks DROP COLUMN callback_url;"
+                      "ALTER TABLE tasks DROP COLUMN callback_state;"
+                      "ALTER TABLE tasks DROP COLUMN callback_attempts;"
+                      "ALTER TABLE tasks DROP COLUMN callback_next_at;"
+                      "ALTER TABLE tasks DROP COLUMN callback_error; PRAGMA user_version = 2;");
     char err[512] = "";
     assert_null(store_open(f->path, STORE_RELAXED, BUSY_MS, err, sizeof err));
-    assert_non_null(strstr(err, "needs 3"));
+    assert_non_null(strstr(err, "needs 5"));
     struct lines lines = {0};
     int from = -1;
     assert_int_equal(store_migrate(f->path, count_line, &lines, &from, err, sizeof err),
@@ -2387,13 +2393,30 @@ test_upgrade_from_v2(void **state)
     assert_int_equal(has_index(f->path, "tasks_ready_kind"), 1);
     f->s = store_open(f->path, STORE_RELAXED, BUSY_MS, err, sizeof err);
     assert_non_null(f->s);
-    assert_int_equal(store_schema_version(f->s), 3);
+    assert_int_equal(store_schema_version(f->s), 5);
     check_plans(f->s, 0);
     const char *only_a[] = {"a"};
     store_kind_set skip_a = {only_a, 1};
     assert_int_equal(claim_skipping(f->s, 10, &skip_a), b);
     assert_int_equal(claim_skipping(f->s, 10, &skip_a), 0);
     assert_int_equal(claim_skipping(f->s, 10, NULL), a);
+    /* version 5: the old tasks have no callback; a new one may, and its delivery is due
+     * once it is terminal (tasks_callback) */
+    store_task t;
+    assert_int_equal(store_get(f->s, a, &t), STORE_OK);
+    assert_null(t.callback_url);
+    assert_int_equal(t.callback_state, STORE_CB_NONE);
+    store_task_clear(&t);
+    store_new_task nt = {.kind = "c", .input = "1", .max_attempts = 1, .timeout_ms = 5,
+                         .callback_url = "http://h/x"};
+    assert_int_equal(store_insert(f->s, &nt, 1, &t), STORE_OK);
+    int64_t c = t.id;
+    store_task_clear(&t);
+    assert_int_equal(store_cancel(f->s, c, 2, &t), STORE_OK);
+    store_task_clear(&t);
+    assert_int_equal(store_callback_claim(f->s, 2, 100, &t), STORE_OK);
+    assert_int_equal(t.id, c);
+    store_task_clear(&t);
 }
 
 /* An empty version-1 table (even one whose tasks were all purged) is rebuilt: the

@@ -241,6 +241,13 @@ count_of(store *s, enum task_state st)
     return c[st];
 }
 
+static void
+count_progress(void *arg, const char *line)
+{
+    (void)line;
+    (*(int *)arg)++;
+}
+
 /* ---------------------------------------------------------------- the contract */
 
 static void
@@ -753,7 +760,7 @@ test_pg_concurrent_migrations(void **state)
     }
     close(done[0]);
     close(done[1]);
-    assert_int_equal(sql_i64(f, "SELECT value::int FROM meta WHERE key = 'schema_version'"), 1);
+    assert_int_equal(sql_i64(f, "SELECT value::int FROM meta WHERE key = 'schema_version'"), 5);
     char err[256];
     store *s = store_open(f->db, STORE_DURABLE, BUSY_MS, err, sizeof err);
     assert_non_null(s);
@@ -787,6 +794,48 @@ test_pg_unreachable_names_host_not_password(void **state)
     assert_int_equal(store_backend_of("./postgres://x"), STORE_SQLITE);
 }
 
+/* A database of PostgreSQL schema 1 (the first release with PostgreSQL) with a task in it
+ * is upgraded to 5 (versions 2 to 4 are empty there; 5 adds the callback columns): the task
+ * keeps its fields and has no callback, and new tasks may have one. */
+static void
+test_pg_upgrade_1_to_5(void **state)
+{
+    struct fixture *f = *state;
+    if (f == NULL)
+        skip();
+    char err[512] = "";
+    int from = -1;
+    assert_int_equal(store_migrate(f->db, NULL, NULL, &from, err, sizeof err), STORE_OK);
+    /* what version 1 had */
+    PQclear(admin_sql(f, "DROP INDEX tasks_callback; ALTER TABLE tasks DROP COLUMN callback_url,"
+                         " DROP COLUMN callback_state, DROP COLUMN callback_attempts,"
+                         " DROP COLUMN callback_next_at, DROP COLUMN callback_error;"
+                         " UPDATE meta SET value = '1' WHERE key = 'schema_version';"
+                         " INSERT INTO tasks (kind, state, priority, input, max_attempts, timeout_ms,"
+                         " created_at) VALUES ('echo', 'pending', 3, '{\"old\":1}', 2, 1000, 5)"));
+    assert_null(store_open(f->db, STORE_DURABLE, BUSY_MS, err, sizeof err));
+    assert_non_null(strstr(err, "needs 5"));
+    int lines = 0;
+    assert_int_equal(store_migrate(f->db, count_progress, &lines, &from, err, sizeof err), STORE_OK);
+    assert_int_equal(from, 1);
+    assert_true(lines > 0);
+    f->s = store_open(f->db, STORE_RELAXED, BUSY_MS, err, sizeof err);
+    assert_non_null(f->s);
+    assert_int_equal(store_schema_version(f->s), 5);
+    store_task t;
+    assert_int_equal(store_claim_next(f->s, 10, 1, NULL, &t), STORE_OK);
+    assert_string_equal(t.input, "{\"old\":1}");
+    assert_int_equal(t.priority, 3);
+    assert_null(t.callback_url);
+    assert_int_equal(t.callback_state, STORE_CB_NONE);
+    store_task_clear(&t);
+    store_new_task nt = {.kind = "echo", .input = "1", .max_attempts = 1, .timeout_ms = 5,
+                         .callback_url = "http://h/x"};
+    assert_int_equal(store_insert(f->s, &nt, 1, &t), STORE_OK);
+    assert_int_equal(t.callback_state, STORE_CB_PENDING);
+    store_task_clear(&t);
+}
+
 static void
 test_pg_schema_refusals(void **state)
 {
@@ -801,7 +850,7 @@ test_pg_schema_refusals(void **state)
     assert_int_equal(store_migrate(f->db, NULL, NULL, &from, err, sizeof err), STORE_OK);
     assert_int_equal(from, 0);
     assert_int_equal(store_migrate(f->db, NULL, NULL, &from, err, sizeof err), STORE_OK);
-    assert_int_equal(from, 1);
+    assert_int_equal(from, 5);
     PQclear(admin_sql(f, "UPDATE meta SET value = '99' WHERE key = 'schema_version'"));
     assert_int_equal(store_migrate(f->db, NULL, NULL, &from, err, sizeof err), STORE_ERR);
     assert_non_null(strstr(err, "newer"));
@@ -1269,6 +1318,141 @@ test_pg_connection_loss(void **state)
     assert_int_equal(c[TASK_PENDING], 1);
 }
 
+/* Completion callbacks (issue 13): a delivery is due once its task is terminal, is claimed
+ * by one claimer at a time (an attempt counted, hidden for a lease), and ends delivered or
+ * failed by a compare-and-set on its attempt. */
+static void
+test_callback_deliveries(void **state)
+{
+    FIXTURE();
+    store_new_task nt = {.kind = "echo", .input = "1", .max_attempts = 1, .timeout_ms = 5,
+                         .callback_url = "http://127.0.0.1:9/hook"};
+    store_task t;
+    assert_int_equal(store_insert(s, &nt, 1000, &t), STORE_OK);
+    int64_t id = t.id;
+    assert_string_equal(t.callback_url, "http://127.0.0.1:9/hook");
+    assert_int_equal(t.callback_state, STORE_CB_PENDING);
+    assert_int_equal(t.callback_attempts, 0);
+    assert_null(t.callback_error);
+    store_task_clear(&t);
+    int64_t plain = add(s, "echo", 0, 1, NULL, 1000);          /* no callback */
+    assert_int_equal(store_get(s, plain, &t), STORE_OK);
+    assert_null(t.callback_url);
+    assert_int_equal(t.callback_state, STORE_CB_NONE);
+    store_task_clear(&t);
+
+    /* not due while the task is not terminal */
+    assert_int_equal(store_callback_claim(s, 2000, 100, &t), STORE_EMPTY);
+    assert_int_equal(claim(s, 2000, 7), id);
+    assert_int_equal(store_callback_claim(s, 2000, 100, &t), STORE_EMPTY);
+    store_outcome o = {.state = TASK_SUCCEEDED, .result = "2", .now_ms = 3000};
+    assert_int_equal(store_finish(s, id, 1, &o), STORE_OK);
+    assert_int_equal(claim(s, 3000, 7), plain);                /* its own finish: no callback */
+    assert_int_equal(store_finish(s, plain, 1, &o), STORE_OK);
+
+    /* due now: claimed once, hidden for the lease */
+    assert_int_equal(store_callback_claim(s, 3000, 100, &t), STORE_OK);
+    assert_int_equal(t.id, id);
+    assert_int_equal(t.state, TASK_SUCCEEDED);
+    assert_string_equal(t.result, "2");
+    assert_int_equal(t.callback_attempts, 1);
+    store_task_clear(&t);
+    assert_int_equal(store_callback_claim(s, 3099, 100, &t), STORE_EMPTY);
+    /* the deliverer died: claimed again after the lease; the first attempt's record is
+     * refused */
+    assert_int_equal(store_callback_claim(s, 3100, 100, &t), STORE_OK);
+    assert_int_equal(t.callback_attempts, 2);
+    store_task_clear(&t);
+    assert_int_equal(store_callback_record(s, id, 1, STORE_CB_DELIVERED, 0, NULL),
+                     STORE_CONFLICT);
+    /* attempt 2 failed: again at 5000 */
+    assert_int_equal(store_callback_record(s, id, 2, STORE_CB_PENDING, 5000, "HTTP 500"),
+                     STORE_OK);
+    assert_int_equal(store_get(s, id, &t), STORE_OK);
+    assert_int_equal(t.callback_state, STORE_CB_PENDING);
+    assert_string_equal(t.callback_error, "HTTP 500");
+    store_task_clear(&t);
+    assert_int_equal(store_callback_claim(s, 4999, 100, &t), STORE_EMPTY);
+    assert_int_equal(store_callback_claim(s, 5000, 100, &t), STORE_OK);
+    assert_int_equal(t.callback_attempts, 3);
+    store_task_clear(&t);
+    assert_int_equal(store_callback_record(s, id, 3, STORE_CB_DELIVERED, 0, NULL), STORE_OK);
+    assert_int_equal(store_callback_record(s, id, 3, STORE_CB_DELIVERED, 0, NULL),
+                     STORE_CONFLICT);                           /* once */
+    assert_int_equal(store_get(s, id, &t), STORE_OK);
+    assert_int_equal(t.callback_state, STORE_CB_DELIVERED);
+    assert_int_equal(t.callback_attempts, 3);
+    store_task_clear(&t);
+    assert_int_equal(store_callback_claim(s, 999999, 100, &t), STORE_EMPTY);
+
+    /* a canceled task's delivery, given up: failed, with the reason */
+    nt.callback_url = "http://h/x";
+    assert_int_equal(store_insert(s, &nt, 6000, &t), STORE_OK);
+    int64_t c = t.id;
+    store_task_clear(&t);
+    assert_int_equal(store_cancel(s, c, 6001, &t), STORE_OK);
+    store_task_clear(&t);
+    assert_int_equal(store_callback_claim(s, 6001, 100, &t), STORE_OK);
+    assert_int_equal(t.id, c);
+    assert_int_equal(t.state, TASK_CANCELED);
+    store_task_clear(&t);
+    assert_int_equal(store_callback_record(s, c, 1, STORE_CB_FAILED, 0, "timeout"), STORE_OK);
+    assert_int_equal(store_get(s, c, &t), STORE_OK);
+    assert_int_equal(t.callback_state, STORE_CB_FAILED);
+    assert_string_equal(t.callback_error, "timeout");
+    store_task_clear(&t);
+    assert_int_equal(store_callback_claim(s, 999999, 100, &t), STORE_EMPTY);
+    assert_string_equal(store_callback_state_name(STORE_CB_PENDING), "pending");
+    assert_null(store_callback_state_name(STORE_CB_NONE));
+}
+
+/* Two connections claim the same due deliveries at once: each is claimed once. */
+static void
+test_callback_claims_never_double(void **state)
+{
+    FIXTURE();
+    enum { N = 40 };
+    for (int i = 0; i < N; i++) {
+        store_new_task nt = {.kind = "echo", .input = "1", .max_attempts = 1, .timeout_ms = 5,
+                             .callback_url = "http://h/x"};
+        store_task t;
+        assert_int_equal(store_insert(s, &nt, 1, &t), STORE_OK);
+        int64_t id = t.id;
+        store_task_clear(&t);
+        assert_int_equal(store_cancel(s, id, 2, &t), STORE_OK);
+        store_task_clear(&t);
+    }
+    int pipefd[2];
+    assert_int_equal(pipe(pipefd), 0);
+    pid_t kid = fork();
+    if (kid == 0) {
+        char err[256];
+        store *c = store_open(f->db, STORE_RELAXED, BUSY_MS, err, sizeof err);
+        int n = 0;
+        store_task t;
+        while (c != NULL && store_callback_claim(c, 10, 1000000, &t) == STORE_OK) {
+            n++;
+            store_task_clear(&t);
+        }
+        store_close(c);
+        _exit(write(pipefd[1], &n, sizeof n) == sizeof n ? 0 : 1);
+    }
+    int mine = 0;
+    store_task t;
+    int rc;
+    while ((rc = store_callback_claim(s, 10, 1000000, &t)) == STORE_OK) {
+        mine++;
+        store_task_clear(&t);
+    }
+    assert_int_equal(rc, STORE_EMPTY);
+    int st, theirs = -1;
+    assert_int_equal(waitpid(kid, &st, 0), kid);
+    assert_int_equal(read(pipefd[0], &theirs, sizeof theirs), (ssize_t)sizeof theirs);
+    close(pipefd[0]);
+    close(pipefd[1]);
+    assert_int_equal(mine + theirs, N);
+}
+
 #define BOTH(fn)                                                                      \
     cmocka_unit_test_prestate_setup_teardown(fn, setup_open, teardown, (void *)SQLITE), \
         cmocka_unit_test_prestate_setup_teardown(fn, setup_open, teardown, (void *)PG)
@@ -1279,6 +1463,8 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         BOTH(test_round_trip),
+        BOTH(test_callback_deliveries),
+        BOTH(test_callback_claims_never_double),
         BOTH(test_idempotency_keys),
         BOTH(test_claim_order_and_cas),
         BOTH(test_finish_claim),
@@ -1292,6 +1478,7 @@ main(void)
         PG_TEST(test_pg_concurrent_migrations, setup_db),
         cmocka_unit_test(test_pg_unreachable_names_host_not_password),
         PG_TEST(test_pg_schema_refusals, setup_db),
+        PG_TEST(test_pg_upgrade_1_to_5, setup_db),
         PG_TEST(test_pg_counts_exact_under_concurrency, setup_open),
         PG_TEST(test_pg_query_plans, setup_open),
         PG_TEST(test_pg_leases, setup_open),

@@ -89,10 +89,14 @@ submit(const char *text, const char *where)
     int rc = taskjson_parse_submission(&g_ctx, obj, where, &g_nt, &g_input, g_err,
                                        sizeof g_err);
     /* nt->kind is borrowed from obj: copy what we check before letting obj go */
-    static char kind[128];
+    static char kind[128], cb[2100];
     if (rc == 0) {
         snprintf(kind, sizeof kind, "%s", g_nt.kind);
         g_nt.kind = kind;
+        if (g_nt.callback_url != NULL) {
+            snprintf(cb, sizeof cb, "%s", g_nt.callback_url);
+            g_nt.callback_url = cb;
+        }
     }
     json_decref(obj);
     return rc;
@@ -488,6 +492,16 @@ test_text_as_jansson(void **state)
     expect_same_text(&t, 0);
     t.error_message = "";
     expect_same_text(&t, 1);
+    /* a completion callback, in each of its states, with and without its last error */
+    t.callback_url = "http://127.0.0.1:8080/done?x=\"1\"";
+    for (int cb = STORE_CB_PENDING; cb <= STORE_CB_FAILED; cb++) {
+        t.callback_state = cb;
+        t.callback_attempts = cb * 3;
+        t.callback_error = NULL;
+        expect_same_text(&t, 0);
+        t.callback_error = "HTTP 500 from \\receiver";
+        expect_same_text(&t, 1);
+    }
 }
 
 static void
@@ -653,6 +667,119 @@ test_cursor_tampered(void **state)
     assert_int_equal(id, -5);
 }
 
+/* ---------------------------------------------------------------- callbacks (issue 13) */
+
+static void
+test_submission_callback_url(void **state)
+{
+    (void)state;
+    /* no --callback-allow: any callback_url is refused, naming the flag */
+    expect_err("{\"kind\": \"echo\", \"callback_url\": \"http://127.0.0.1:9000/x\"}", "",
+               "callback_url: no callback host is allowed", "--callback-allow");
+    static const char *const allow[] = {"127.0.0.1:9000", "Hooks.Example.com", "[::1]:81"};
+    g_cfg.callback_allow = allow;
+    g_cfg.ncallback_allow = 3;
+    expect_ok("{\"kind\": \"echo\"}");
+    assert_null(g_nt.callback_url);
+    done();
+    expect_ok("{\"kind\": \"echo\", \"callback_url\": null}");
+    assert_null(g_nt.callback_url);
+    done();
+    expect_ok("{\"kind\": \"echo\", \"callback_url\": \"http://127.0.0.1:9000/done?x=1\"}");
+    assert_string_equal(g_nt.callback_url, "http://127.0.0.1:9000/done?x=1");
+    done();
+    expect_ok("{\"kind\": \"echo\", \"callback_url\": \"http://127.0.0.1:9000\"}");
+    done();
+    expect_ok("{\"kind\": \"echo\", \"callback_url\": \"http://hooks.example.com/a\"}");
+    done();                                                    /* no port: 80, case-blind */
+    expect_ok("{\"kind\": \"echo\", \"callback_url\": \"http://hooks.example.com:80/a\"}");
+    done();
+    expect_ok("{\"kind\": \"echo\", \"callback_url\": \"http://[::1]:81/a\"}");
+    done();
+    const char *bad[][2] = {
+        {"1", "callback_url: must be a string"},
+        {"\"https://127.0.0.1:9000/x\"", "callback_url: must be an http:// URL"},
+        {"\"ftp://127.0.0.1:9000/x\"", "callback_url: must be an http:// URL"},
+        {"\"HTTP://127.0.0.1:9000/x\"", "callback_url: must be an http:// URL"},
+        {"\"http://127.0.0.1:9001/x\"", "callback_url: host 127.0.0.1 port 9001 is not allowed"},
+        {"\"http://127.0.0.1/x\"", "callback_url: host 127.0.0.1 port 80 is not allowed"},
+        {"\"http://10.0.0.1:9000/x\"", "callback_url: host 10.0.0.1 port 9000 is not allowed"},
+        {"\"http://hooks.example.com:8080/\"", "callback_url: host hooks.example.com port 8080"},
+        {"\"http://u:p@127.0.0.1:9000/x\"", "callback_url: 'http://u:p@127.0.0.1:9000/x' is not"},
+        {"\"http://127.0.0.1:9000@evil/x\"", "callback_url: "},
+        {"\"http://127.0.0.1:/x\"", "callback_url: "},
+        {"\"http://127.0.0.1:99999/x\"", "callback_url: "},
+        {"\"http:///x\"", "callback_url: "},
+        {"\"http://[::1/x\"", "callback_url: "},
+        {"\"http://127.0.0.1:9000/a b\"", "callback_url: must be printable ASCII"},
+        {"\"http://127.0.0.1:9000/a#frag\"", "callback_url: must be printable ASCII"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char body[256];
+        snprintf(body, sizeof body, "{\"kind\": \"echo\", \"callback_url\": %s}", bad[i][0]);
+        expect_err(body, "", bad[i][1], NULL);
+    }
+    char *long_url = malloc(2100);
+    memset(long_url, 'a', 2099);
+    long_url[2099] = '\0';
+    memcpy(long_url, "http://127.0.0.1:9000/", 22);
+    char *body = malloc(2200);
+    snprintf(body, 2200, "{\"kind\": \"echo\", \"callback_url\": \"%s\"}", long_url);
+    expect_err(body, "", "callback_url: longer than 2048", NULL);
+    free(body);
+    free(long_url);
+    expect_err("{\"kind\": \"echo\", \"callback_url\": \"http://10.1.1.1/\"}", "tasks[2].",
+               "tasks[2].callback_url: host 10.1.1.1", NULL);
+    g_cfg.ncallback_allow = 0;
+}
+
+static void
+test_from_store_callback(void **state)
+{
+    (void)state;
+    store_task t = {.id = 7, .kind = "echo", .state = TASK_SUCCEEDED, .input = "1",
+                    .result = "1", .max_attempts = 1, .timeout_ms = 5,
+                    .callback_url = "http://h/x", .callback_state = STORE_CB_PENDING,
+                    .callback_attempts = 2, .callback_error = "HTTP 500"};
+    json_t *o = taskjson_from_store(&t, 0);
+    json_t *want = load("{\"url\": \"http://h/x\", \"state\": \"pending\", \"attempts\": 2,"
+                        " \"last_error\": \"HTTP 500\"}");
+    assert_true(json_equal(json_object_get(o, "callback"), want));
+    json_decref(want);
+    json_decref(o);
+    t.callback_state = STORE_CB_DELIVERED;
+    t.callback_error = NULL;
+    o = api_task_json(&t);
+    want = load("{\"url\": \"http://h/x\", \"state\": \"delivered\", \"attempts\": 2,"
+                " \"last_error\": null}");
+    assert_true(json_equal(json_object_get(o, "callback"), want));
+    json_decref(want);
+    json_decref(o);
+    t.callback_state = STORE_CB_FAILED;
+    o = taskjson_from_store(&t, 1);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(o, "callback"), "state")),
+                        "failed");
+    json_decref(o);
+    /* no callback_url: no callback key at all */
+    t.callback_url = NULL;
+    o = taskjson_from_store(&t, 0);
+    assert_null(json_object_get(o, "callback"));
+    json_decref(o);
+
+    /* an idempotent repeat must name the same callback_url */
+    store_task st = {.kind = "echo", .input = "1", .max_attempts = 1, .timeout_ms = 5,
+                     .callback_url = "http://h/x"};
+    store_new_task nt = {.kind = "echo", .input = "1", .max_attempts = 1, .timeout_ms = 5,
+                         .callback_url = "http://h/x"};
+    assert_int_equal(taskjson_same_submission(&st, &nt), 1);
+    nt.callback_url = "http://h/y";
+    assert_int_equal(taskjson_same_submission(&st, &nt), 0);
+    nt.callback_url = NULL;
+    assert_int_equal(taskjson_same_submission(&st, &nt), 0);
+    st.callback_url = NULL;
+    assert_int_equal(taskjson_same_submission(&st, &nt), 1);
+}
+
 int
 main(void)
 {
@@ -677,6 +804,8 @@ main(void)
         cmocka_unit_test(test_parse_id),
         cmocka_unit_test(test_cursor_round_trip),
         cmocka_unit_test(test_cursor_tampered),
+        cmocka_unit_test_setup_teardown(test_submission_callback_url, setup, teardown),
+        cmocka_unit_test(test_from_store_callback),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
