@@ -42,6 +42,8 @@ store_task_clear(store_task *t)
     free(t->result);
     free(t->error_code);
     free(t->error_message);
+    free(t->previous_error_code);
+    free(t->previous_error_message);
     *t = (store_task){0};
 }
 
@@ -316,4 +318,40 @@ store_events(store *s, store_event *ev, size_t cap, size_t *n)
 {
     *n = 0;
     return STORE_BASE(s)->ops->events(s, ev, cap, n);
+}
+
+/* ---------------------------------------------------------------- issue 13 */
+
+int
+store_retry(store *s, int64_t id, int64_t now_ms, store_task *out)
+{
+    return STORE_BASE(s)->ops->retry(s, id, now_ms, out);
+}
+
+int
+store_kind_pause(store *s, const char *kind, int paused, int64_t now_ms, int *changed)
+{
+    int dummy;
+    return STORE_BASE(s)->ops->kind_pause(s, kind, paused, now_ms,
+                                          changed != NULL ? changed : &dummy);
+}
+
+int
+store_paused_kinds(store *s, char ***names, size_t *n)
+{
+    return STORE_BASE(s)->ops->paused_kinds(s, names, n);
+}
+
+void
+store_names_free(char **names, size_t n)
+{
+    for (size_t i = 0; names != NULL && i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+int
+store_set_kind_limits(store *s, const store_kind_limit *limits, size_t n)
+{
+    return STORE_BASE(s)->ops->set_kind_limits(s, limits, n);
 }

@@ -63,6 +63,11 @@ struct store_ops {
     int (*listen)(store *s);
     int (*events_fd)(store *s);
     int (*events)(store *s, store_event *ev, size_t cap, size_t *n);
+    /* issue 13 */
+    int (*retry)(store *s, int64_t id, int64_t now_ms, store_task *out);
+    int (*kind_pause)(store *s, const char *kind, int paused, int64_t now_ms, int *changed);
+    int (*paused_kinds)(store *s, char ***names, size_t *n);
+    int (*set_kind_limits)(store *s, const store_kind_limit *limits, size_t n);
 };
 
 /* The part of every connection that backend.c reads: each backend defines its own

@@ -172,10 +172,24 @@ static const struct pg_step PG_V1[] = {
     {NULL, NULL},
 };
 
+/* ---------------------------------------------------------------- version 2 */
+
+/* Issue 13, items 1-4 (SQLite's schema 4, schema.c): a retried task's previous error,
+ * and the paused kinds, which every claim reads (a few rows at most). Nullable columns
+ * and a new table: no rewrite of the tasks table. */
+static const struct pg_step PG_V2[] = {
+    {"tasks.previous_error_code, tasks.previous_error_message",
+     "ALTER TABLE tasks ADD COLUMN previous_error_code text,"
+     " ADD COLUMN previous_error_message text;"},
+    {"paused kinds",
+     "CREATE TABLE paused_kinds (kind text PRIMARY KEY, paused_at bigint NOT NULL);"},
+    {NULL, NULL},
+};
+
 /* ---------------------------------------------------------------- the checklist */
 
 /* PG_MIGRATIONS[i] takes a database from version i to version i + 1 */
-static const struct pg_step *const PG_MIGRATIONS[] = {PG_V1};
+static const struct pg_step *const PG_MIGRATIONS[] = {PG_V1, PG_V2};
 
 #define N_PG_MIGRATIONS ((int)(sizeof PG_MIGRATIONS / sizeof PG_MIGRATIONS[0]))
 _Static_assert(N_PG_MIGRATIONS == PG_SCHEMA_VERSION, "one migration per schema version");

@@ -9,7 +9,7 @@
  * at the end of PG_MIGRATIONS[] in schema_pg.c, never by editing an old entry (the
  * statements of store_pg.c that the migrations' functions contain are part of an
  * entry: a changed function is a new migration with CREATE OR REPLACE FUNCTION). */
-#define PG_SCHEMA_VERSION 1
+#define PG_SCHEMA_VERSION 2
 
 /* Advisory locks of warmpool: pg_advisory_xact_lock(PG_LOCK_CLASS, key). Transaction
  * scoped, so an instance that is stopped or cut off cannot hold one past its
@@ -21,6 +21,7 @@
 #define PG_LOCK_RESCUE 2            /* handing back the tasks of lost instances */
 #define PG_LOCK_PURGE 3             /* the retention purge */
 #define PG_LOCK_COUNT_SHARD 1000    /* + shard: the task_counts rows of one shard */
+#define PG_LOCK_KIND_CLASS 22353    /* (this, hashtext(kind)): a kind's concurrency limit */
 #define PG_COUNT_SHARDS 32
 
 typedef void schema_pg_progress_fn(void *arg, const char *line);
