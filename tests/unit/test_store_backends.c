@@ -1581,6 +1581,39 @@ test_kind_limits_concurrent(void **state)
     assert_int_equal(count_of(s, TASK_SUCCEEDED), NA + NB);
 }
 
+/* PostgreSQL's schema 1 to 2 (issue 13): a failed task of version 1 can be retried from
+ * the dead at once; kinds can be paused. */
+static void
+test_pg_upgrade_from_v1(void **state)
+{
+    PG_ONLY();
+    int64_t a = add(s, "a", 0, 1, NULL, 1);
+    assert_int_equal(claim(s, 2, 1), a);
+    store_outcome o = {.state = TASK_FAILED, .error_code = "boom", .now_ms = 3};
+    assert_int_equal(store_finish(s, a, 1, &o), STORE_OK);
+    store_close(f->s);
+    f->s = NULL;
+    PQclear(admin_sql(f, "DROP TABLE paused_kinds; ALTER TABLE tasks DROP COLUMN"
+                         " previous_error_code, DROP COLUMN previous_error_message;"
+                         " UPDATE meta SET value = '1' WHERE key = 'schema_version'"));
+    char err[512] = "";
+    assert_null(store_open(f->db, STORE_DURABLE, BUSY_MS, err, sizeof err));
+    assert_non_null(strstr(err, "needs 2"));
+    int from = -1;
+    assert_int_equal(store_migrate(f->db, NULL, NULL, &from, err, sizeof err), STORE_OK);
+    assert_int_equal(from, 1);
+    f->s = store_open(f->db, STORE_RELAXED, BUSY_MS, err, sizeof err);
+    assert_non_null(f->s);
+    store_task t;
+    assert_int_equal(store_retry(f->s, a, 4, &t), STORE_OK);
+    assert_string_equal(t.previous_error_code, "boom");
+    store_task_clear(&t);
+    assert_int_equal(store_kind_pause(f->s, "a", 1, 5, NULL), STORE_OK);
+    assert_int_equal(store_claim_next(f->s, 6, 1, NULL, &t), STORE_EMPTY);
+    assert_int_equal(store_claim_next(f->s, 6, 1, NULL, &t), STORE_EMPTY);
+    assert_int_equal(count_of(f->s, TASK_PENDING), 1);
+}
+
 #define BOTH(fn)                                                                      \
     cmocka_unit_test_prestate_setup_teardown(fn, setup_open, teardown, (void *)SQLITE), \
         cmocka_unit_test_prestate_setup_teardown(fn, setup_open, teardown, (void *)PG)
@@ -1609,6 +1642,7 @@ main(void)
         PG_TEST(test_pg_concurrent_migrations, setup_db),
         cmocka_unit_test(test_pg_unreachable_names_host_not_password),
         PG_TEST(test_pg_schema_refusals, setup_db),
+        PG_TEST(test_pg_upgrade_from_v1, setup_open),
         PG_TEST(test_pg_counts_exact_under_concurrency, setup_open),
         PG_TEST(test_pg_query_plans, setup_open),
         PG_TEST(test_pg_leases, setup_open),
