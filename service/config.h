@@ -15,6 +15,7 @@
 #define CONFIG_MAX_KIND_CONFIGS 32
 #define CONFIG_MAX_CORS_ORIGINS 16
 #define CONFIG_MAX_EXEC_KINDS 16
+#define CONFIG_MAX_KIND_LIMITS 32
 
 struct config {
     char listen_host[256];
@@ -57,6 +58,11 @@ struct config {
         char **argv;            /* COMMAND split into words (exec_command_split) */
     } exec_kinds[CONFIG_MAX_EXEC_KINDS];        /* --exec-kind NAME=COMMAND, in order */
     int nexec_kinds;
+    struct {
+        char name[65];          /* kind name, [a-z0-9_.-]{1,64} */
+        int max;                /* at most this many of its tasks running at once */
+    } kind_limits[CONFIG_MAX_KIND_LIMITS];      /* --kind-concurrency NAME=N (issue 13) */
+    int nkind_limits;
 };
 
 /* The configuration string of kind `name` (--kind-config, or --scan-rules for

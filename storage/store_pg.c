@@ -165,7 +165,7 @@ static const char SQL_PAUSE[] =
 /* a resume wakes the idle workers of every instance: the kind's tasks may be ready */
 static const char SQL_RESUME[] =
     "WITH d AS (DELETE FROM paused_kinds WHERE kind = $1 RETURNING kind)"
-    " SELECT d.kind, pg_notify('warmpool_ready', $2::text || ':1') FROM d";
+    " SELECT d.kind, pg_notify('warmpool_ready', $2::text || ':65536') FROM d";
 static const char SQL_PAUSED[] = "SELECT kind FROM paused_kinds ORDER BY kind";
 static const char SQL_HAS_READY_SKIP[] =
     "SELECT (SELECT run_after FROM tasks WHERE state = 'pending' AND delayed"
