@@ -1360,7 +1360,8 @@ static void assert_stats_shape(const json_t *st) {
     WP_CHECK(json_is_array(ks), "stats.kinds must be an array: %.800s", d);
     json_t *k;
     json_array_foreach(ks, i, k) {
-        WP_CHECK(json_is_object(k) && json_object_size(k) == 6, "kind shape: %.800s", d);
+        WP_CHECK(json_is_object(k) && json_object_size(k) == 7, "kind shape: %.800s", d);
+        WP_CHECK(json_is_boolean(json_object_get(k, "paused")), "kind.paused: %.800s", d);
         const char *rt = wp_str(k, "runtime");
         WP_CHECK(strcmp(rt, "c") == 0 || strcmp(rt, "exec") == 0, "kind.runtime c|exec: %.800s", d);
         WP_CHECK(json_is_boolean(json_object_get(k, "available")), "kind.available: %.800s", d);
@@ -1397,9 +1398,11 @@ static void assert_stats_shape(const json_t *st) {
     WP_CHECK(json_is_number(up) && json_number_value(up) >= 0, "uptime_s: %.800s", d);
     json_t *ver = json_object_get(st, "version");
     WP_CHECK(json_is_string(ver) && strlen(json_string_value(ver)) > 0, "version: %.800s", d);
-    WP_CHECK(json_object_size(st) == 6,
-             "stats must have exactly tasks, workers, kinds, instances, uptime_s, version: %.800s",
-             d);
+    json_t *paused = json_object_get(st, "paused_kinds");      /* issue 13 */
+    WP_CHECK(json_is_array(paused), "stats.paused_kinds: %.800s", d);
+    WP_CHECK(json_object_size(st) == 7,
+             "stats must have exactly tasks, workers, kinds, instances, paused_kinds, uptime_s, "
+             "version: %.800s", d);
     free(d);
 }
 
