@@ -1161,7 +1161,7 @@ void wp_assert_task_shape(const json_t *t, bool full) {
     static const char *const keys_full[] = {"id", "kind", "state", "priority", "input", "result",
                                             "error", "attempts", "max_attempts", "timeout_ms",
                                             "created_at", "started_at", "finished_at", "run_after",
-                                            NULL};
+                                            "previous_error", NULL};
     size_t want = 0;
     for (int i = 0; keys_full[i]; i++) {
         bool listed_only_full = strcmp(keys_full[i], "input") == 0 || strcmp(keys_full[i], "result") == 0;
@@ -1198,6 +1198,11 @@ void wp_assert_task_shape(const json_t *t, bool full) {
                                    json_is_string(json_object_get(err, "code")) &&
                                    json_is_string(json_object_get(err, "message"))),
              "error must be null or {code,message}: %.600s", d);
+    json_t *perr = json_object_get(t, "previous_error");       /* issue 13 */
+    WP_CHECK(json_is_null(perr) || (json_is_object(perr) && json_object_size(perr) == 2 &&
+                                    json_is_string(json_object_get(perr, "code")) &&
+                                    json_is_string(json_object_get(perr, "message"))),
+             "previous_error must be null or {code,message}: %.600s", d);
     long long ts[3];
     static const char *const tsk[] = {"created_at", "started_at", "finished_at"};
     for (int i = 0; i < 3; i++) {
@@ -1518,7 +1523,7 @@ void wp_assert_unchanged(const wp_server *s, const wp_snap *before, const char *
 void wp_assert_task_keys_exact(const json_t *t, bool full, const char *what) {
     static const char *const keys[] = {"id", "kind", "state", "priority", "input", "result", "error",
                                        "attempts", "max_attempts", "timeout_ms", "created_at", "started_at",
-                                       "finished_at", "run_after", NULL};
+                                       "finished_at", "run_after", "previous_error", NULL};
     const char *k;
     json_t *v;
     json_object_foreach((json_t *)t, k, v) {
