@@ -56,9 +56,14 @@ static int listed(const wp_server *s, const char *query, const char *id) {
 /* ------------------------------------------------------------------ scheduled */
 
 /* delay_ms: pending with run_after, listed as pending, not started before its time, and
- * started soon after it (idle workers sleep until the earliest due time, not a poll). */
+ * started soon after it: idle workers sleep until the earliest due time, not a poll (the
+ * safety net is made a minute long here, fault point worker_safety_net_ms, so only that
+ * sleep can start it in time). */
 WP_TEST(test_scheduled_delay_runs_when_due) {
-    wp_server *s = wp_server_start_args("--workers", "2", "--enable-test-kinds", NULL);
+    const char *const args[] = {"--workers", "2", "--enable-test-kinds", NULL};
+    const char *const env[] = {"WARMPOOL_FAULTS=worker_safety_net_ms=60000", NULL};
+    wp_opts o = {.args = args, .env = env};
+    wp_server *s = wp_server_start(&o);
     assert_int_equal(wp_wait_workers(s, 2, 15), 2);
     long long before = wp_wall_ms();
     json_t *t = wp_submit(s, "{\"kind\":\"echo\",\"input\":1,\"delay_ms\":1500}");
@@ -77,8 +82,6 @@ WP_TEST(test_scheduled_delay_runs_when_due) {
     assert_string_equal(wp_str(done, "state"), "succeeded");
     long long started = wp_parse_ts(wp_str(done, "started_at"));
     if (started < ra) fail_msg("started at %lld, before its run_after %lld", started, ra);
-    /* the safety net is 1 s: an idle worker that slept until the due time starts it well
-     * before that */
     if (started - ra > 800)
         fail_msg("started %lld ms after its run_after: the idle workers did not wake for it",
                  started - ra);
@@ -179,6 +182,19 @@ WP_TEST(test_scheduled_bad_input) {
 
 /* ------------------------------------------------------------------ retry */
 
+/* warmpool_tasks_submitted_total{kind="KIND"} from /metrics (0 when absent). */
+static long long submitted_metric(const wp_server *s, const char *kind) {
+    wp_req q = {.method = "GET", .path = "/metrics"};
+    wp_resp r;
+    assert_true(wp_http_nc(s, &q, &r));
+    char needle[128];
+    snprintf(needle, sizeof needle, "warmpool_tasks_submitted_total{kind=\"%s\"} ", kind);
+    const char *p = r.body ? strstr(r.body, needle) : NULL;
+    long long n = p ? atoll(p + strlen(needle)) : 0;
+    wp_resp_free(&r);
+    return n;
+}
+
 /* failed -> pending (attempts 0, previous error shown until the new attempt ends) ->
  * runs again; canceled -> pending; 409 from other states, 404 for no task; counts exact. */
 WP_TEST(test_retry_from_the_dead) {
@@ -195,6 +211,7 @@ WP_TEST(test_retry_from_the_dead) {
     assert_int_equal(wp_stats_count(st, "failed"), 1);
     json_decref(st);
 
+    long long submitted0 = submitted_metric(s, "fail");
     /* the paused kind keeps it pending, so that what the retry left can be read */
     assert_int_equal(post(s, "/v1/kinds/fail/pause", NULL), 200);
     char *rpath = wp_fmt("/v1/tasks/%s/retry", id);
@@ -211,6 +228,24 @@ WP_TEST(test_retry_from_the_dead) {
     assert_string_equal(wp_str(pe, "code"), "task_failed");
     assert_non_null(strstr(wp_str(pe, "message"), "first"));
     json_decref(rt);
+    /* counted as a submission, and published as an event: pending, attempts 0 */
+    assert_int_equal(submitted_metric(s, "fail"), submitted0 + 1);
+    /* from this run's first event (an id of no run): the submission's pending, and the
+     * retry's */
+    static const char *const from_start[] = {"Last-Event-ID: 1", NULL};
+    wp_req eq = {.method = "GET", .path = "/v1/events?kind=fail&state=pending",
+                 .headers = from_start, .timeout_ms = 1500};
+    wp_resp er;
+    wp_http_nc(s, &eq, &er);     /* a stream: read until the timeout */
+    char *ev = wp_fmt("\"id\":\"%s\",\"kind\":\"fail\",\"state\":\"pending\",\"attempts\":0", id);
+    int pendings = 0;
+    for (const char *p = er.body; p != NULL && (p = strstr(p, ev)) != NULL; p++)
+        pendings++;
+    if (pendings != 2)
+        fail_msg("want 2 pending events of task %s in /v1/events (its submission, its retry), got "
+                 "%d: %.800s", id, pendings, er.body ? er.body : "");
+    free(ev);
+    wp_resp_free(&er);
     st = wp_stats(s);
     assert_int_equal(wp_stats_count(st, "failed"), 0);
     assert_int_equal(wp_stats_count(st, "pending"), 1);
