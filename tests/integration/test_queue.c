@@ -5,6 +5,9 @@
  * integration.pg.queue, on PostgreSQL. */
 #include "harness.h"
 
+#include <libpq-fe.h>
+#include <sqlite3.h>
+
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -579,6 +582,68 @@ WP_TEST(test_kind_concurrency) {
     }
 }
 
+
+/* ------------------------------------------------------------------ a busy database */
+
+/* With the database's write lock held by someone else past the HTTP process's lock
+ * budget, a retry, a pause and a resume answer 503 busy and change nothing; once the
+ * lock is let go they work. */
+WP_TEST(test_busy_database_answers_503) {
+    wp_server *s = wp_server_start_args("--workers", "1", "--enable-test-kinds", NULL);
+    json_t *t = wp_submit(s, "{\"kind\":\"fail\",\"input\":{\"message\":\"x\"}}");
+    char id[32];
+    snprintf(id, sizeof id, "%s", wp_str(t, "id"));
+    json_decref(t);
+    json_decref(wp_wait_terminal(s, id, 20));
+    assert_int_equal(post(s, "/v1/kinds/sleep/pause", NULL), 200);
+
+    sqlite3 *lite = NULL;
+    PGconn *pg = NULL;
+    if (wp_pg_mode()) {
+        pg = PQconnectdb(s->db);
+        if (PQstatus(pg) != CONNECTION_OK) fail_msg("connecting: %s", PQerrorMessage(pg));
+        PGresult *r = PQexec(pg, "BEGIN; LOCK TABLE tasks, paused_kinds IN EXCLUSIVE MODE");
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) fail_msg("locking: %s", PQresultErrorMessage(r));
+        PQclear(r);
+    } else {
+        if (sqlite3_open(s->db, &lite) != SQLITE_OK) fail_msg("opening %s", s->db);
+        sqlite3_busy_timeout(lite, 5000);
+        char *msg = NULL;
+        if (sqlite3_exec(lite, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK)
+            fail_msg("taking the write lock: %s", msg ? msg : "?");
+    }
+    char *rpath = wp_fmt("/v1/tasks/%s/retry", id);
+    const char *paths[] = {rpath, "/v1/kinds/echo/pause", "/v1/kinds/sleep/resume"};
+    for (int i = 0; i < 3; i++) {
+        wp_resp r;
+        wp_call(s, "POST", paths[i], NULL, &r);
+        wp_assert_error(&r, 503, "busy", NULL);
+        if (!r.has_retry_after) fail_msg("POST %s: 503 busy without Retry-After", paths[i]);
+        wp_resp_free(&r);
+    }
+    if (pg) {
+        PQclear(PQexec(pg, "ROLLBACK"));
+        PQfinish(pg);
+    } else {
+        sqlite3_exec(lite, "ROLLBACK", NULL, NULL, NULL);
+        sqlite3_close(lite);
+    }
+    json_t *g = wp_get_task(s, id);
+    assert_string_equal(wp_str(g, "state"), "failed");
+    json_decref(g);
+    json_t *st = wp_stats(s);
+    json_t *paused = json_object_get(st, "paused_kinds");
+    if (json_array_size(paused) != 1 || strcmp(json_string_value(json_array_get(paused, 0)), "sleep") != 0) {
+        char *d = wp_dump(st);
+        fail_msg("the refused pause and resume changed the paused kinds: %.600s", d);
+    }
+    json_decref(st);
+    assert_int_equal(post(s, rpath, NULL), 200);
+    assert_int_equal(post(s, "/v1/kinds/sleep/resume", NULL), 200);
+    free(rpath);
+    wp_server_free(s);
+}
+
 int main(void) {
     wp_harness_init();
     const struct CMUnitTest tests[] = {
@@ -590,6 +655,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_pause_and_resume, wp_test_teardown),
         cmocka_unit_test_teardown(test_pause_survives_restart_and_needs_token, wp_test_teardown),
         cmocka_unit_test_teardown(test_kind_concurrency, wp_test_teardown),
+        cmocka_unit_test_teardown(test_busy_database_answers_503, wp_test_teardown),
     };
     return cmocka_run_group_tests_name("integration.queue", tests, NULL, NULL);
 }
