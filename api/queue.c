@@ -56,7 +56,7 @@ api_tasks_retry(struct api_ctx *ctx, struct MHD_Connection *conn, struct req *r)
     events_publish(t.kind, t.id, "pending", t.attempts, NULL, now);
     metrics_task_submitted(t.kind);
     wake_post(ctx->cfg->wake, 1);
-    log_event(LOG_INFO, "task retried", LOG_INT("task_id", t.id), LOG_STR("kind", t.kind),
+    log_event(LOG_INFO, "task retry requested", LOG_INT("task_id", t.id), LOG_STR("kind", t.kind),
               LOG_STR("request_id", r->request_id));
     json_t *body = taskjson_from_store(&t, 0);
     store_task_clear(&t);
