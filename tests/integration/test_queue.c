@@ -150,6 +150,38 @@ WP_TEST(test_scheduled_run_at_batch_and_cancel) {
     wp_server_free(s);
 }
 
+
+/* A scheduled task outlives a restart: after it, still pending with its run_after, and run
+ * at its time, not before. */
+WP_TEST(test_scheduled_survives_restart) {
+    const char *const args[] = {"--workers", "1", NULL};
+    wp_opts o = {.args = args};
+    wp_server *s = wp_server_start(&o);
+    json_t *t = wp_submit(s, "{\"kind\":\"echo\",\"input\":9,\"delay_ms\":4000}");
+    char id[32], ra[40];
+    snprintf(id, sizeof id, "%s", wp_str(t, "id"));
+    snprintf(ra, sizeof ra, "%s", wp_str(t, "run_after"));
+    json_decref(t);
+    int stopped = wp_server_stop(s, 10000, NULL);
+    if (!(WIFEXITED(stopped) && WEXITSTATUS(stopped) == 0)) fail_msg("stop: status %d", stopped);
+    wp_opts again = {.dir = s->dir, .args = args};
+    wp_server *s2 = wp_server_start(&again);
+    json_t *g = wp_get_task(s2, id);
+    long long run_after = wp_parse_ts(ra);
+    if (wp_wall_ms() < run_after - 200) {       /* the restart took less than the delay */
+        assert_string_equal(wp_str(g, "state"), "pending");
+        assert_string_equal(wp_str(g, "run_after"), ra);
+    }
+    json_decref(g);
+    json_t *d = wp_wait_terminal(s2, id, 15);
+    assert_string_equal(wp_str(d, "state"), "succeeded");
+    if (wp_parse_ts(wp_str(d, "started_at")) < run_after)
+        fail_msg("started before its run_after %s: %s", ra, wp_str(d, "started_at"));
+    json_decref(d);
+    wp_server_free(s2);
+    wp_server_free(s);
+}
+
 WP_TEST(test_scheduled_bad_input) {
     wp_server *s = wp_server_start_args("--workers", "1", NULL);
     wp_snap before = wp_snapshot(s);
@@ -649,6 +681,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_scheduled_delay_runs_when_due, wp_test_teardown),
         cmocka_unit_test_teardown(test_scheduled_run_at_batch_and_cancel, wp_test_teardown),
+        cmocka_unit_test_teardown(test_scheduled_survives_restart, wp_test_teardown),
         cmocka_unit_test_teardown(test_scheduled_bad_input, wp_test_teardown),
         cmocka_unit_test_teardown(test_retry_from_the_dead, wp_test_teardown),
         cmocka_unit_test_teardown(test_retry_concurrent_calls, wp_test_teardown),
