@@ -173,6 +173,18 @@ def without_token(binary, out):
         click(d, 'tr[data-id="%s"]' % f["id"])
         check("a failed task's detail shows its error code and message",
               until(lambda: "task_failed: no luck" in text(d, "detail-error")))
+        # issue 13: Retry runs it again; the detail then shows the error before the retry
+        check("a failed task's detail has a Retry button",
+              until(lambda: d.find_element(By.ID, "detail-retry").is_displayed()))
+        first_end = wp.request("GET", "/v1/tasks/" + f["id"]).json["finished_at"]
+        d.find_element(By.ID, "detail-retry").click()
+
+        def ran_again():
+            t = wp.request("GET", "/v1/tasks/" + f["id"]).json
+            return (t["state"] == "failed" and t["attempts"] == 1 and
+                    t["started_at"] is not None and t["started_at"] > first_end)
+        check("Retry: the task ran again (a new attempt, started after the first one ended)",
+              until(ran_again, 10), wp.request("GET", "/v1/tasks/" + f["id"]).json)
         d.find_element(By.ID, "detail-close").click()
 
         # the chart has bars; the kinds and workers are listed
