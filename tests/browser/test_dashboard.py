@@ -193,6 +193,16 @@ def without_token(binary, out):
         kinds = text(d, "kinds-table")
         check("the kinds table lists each kind with its generation",
               "echo" in kinds and "scan" in kinds and "KiB" in kinds, kinds)
+        # issue 13: Pause and Resume a kind from its row
+        click(d, 'tr[data-kind="sleep"] .pause-button')
+        check("Pause: the API lists the kind as paused, and its row says so",
+              until(lambda: wp.request("GET", "/v1/stats").json["paused_kinds"] == ["sleep"] and
+                    d.find_elements(By.CSS_SELECTOR, 'tr[data-kind="sleep"] .paused-badge')),
+              wp.request("GET", "/v1/stats").json["paused_kinds"])
+        click(d, 'tr[data-kind="sleep"] .pause-button')
+        check("Resume: no kind is paused, and the row's badge is gone",
+              until(lambda: wp.request("GET", "/v1/stats").json["paused_kinds"] == [] and
+                    not d.find_elements(By.CSS_SELECTOR, 'tr[data-kind="sleep"] .paused-badge')))
         # filters
         Select(d.find_element(By.ID, "filter-state")).select_by_value("failed")
         check("the state filter shows only failed tasks",
