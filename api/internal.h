@@ -12,6 +12,7 @@
 #define API_MAX_BATCH 1000
 #define API_MAX_IDEM_KEY 200
 #define API_MAX_WAIT_S 60
+#define API_MAX_SCHEDULE_MS (366LL * 86400 * 1000)   /* run_at, delay_ms: a year ahead at most (issue 13) */
 #define API_MAX_LIMIT 1000
 #define API_DEFAULT_LIMIT 100
 #define API_MAX_REQUEST_ID 128     /* X-Request-Id taken from a request: 1..128 safe chars */
@@ -184,6 +185,13 @@ enum MHD_Result api_tasks_get(struct api_ctx *, struct MHD_Connection *, struct 
 enum MHD_Result api_tasks_list(struct api_ctx *, struct MHD_Connection *, struct req *);
 enum MHD_Result api_tasks_cancel(struct api_ctx *, struct MHD_Connection *, struct req *);
 enum MHD_Result api_stats(struct api_ctx *, struct MHD_Connection *, struct req *);
+/* issue 13 (api/queue.c): retry from the dead, pause and resume a kind */
+enum MHD_Result api_tasks_retry(struct api_ctx *, struct MHD_Connection *, struct req *);
+enum MHD_Result api_kinds_pause(struct api_ctx *, struct MHD_Connection *, struct req *);
+enum MHD_Result api_kinds_resume(struct api_ctx *, struct MHD_Connection *, struct req *);
+/* /v1/stats: marks each entry of kinds (borrowed) with "paused", and returns the paused
+ * kinds' names as a new array (NULL with *rc set on a store error). */
+json_t *api_queue_paused(store *st, json_t *kinds, int *rc);
 enum MHD_Result api_healthz(struct api_ctx *, struct MHD_Connection *, struct req *);
 enum MHD_Result api_readyz(struct api_ctx *, struct MHD_Connection *, struct req *);
 enum MHD_Result api_admin_reload(struct api_ctx *, struct MHD_Connection *, struct req *);

@@ -4,8 +4,9 @@
  * test test_routes.c fails until every route of this table is there, and the contract
  * test calls each documented one), and in docs/api.md.
  *
- * A pattern segment "{id}" matches any one non-empty path segment; the handler
- * decides whether it is a valid id (an invalid one is a 404, never a 500). */
+ * A pattern segment "{id}" (or any "{name}") matches any one non-empty path segment,
+ * handed to the handler in r->id; the handler decides whether it is a valid id or name
+ * (an invalid one is a 404, never a 500). At most one such segment per pattern. */
 #include "api/internal.h"
 
 #include <stdlib.h>
@@ -32,6 +33,10 @@ static const struct route ROUTES[] = {
     {"GET",    "/v1/events",      api_events},
     {"GET",    "/metrics",        api_metrics},
     {"GET",    "/",               api_dashboard},
+    /* issue 13 (api/queue.c) */
+    {"POST",   "/v1/tasks/{id}/retry",     api_tasks_retry},
+    {"POST",   "/v1/kinds/{name}/pause",   api_kinds_pause},
+    {"POST",   "/v1/kinds/{name}/resume",  api_kinds_resume},
 };
 #define N_ROUTES (sizeof ROUTES / sizeof ROUTES[0])
 
@@ -39,15 +44,16 @@ static const struct route ROUTES[] = {
 static int
 path_matches(const char *pattern, const char *path, const char **seg, size_t *seg_len)
 {
-    const char *hole = strstr(pattern, "{id}");
+    const char *hole = strchr(pattern, '{');
     if (hole == NULL)
         return strcmp(pattern, path) == 0;
+    const char *after = strchr(hole, '}') + 1;
     size_t pre = (size_t)(hole - pattern);
     if (strncmp(pattern, path, pre) != 0)
         return 0;
     const char *s = path + pre;
     size_t n = strcspn(s, "/");
-    if (n == 0 || strcmp(s + n, hole + 4) != 0)
+    if (n == 0 || strcmp(s + n, after) != 0)
         return 0;
     *seg = s;
     *seg_len = n;

@@ -59,9 +59,15 @@ taskjson_from_store(const store_task *t, int brief)
     json_object_set_new(o, "created_at", time_or_null(t->created_at_ms));
     json_object_set_new(o, "started_at", time_or_null(t->started_at_ms));
     json_object_set_new(o, "finished_at", time_or_null(t->finished_at_ms));
-    /* when a retry waiting for its backoff may start; null otherwise */
+    /* when a pending task (scheduled, or a retry waiting for its backoff) may start;
+     * null otherwise */
     json_object_set_new(o, "run_after",
                         time_or_null(t->state == TASK_PENDING ? t->run_after_ms : 0));
+    /* issue 13: the error before a retry from the dead, until the next attempt ends */
+    json_object_set_new(o, "previous_error",
+                        t->previous_error_code == NULL ? json_null()
+                        : json_pack("{s:s, s:s}", "code", t->previous_error_code, "message",
+                                    t->previous_error_message ? t->previous_error_message : ""));
     /* issue 13: only on tasks submitted with a callback_url */
     if (t->callback_url != NULL)
         json_object_set_new(o, "callback",
@@ -201,6 +207,16 @@ taskjson_text(const store_task *t, int brief, size_t *len)
     tb_time(&b, t->finished_at_ms);
     tb_lit(&b, ",\"run_after\":");
     tb_time(&b, t->state == TASK_PENDING ? t->run_after_ms : 0);
+    tb_lit(&b, ",\"previous_error\":");
+    if (t->previous_error_code == NULL) {
+        tb_lit(&b, "null");
+    } else {
+        tb_lit(&b, "{\"code\":");
+        bad |= tb_str(&b, t->previous_error_code);
+        tb_lit(&b, ",\"message\":");
+        bad |= tb_str(&b, t->previous_error_message ? t->previous_error_message : "");
+        tb_lit(&b, "}");
+    }
     if (t->callback_url != NULL) {      /* as taskjson_from_store() writes it */
         tb_lit(&b, ",\"callback\":{\"url\":");
         bad |= tb_str(&b, t->callback_url);
@@ -228,6 +244,122 @@ json_t *
 api_task_json(const store_task *t)
 {
     return taskjson_from_store(t, 0);
+}
+
+/* RFC 3339 (date-time): YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM), 'T' or 't', 'Z' or
+ * 'z'. 0 and *ms (epoch, milliseconds; finer fractions are cut), or -1. */
+static int
+parse_rfc3339(const char *p, int64_t *ms)
+{
+    int f[6];
+    static const int width[6] = {4, 2, 2, 2, 2, 2};
+    static const char sep[6] = {'-', '-', 'T', ':', ':', '\0'};
+    for (int i = 0; i < 6; i++) {
+        f[i] = 0;
+        for (int k = 0; k < width[i]; k++, p++) {
+            if (*p < '0' || *p > '9')
+                return -1;
+            f[i] = f[i] * 10 + (*p - '0');
+        }
+        if (sep[i] != '\0') {
+            if (*p != sep[i] && !(sep[i] == 'T' && *p == 't'))
+                return -1;
+            p++;
+        }
+    }
+    int64_t frac = 0;
+    if (*p == '.') {
+        p++;
+        int digits = 0;
+        while (*p >= '0' && *p <= '9') {
+            if (digits < 3)
+                frac = frac * 10 + (*p - '0');
+            digits++;
+            p++;
+        }
+        if (digits == 0)
+            return -1;
+        for (int d = digits; d < 3; d++)
+            frac *= 10;
+    }
+    int64_t offset_min = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int sign = *p == '-' ? -1 : 1;
+        p++;
+        if (p[0] < '0' || p[0] > '9' || p[1] < '0' || p[1] > '9' || p[2] != ':' ||
+            p[3] < '0' || p[3] > '9' || p[4] < '0' || p[4] > '9')
+            return -1;
+        int oh = (p[0] - '0') * 10 + (p[1] - '0'), om = (p[3] - '0') * 10 + (p[4] - '0');
+        if (oh > 23 || om > 59)
+            return -1;
+        offset_min = sign * (oh * 60 + om);
+        p += 5;
+    } else {
+        return -1;
+    }
+    if (*p != '\0')
+        return -1;
+    static const int mdays[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int y = f[0], mo = f[1], d = f[2];
+    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] ||
+        (mo == 2 && d == 29 && !leap) || f[3] > 23 || f[4] > 59 || f[5] > 60)
+        return -1;
+    /* days since the epoch (civil calendar, H. Hinnant's days_from_civil) */
+    int64_t yy = mo <= 2 ? y - 1 : y;
+    int64_t era = yy / 400, yoe = yy - era * 400;
+    int64_t doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    int64_t days = era * 146097 + doe - 719468;
+    int64_t secs = days * 86400 + f[3] * 3600 + f[4] * 60 + (f[5] > 59 ? 59 : f[5]);
+    *ms = (secs - offset_min * 60) * 1000 + frac;
+    return 0;
+}
+
+/* When the submission may run (issue 13): run_at (RFC 3339) or delay_ms, not both; at
+ * most a year ahead; a time past runs now. *at: 0 for now. 0, or -1 with err. */
+static int
+schedule_fields(const json_t *obj, const char *where, int64_t *at, char *err, size_t errlen)
+{
+    const json_t *run_at = json_object_get(obj, "run_at");
+    const json_t *delay = json_object_get(obj, "delay_ms");
+    if (run_at != NULL && json_is_null(run_at))
+        run_at = NULL;
+    if (delay != NULL && json_is_null(delay))
+        delay = NULL;
+    *at = 0;
+    if (run_at != NULL && delay != NULL) {
+        snprintf(err, errlen, "%srun_at, %sdelay_ms: give one or the other, not both", where,
+                 where);
+        return -1;
+    }
+    int64_t now = clock_now_ms();
+    if (delay != NULL) {
+        if (!json_is_integer(delay) || json_integer_value(delay) < 0 ||
+            json_integer_value(delay) > API_MAX_SCHEDULE_MS) {
+            snprintf(err, errlen, "%sdelay_ms: must be an integer between 0 and %lld (a year)",
+                     where, (long long)API_MAX_SCHEDULE_MS);
+            return -1;
+        }
+        *at = json_integer_value(delay) > 0 ? now + json_integer_value(delay) : 0;
+        return 0;
+    }
+    if (run_at == NULL)
+        return 0;
+    int64_t t;
+    if (!json_is_string(run_at) || parse_rfc3339(json_string_value(run_at), &t) != 0) {
+        snprintf(err, errlen, "%srun_at: must be an RFC 3339 time, such as "
+                 "2026-01-02T03:04:05Z or 2026-01-02T04:04:05.678+01:00", where);
+        return -1;
+    }
+    if (t - now > API_MAX_SCHEDULE_MS) {
+        snprintf(err, errlen, "%srun_at: more than a year ahead", where);
+        return -1;
+    }
+    *at = t > now ? t : 0;
+    return 0;
 }
 
 /* An optional integer field: absent or null takes def. 0 ok, -1 with err. */
@@ -259,7 +391,7 @@ taskjson_parse_submission(const struct api_ctx *ctx, const json_t *obj, const ch
                           store_new_task *nt, char **input_text, char *err, size_t errlen)
 {
     static const char *const FIELDS[] = {"kind", "input", "priority", "max_attempts",
-                                         "timeout_ms", "callback_url"};
+                                         "timeout_ms", "run_at", "delay_ms", "callback_url"};
     *input_text = NULL;
     const char *key;
     const json_t *value;
@@ -300,6 +432,9 @@ taskjson_parse_submission(const struct api_ctx *ctx, const json_t *obj, const ch
             return -1;
         }
     }
+    int64_t run_after;
+    if (schedule_fields(obj, where, &run_after, err, errlen) != 0)
+        return -1;
 
     const json_t *input = json_object_get(obj, "input");
     json_t *null_input = NULL;
@@ -330,6 +465,7 @@ taskjson_parse_submission(const struct api_ctx *ctx, const json_t *obj, const ch
     nt->timeout_ms = timeout_ms;
     nt->idem_key = NULL;
     nt->callback_url = cb != NULL && !json_is_null(cb) ? json_string_value(cb) : NULL;
+    nt->run_after_ms = run_after;
     return 0;
 }
 

@@ -558,10 +558,19 @@ api_stats(struct api_ctx *ctx, struct MHD_Connection *conn, struct req *r)
     const struct api_hooks *h = &ctx->cfg->hooks;
     json_t *workers = h->workers ? h->workers(h->arg) : json_array();
     json_t *kinds = h->kinds ? h->kinds(h->arg) : json_array();
+    json_t *paused = api_queue_paused(st, kinds, &rc);     /* issue 13 */
+    if (paused == NULL) {
+        json_decref(tasks);
+        json_decref(instances);
+        json_decref(workers);
+        json_decref(kinds);
+        return api_reply_store_error(conn, rc, "stats", store_errmsg(st));
+    }
     int64_t uptime = (clock_now_ms() - ctx->cfg->started_at_ms) / 1000;
-    json_t *body = json_pack("{s:o*, s:o*, s:o*, s:o*, s:I, s:s}", "tasks", tasks, "workers",
-                             workers, "kinds", kinds, "instances", instances, "uptime_s",
-                             (json_int_t)uptime, "version", WARMPOOL_VERSION);
+    json_t *body = json_pack("{s:o*, s:o*, s:o*, s:o*, s:o, s:I, s:s}", "tasks", tasks,
+                             "workers", workers, "kinds", kinds, "instances", instances,
+                             "paused_kinds", paused, "uptime_s", (json_int_t)uptime,
+                             "version", WARMPOOL_VERSION);
     if (body == NULL)
         return MHD_NO;
     return api_reply_json(conn, MHD_HTTP_OK, body, NULL, NULL);

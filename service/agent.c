@@ -58,6 +58,11 @@ take_events(const struct agent_env *env, store *st)
                 break;
             case STORE_EV_DONE:     /* a task ended on another instance */
                 notify(env, ev[i].n);
+                /* of a kind with a concurrency limit (issue 13): it has a free slot,
+                 * which an idle worker here may take */
+                for (int k = 0; k < env->cfg->nkind_limits; k++)
+                    if (strcmp(env->cfg->kind_limits[k].name, ev[i].kind) == 0)
+                        wake_post(env->wake, 1);
                 events_publish(ev[i].kind, ev[i].n, task_state_name(ev[i].state),
                                ev[i].attempts, ev[i].error_code, ev[i].at_ms);
                 break;

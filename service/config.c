@@ -17,7 +17,7 @@
 enum opt_type { OPT_INT, OPT_BOOL, OPT_PATH, OPT_LISTEN, OPT_LOG_LEVEL, OPT_PLUGIN,
                 OPT_KIND_CONFIG, OPT_EXEC_KIND, OPT_SCAN_RULES, OPT_DURATION, OPT_TOKEN,
                 OPT_TOKEN_FILE, OPT_LOG_FORMAT, OPT_CORS_ORIGIN, OPT_DURABILITY, OPT_SCHEDULE,
-                OPT_CALLBACK_ALLOW };
+                OPT_CALLBACK_ALLOW, OPT_KIND_CONCURRENCY };
 
 struct opt {
     const char *name;           /* without the leading "--" */
@@ -102,6 +102,9 @@ static const struct opt OPTS[] = {
     {"exec-kind", OPT_EXEC_KIND, 0, 0, 0, "NAME=COMMAND",
      "run kind NAME in another program: COMMAND is started (no shell) as its zygote "
      "(docs/exec-kinds.md); repeatable (variable: ';'-separated)"},
+    {"kind-concurrency", OPT_KIND_CONCURRENCY, 0, 1, 100000, "NAME=N",
+     "at most N tasks of kind NAME run at once, across the pool and every instance sharing "
+     "the database; repeatable (variable: comma-separated)"},
     {"scan-rules", OPT_SCAN_RULES, 0, 0, 0, "PATH",
      "rules file of the scan kind (default: the built-in rules)"},
     {"schedule", OPT_SCHEDULE, 0, 0, 0, "NAME=CRON KIND INPUT",
@@ -357,6 +360,39 @@ add_schedule(struct config *cfg, const char *text, const char *source, char *err
     return 0;
 }
 
+/* --kind-concurrency NAME=N (issue 13): a kind name, once, and a limit in [min, max]. */
+static int
+add_kind_limit(struct config *cfg, const struct opt *o, const char *text, const char *source,
+               char *err, size_t errlen)
+{
+    const char *eq = strchr(text, '=');
+    size_t nlen = eq == NULL ? 0 : (size_t)(eq - text);
+    int64_t n;
+    if (eq == NULL || nlen == 0 || nlen > 64 ||
+        strspn(text, "abcdefghijklmnopqrstuvwxyz0123456789_.-") != nlen ||
+        parse_int64(eq + 1, &n) != 0 || n < o->min || n > o->max) {
+        snprintf(err, errlen, "%s: '%.100s' is not NAME=N with NAME of 1 to 64 of a-z 0-9 _ . - "
+                 "and N from %lld to %lld", source, text, (long long)o->min, (long long)o->max);
+        return -1;
+    }
+    for (int i = 0; i < cfg->nkind_limits; i++) {
+        if (strlen(cfg->kind_limits[i].name) == nlen &&
+            strncmp(cfg->kind_limits[i].name, text, nlen) == 0) {
+            snprintf(err, errlen, "%s: kind '%.*s' is given twice", source, (int)nlen, text);
+            return -1;
+        }
+    }
+    if (cfg->nkind_limits == CONFIG_MAX_KIND_LIMITS) {
+        snprintf(err, errlen, "%s: more than %d kinds", source, CONFIG_MAX_KIND_LIMITS);
+        return -1;
+    }
+    memcpy(cfg->kind_limits[cfg->nkind_limits].name, text, nlen);
+    cfg->kind_limits[cfg->nkind_limits].name[nlen] = '\0';
+    cfg->kind_limits[cfg->nkind_limits].max = (int)n;
+    cfg->nkind_limits++;
+    return 0;
+}
+
 const char *
 config_kind_config(const struct config *cfg, const char *name)
 {
@@ -456,6 +492,8 @@ set_opt(const struct opt *o, const char *text, struct config *cfg, const char *s
         }
         cfg->callback_allow[cfg->ncallback_allow++] = text;
         return 0;
+    case OPT_KIND_CONCURRENCY:
+        return add_kind_limit(cfg, o, text, source, err, errlen);
     case OPT_DURATION: {
         char *end;
         errno = 0;
@@ -650,7 +688,8 @@ config_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen
             continue;           /* a flag beats its variable, even a bad one */
         if (OPTS[i].type == OPT_PLUGIN || OPTS[i].type == OPT_KIND_CONFIG ||
             OPTS[i].type == OPT_CORS_ORIGIN || OPTS[i].type == OPT_EXEC_KIND ||
-            OPTS[i].type == OPT_SCHEDULE || OPTS[i].type == OPT_CALLBACK_ALLOW) {
+            OPTS[i].type == OPT_SCHEDULE || OPTS[i].type == OPT_CALLBACK_ALLOW ||
+            OPTS[i].type == OPT_KIND_CONCURRENCY) {
             /* a list: plugins and origins comma-separated, kind configurations and
              * exec kinds ';'-separated */
             /* the copy lives as long as the configuration, which points into it; a

@@ -18,6 +18,7 @@
 #define CONFIG_MAX_EXEC_KINDS 16
 #define CONFIG_MAX_SCHEDULES 32
 #define CONFIG_MAX_CALLBACK_ALLOW 32
+#define CONFIG_MAX_KIND_LIMITS 32
 
 struct config {
     char listen_host[256];
@@ -76,6 +77,11 @@ struct config {
     const char *callback_allow[CONFIG_MAX_CALLBACK_ALLOW];  /* HOST[:PORT] */
     int ncallback_allow;
     char callback_secret[512];  /* "" = deliveries are not signed */
+    struct {
+        char name[65];          /* kind name, [a-z0-9_.-]{1,64} */
+        int max;                /* at most this many of its tasks running at once */
+    } kind_limits[CONFIG_MAX_KIND_LIMITS];      /* --kind-concurrency NAME=N (issue 13) */
+    int nkind_limits;
 };
 
 /* The configuration string of kind `name` (--kind-config, or --scan-rules for

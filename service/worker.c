@@ -177,6 +177,16 @@ exec_skips(const struct worker_env *env, const char *kind)
            (atomic_load(&env->sh->slots[env->slot].exec_missing) & (UINT64_C(1) << k->exec));
 }
 
+/* Has kind a --kind-concurrency limit? */
+static int
+limited(const struct worker_env *env, const char *kind)
+{
+    for (int i = 0; i < env->cfg->nkind_limits; i++)
+        if (strcmp(env->cfg->kind_limits[i].name, kind) == 0)
+            return 1;
+    return 0;
+}
+
 /* The kinds this worker's claims leave alone: the exec kinds it has no usable child of
  * (store.h's skip set, read by every claim; empty, the claim is the plain one). */
 static const store_kind_set *
@@ -472,6 +482,11 @@ run_one(const struct worker_env *env, store *st, const store_task *t, store_task
     if (recorded && a.o.state == TASK_PENDING &&
         (claimed || stopping(env) || worn_out(env, 0, 1) || exec_skips(env, t->kind)))
         wake_post(env->wake, 1);
+    /* A kind with a concurrency limit (issue 13) has a free slot now: idle workers that
+     * left its tasks alone while it was full look again (if this worker took one of its
+     * tasks itself, the token costs one look). */
+    else if (recorded && limited(env, t->kind))
+        wake_post(env->wake, 1);
     if (recorded && task_state_terminal(a.o.state)) {
         /* tell the HTTP process, for ?wait; if the pipe is full, the waiter's deadline
          * answers instead */
@@ -520,6 +535,16 @@ worker_main(const struct worker_env *env)
     store *st = store_open(env->cfg->db_path, durability, 5000, err, sizeof err);
     if (st == NULL) {
         log_error("opening the database: %s", err);
+        _exit(1);
+    }
+    /* --kind-concurrency: every claim of this connection counts them (issue 13) */
+    static store_kind_limit limits[CONFIG_MAX_KIND_LIMITS];
+    for (int i = 0; i < env->cfg->nkind_limits; i++)
+        limits[i] = (store_kind_limit){env->cfg->kind_limits[i].name,
+                                       env->cfg->kind_limits[i].max};
+    if (store_set_kind_limits(st, limits, (size_t)env->cfg->nkind_limits) != STORE_OK) {
+        log_error("setting the kinds' concurrency limits: %s", store_errmsg(st));
+        store_close(st);
         _exit(1);
     }
     if (kinds_worker_init(err, sizeof err) != 0) {

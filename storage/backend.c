@@ -44,6 +44,8 @@ store_task_clear(store_task *t)
     free(t->error_message);
     free(t->callback_url);
     free(t->callback_error);
+    free(t->previous_error_code);
+    free(t->previous_error_message);
     *t = (store_task){0};
 }
 
@@ -338,4 +340,40 @@ store_callback_record(store *s, int64_t id, int attempt, int state, int64_t next
                       const char *error)
 {
     return STORE_BASE(s)->ops->callback_record(s, id, attempt, state, next_at_ms, error);
+}
+
+/* ---------------------------------------------------------------- issue 13 */
+
+int
+store_retry(store *s, int64_t id, int64_t now_ms, store_task *out)
+{
+    return STORE_BASE(s)->ops->retry(s, id, now_ms, out);
+}
+
+int
+store_kind_pause(store *s, const char *kind, int paused, int64_t now_ms, int *changed)
+{
+    int dummy;
+    return STORE_BASE(s)->ops->kind_pause(s, kind, paused, now_ms,
+                                          changed != NULL ? changed : &dummy);
+}
+
+int
+store_paused_kinds(store *s, char ***names, size_t *n)
+{
+    return STORE_BASE(s)->ops->paused_kinds(s, names, n);
+}
+
+void
+store_names_free(char **names, size_t n)
+{
+    for (size_t i = 0; names != NULL && i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+int
+store_set_kind_limits(store *s, const store_kind_limit *limits, size_t n)
+{
+    return STORE_BASE(s)->ops->set_kind_limits(s, limits, n);
 }

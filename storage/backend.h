@@ -66,6 +66,11 @@ struct store_ops {
     int (*callback_claim)(store *s, int64_t now_ms, int64_t lease_ms, store_task *out);
     int (*callback_record)(store *s, int64_t id, int attempt, int state, int64_t next_at_ms,
                            const char *error);
+    /* issue 13 */
+    int (*retry)(store *s, int64_t id, int64_t now_ms, store_task *out);
+    int (*kind_pause)(store *s, const char *kind, int paused, int64_t now_ms, int *changed);
+    int (*paused_kinds)(store *s, char ***names, size_t *n);
+    int (*set_kind_limits)(store *s, const store_kind_limit *limits, size_t n);
 };
 
 /* The part of every connection that backend.c reads: each backend defines its own

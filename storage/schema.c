@@ -206,8 +206,22 @@ static const struct step V3[] = {
 
 /* ---------------------------------------------------------------- version 4 */
 
-/* placeholder: replaced by branch queue's migration at merge */
+/* Issue 13, items 1-4. Scheduled tasks need nothing new: a task submitted with a
+ * run_at is pending with delayed = 1 and its run_after, in tasks_delayed like a retry
+ * waiting for its backoff. A retry from the dead keeps the error it had in
+ * previous_error_* (until its next attempt ends). A paused kind is a row of
+ * paused_kinds, read by every claim (a few rows at most). A kind's running tasks, for
+ * its concurrency limit, are counted from tasks_state_kind. Adding nullable columns
+ * and a table: no rewrite of the tasks table, however large. */
 static const struct step V4[] = {
+    {"tasks.previous_error_code, tasks.previous_error_message",
+     "ALTER TABLE tasks ADD COLUMN previous_error_code TEXT;"
+     "ALTER TABLE tasks ADD COLUMN previous_error_message TEXT;",
+     NULL},
+    {"paused kinds",
+     "CREATE TABLE paused_kinds (kind TEXT PRIMARY KEY, paused_at INTEGER NOT NULL)"
+     " WITHOUT ROWID;",
+     NULL},
     {NULL, NULL, NULL},
 };
 

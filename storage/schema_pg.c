@@ -178,8 +178,17 @@ static const struct pg_step PG_V1[] = {
  * feature set on both: PostgreSQL's version 1 already had what SQLite's 2 and 3 added. */
 static const struct pg_step PG_V2[] = {{NULL, NULL}};
 static const struct pg_step PG_V3[] = {{NULL, NULL}};
-/* placeholder: replaced by branch queue's migration at merge */
-static const struct pg_step PG_V4[] = {{NULL, NULL}};
+/* Issue 13, items 1-4, as SQLite's version 4 (schema.c): a retried task's previous error,
+ * and the paused kinds, which every claim reads (a few rows at most). Nullable columns
+ * and a new table: no rewrite of the tasks table. */
+static const struct pg_step PG_V4[] = {
+    {"tasks.previous_error_code, tasks.previous_error_message",
+     "ALTER TABLE tasks ADD COLUMN previous_error_code text,"
+     " ADD COLUMN previous_error_message text;"},
+    {"paused kinds",
+     "CREATE TABLE paused_kinds (kind text PRIMARY KEY, paused_at bigint NOT NULL);"},
+    {NULL, NULL},
+};
 
 /* ---------------------------------------------------------------- version 5 */
 

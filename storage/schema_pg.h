@@ -21,6 +21,7 @@
 #define PG_LOCK_RESCUE 2            /* handing back the tasks of lost instances */
 #define PG_LOCK_PURGE 3             /* the retention purge */
 #define PG_LOCK_COUNT_SHARD 1000    /* + shard: the task_counts rows of one shard */
+#define PG_LOCK_KIND_CLASS 22353    /* (this, hashtext(kind)): a kind's concurrency limit */
 #define PG_COUNT_SHARDS 32
 
 typedef void schema_pg_progress_fn(void *arg, const char *line);

@@ -80,7 +80,12 @@ typedef struct store_task {
     int64_t created_at_ms;
     int64_t started_at_ms;
     int64_t finished_at_ms;
-    int64_t run_after_ms;   /* a pending retry waits until then; 0 = now */
+    int64_t run_after_ms;   /* a pending task (a scheduled one, or a retry waiting for its
+                             * backoff) waits until then; 0 = now */
+    /* issue 13: the error of the attempt before a retry from the dead (store_retry),
+     * kept until the retried task's next attempt ends; NULL otherwise */
+    char *previous_error_code;
+    char *previous_error_message;
     /* completion callback (issue 13): POSTed to callback_url once the task is terminal */
     char *callback_url;     /* NULL: none */
     int callback_state;     /* enum store_callback_state */
@@ -99,6 +104,7 @@ typedef struct store_new_task {
     int64_t timeout_ms;
     const char *idem_key;   /* NULL = none */
     const char *callback_url;   /* NULL = none (issue 13: POSTed the task when it ends) */
+    int64_t run_after_ms;   /* a scheduled task: not claimed before then; 0 = now */
 } store_new_task;
 
 /* How an attempt ended, for store_finish(). Strings are borrowed. */
@@ -247,7 +253,8 @@ int store_list(store *s, const store_filter *f, store_task **items, size_t *n, i
 /* pending -> canceled. STORE_NOTFOUND, or STORE_CONFLICT with *out the current task. */
 int store_cancel(store *s, int64_t id, int64_t now_ms, store_task *out);
 /* A set of kinds: "claim the best ready task whose kind is not in this set" (the exec
- * kinds a worker has no child of; later, paused kinds). The names are borrowed. NULL or
+ * kinds a worker has no child of; paused kinds and kinds at their concurrency limit are
+ * added by the store itself, see below). The names are borrowed. NULL or
  * n = 0: no kind is left alone. */
 typedef struct store_kind_set {
     const char *const *names;
@@ -255,12 +262,41 @@ typedef struct store_kind_set {
 } store_kind_set;
 
 /* Claims the next pending task (priority desc, then id) whose run_after has come and
- * whose kind is not in skip, for the worker whose pid is owner (in this process's
+ * whose kind is not in skip, not paused (store_kind_pause) and not at its concurrency
+ * limit (store_set_kind_limits), for the worker whose pid is owner (in this process's
  * instance): one write transaction. Two claimers never get the same attempt of a task.
  * With kinds to skip it compares the first ready task of each other kind that has
  * pending tasks (one index seek each), never stepping over the skipped kinds' tasks. */
 int store_claim_next(store *s, int64_t now_ms, long owner, const store_kind_set *skip,
                      store_task *out);
+/* ---------------------------------------------------------------- queue controls
+ * (issue 13: retry from the dead, paused kinds, per-kind concurrency) */
+
+/* failed or canceled -> pending, attempts back to 0, its error kept as the previous
+ * error (store_task.previous_error_*), ready now. A compare-and-set on the state: of
+ * concurrent calls one succeeds, the others get STORE_CONFLICT with *out the task as it
+ * is then (pending). STORE_NOTFOUND for no such task; STORE_CONFLICT for any other
+ * state. With PostgreSQL it tells the other instances a task is ready. */
+int store_retry(store *s, int64_t id, int64_t now_ms, store_task *out);
+/* Pauses (paused = 1) or resumes (0) a kind: stored, so it holds across restarts and,
+ * with PostgreSQL, for every instance. Claims leave a paused kind's tasks pending.
+ * *changed (may be NULL) is 1 when the kind was not already in that state. A resume,
+ * with PostgreSQL, tells the other instances tasks may be ready. */
+int store_kind_pause(store *s, const char *kind, int paused, int64_t now_ms, int *changed);
+/* The paused kinds, by name: *names (free with store_names_free), *n of them. */
+int store_paused_kinds(store *s, char ***names, size_t *n);
+void store_names_free(char **names, size_t n);
+/* At most `max` tasks of `kind` running at once, across every instance sharing the
+ * store: this connection's claims count the kind's running tasks inside the claim's
+ * transaction (PostgreSQL: under a per-kind advisory lock, taken only while the kind has
+ * ready tasks) and leave the kind alone while it is at its limit. The names are
+ * borrowed for the connection's life; n = 0 removes every limit. */
+typedef struct store_kind_limit {
+    const char *kind;
+    int max;                /* >= 1 */
+} store_kind_limit;
+int store_set_kind_limits(store *s, const store_kind_limit *limits, size_t n);
+
 /* Records the end of attempt `attempt` of task id. STORE_CONFLICT if the task is no
  * longer running that attempt (it was released, canceled or finished elsewhere). */
 int store_finish(store *s, int64_t id, int attempt, const store_outcome *o);
@@ -295,8 +331,8 @@ void store_kind_counts_free(store_kind_counts *v, size_t n);
  * no write lock: 1 yes (or a waiting retry is due, of any kind: the claim makes it
  * ready), 0 no, <0 error */
 int store_has_ready(store *s, int64_t now_ms, const store_kind_set *skip);
-/* The earliest run_after after now_ms among pending tasks (a retry waiting for its
- * backoff), or 0 if there is none (or on error). A read. */
+/* The earliest run_after after now_ms among pending tasks (a scheduled task, or a
+ * retry waiting for its backoff), or 0 if there is none (or on error). A read. */
 int64_t store_next_run_after(store *s, int64_t now_ms);
 /* Number of pending tasks (as store_count_states), or -1 on error. */
 int64_t store_count_pending(store *s);

@@ -52,10 +52,12 @@
 #define TASK_COLS                                                                     \
     "id, kind, state, priority, input, result, error_code, error_message, attempts, " \
     "max_attempts, timeout_ms, created_at, started_at, finished_at, run_after, "      \
+    "previous_error_code, previous_error_message, "                                          \
     "callback_url, callback_state, callback_attempts, callback_error"
 #define TASK_COLS_BRIEF                                                                      \
     "id, kind, state, priority, NULL::text, NULL::text, error_code, error_message, attempts, " \
     "max_attempts, timeout_ms, created_at, started_at, finished_at, run_after, "             \
+    "previous_error_code, previous_error_message, "                                          \
     "callback_url, callback_state, callback_attempts, callback_error"
 /* A terminal task's NOTIFY payload, from a row t with its columns (see (5) above) */
 #define DONE_PAYLOAD(inst, t)                                                             \
@@ -66,9 +68,9 @@
 
 static const char SQL_INSERT[] =
     "INSERT INTO tasks (kind, state, priority, input, max_attempts, timeout_ms, created_at,"
-    " idem_key, callback_url, callback_state) VALUES ($1, 'pending', $2::integer, $3,"
-    " $4::integer, $5::bigint, $6::bigint, $7, $8::text,"
-    " CASE WHEN $8::text IS NULL THEN NULL ELSE 'pending' END)"
+    " idem_key, run_after, delayed, callback_url, callback_state) VALUES ($1, 'pending',"
+    " $2::integer, $3, $4::integer, $5::bigint, $6::bigint, $7, $8::bigint, $9::boolean,"
+    " $10::text, CASE WHEN $10::text IS NULL THEN NULL ELSE 'pending' END)"
     " ON CONFLICT (idem_key) WHERE idem_key IS NOT NULL DO NOTHING RETURNING " TASK_COLS;
 static const char SQL_GET[] = "SELECT " TASK_COLS " FROM tasks WHERE id = $1::bigint";
 /* completion callbacks (issue 13): the claim of the delivery due first (an attempt
@@ -117,6 +119,7 @@ static const char SQL_CLAIM[] =
     " started_at = greatest($1::bigint, created_at), finished_at = NULL,"
     " owner_instance = $2::bigint, owner_pid = $3::bigint"
     " WHERE id = (SELECT id FROM tasks WHERE state = 'pending' AND NOT delayed"
+    "             AND kind <> ALL (ARRAY(SELECT kind FROM paused_kinds))"
     "             ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED)"
     " AND state = 'pending' RETURNING " TASK_COLS;
 /* A claim that leaves the kinds of $4 alone (store_kind_set): the kinds with pending
@@ -136,10 +139,56 @@ static const char SQL_CLAIM_SKIP[] =
     "                     HAVING sum(n) > 0) AS k"
     "   CROSS JOIN LATERAL (SELECT id FROM tasks WHERE state = 'pending' AND NOT delayed"
     "     AND kind = k.kind ORDER BY kind, -priority, id LIMIT 8) AS c"
-    "   WHERE k.kind <> ALL ($4::text[])))"
+    "   WHERE k.kind <> ALL ($4::text[])"
+    /* issue 13: not a paused kind; a kind with a concurrency limit ($5, $6) only when
+     * SQL_KIND_LOCK took its lock in this transaction (so this statement's snapshot,
+     * taken after, sees every claim of the kind committed before) and below the limit */
+    "   AND k.kind <> ALL (ARRAY(SELECT kind FROM paused_kinds))"
+    "   AND NOT EXISTS (SELECT 1 FROM unnest($5::text[], $6::integer[]) AS l(kind, n)"
+    "     WHERE l.kind = k.kind AND (l.kind <> ALL (coalesce(nullif("
+    "       current_setting('warmpool.kind_locks', true), ''), '{}')::text[])"
+    "       OR (SELECT count(*) FROM (SELECT 1 FROM tasks r WHERE r.state = 'running'"
+    "           AND r.kind = l.kind LIMIT l.n) AS x) >= l.n))))"
     "  AND state = 'pending' AND NOT delayed ORDER BY priority DESC, id LIMIT 1"
     "  FOR UPDATE SKIP LOCKED)"
     " AND state = 'pending' RETURNING " TASK_COLS;
+/* Before a claim with concurrency limits: the advisory lock of each limited kind ($1)
+ * that has pending tasks, in one order (no deadlock between claimers), held to the end of
+ * the transaction; their names kept in warmpool.kind_locks for SQL_CLAIM_SKIP. A kind
+ * without pending tasks now is left alone by this claim (its next submission wakes a
+ * worker). Two claimers of one limited kind thus take turns, and each counts the kind's
+ * running tasks after the other's claim committed. */
+static const char SQL_KIND_LOCK[] =
+    "SELECT set_config('warmpool.kind_locks', coalesce(array_agg(x.kind)::text, '{}'),"
+    " true), count(*)"
+    " FROM (SELECT l.kind, hashtext(l.kind) AS h FROM unnest($1::text[]) AS l(kind)"
+    "       WHERE (SELECT sum(n) FROM task_counts c WHERE c.state = 'pending'"
+    "              AND c.kind = l.kind) > 0 ORDER BY 2 OFFSET 0) AS x"
+    " CROSS JOIN LATERAL pg_advisory_xact_lock(22353, x.h)";
+/* Are there paused kinds? Read at each claim for the next one: with paused kinds, claims
+ * take the per-kind form, never stepping over a paused kind's ready tasks. */
+static const char SQL_PAUSED_ANY[] = "SELECT EXISTS (SELECT 1 FROM paused_kinds)";
+/* issue 13: retry from the dead (a compare-and-set on the state), telling the others */
+static const char SQL_RETRY[] =
+    "WITH r AS (UPDATE tasks SET state = 'pending', attempts = 0, result = NULL,"
+    "           previous_error_code = error_code, previous_error_message = error_message,"
+    "           error_code = NULL, error_message = NULL, started_at = NULL,"
+    "           finished_at = NULL, run_after = 0, delayed = false, owner_instance = NULL,"
+    "           owner_pid = NULL,"
+    /* a completion callback is made again when the retried task ends */
+    "           callback_state = CASE WHEN callback_url IS NULL THEN NULL ELSE 'pending' END,"
+    "           callback_attempts = 0, callback_next_at = 0, callback_error = NULL"
+    "           WHERE id = $1::bigint AND (state = 'failed' OR state = 'canceled')"
+    "           RETURNING " TASK_COLS ")"
+    " SELECT r.*, pg_notify('warmpool_ready', $2::text || ':1') FROM r";
+static const char SQL_PAUSE[] =
+    "INSERT INTO paused_kinds (kind, paused_at) VALUES ($1, $2::bigint)"
+    " ON CONFLICT (kind) DO NOTHING RETURNING kind";
+/* a resume wakes the idle workers of every instance: the kind's tasks may be ready */
+static const char SQL_RESUME[] =
+    "WITH d AS (DELETE FROM paused_kinds WHERE kind = $1 RETURNING kind)"
+    " SELECT d.kind, pg_notify('warmpool_ready', $2::text || ':65536') FROM d";
+static const char SQL_PAUSED[] = "SELECT kind FROM paused_kinds ORDER BY kind";
 static const char SQL_HAS_READY_SKIP[] =
     "SELECT (SELECT run_after FROM tasks WHERE state = 'pending' AND delayed"
     "        AND run_after <= $1::bigint ORDER BY run_after LIMIT 1) IS NOT NULL"
@@ -153,7 +202,8 @@ static const char SQL_HAS_READY_SKIP[] =
 static const char SQL_FINISH[] =
     "WITH f AS (UPDATE tasks SET state = $3, result = $4, error_code = $5,"
     "           error_message = $6, finished_at = $7::bigint, run_after = $8::bigint,"
-    "           delayed = $9::boolean"
+    "           delayed = $9::boolean, previous_error_code = NULL,"
+    "           previous_error_message = NULL"
     "           WHERE id = $1::bigint AND attempts = $2::integer AND state = 'running'"
     "           RETURNING id, state, attempts, finished_at, kind, error_code)"
     " SELECT f.id, pg_notify(CASE WHEN f.state = 'pending' THEN 'warmpool_ready'"
@@ -316,6 +366,7 @@ enum stmt_id {
     S_SIZE, S_VERSION, S_REGISTER, S_REREGISTER, S_HEARTBEAT,
     S_MARK_LOST, S_RELEASE_LOST, S_FORGET_LOST, S_INSTANCES, S_SAME_PIDNS, S_DROP_INSTANCES,
     S_LEAVE, S_LEAVE_SILENT, S_CB_DUE, S_CB_CLAIM, S_CB_RECORD,
+    S_KIND_LOCK, S_PAUSED_ANY, S_RETRY, S_PAUSE, S_RESUME, S_PAUSED,
     S_COUNT_OF
 };
 
@@ -326,7 +377,8 @@ static const struct {
     const char *sql;
     const char *sample[MAXP];
 } STMTS[S_COUNT_OF] = {
-    [S_INSERT] = {"insert", SQL_INSERT, {"echo", "0", "{}", "1", "1000", "1", "key", NULL}},
+    [S_INSERT] = {"insert", SQL_INSERT,
+                  {"echo", "0", "{}", "1", "1000", "1", "key", "0", "false", NULL}},
     [S_CB_DUE] = {"callback_due", SQL_CB_DUE, {"1"}},
     [S_CB_CLAIM] = {"callback_claim", SQL_CB_CLAIM, {"1", "1"}},
     [S_CB_RECORD] = {"callback_record", SQL_CB_RECORD, {"1", "1", "delivered", "0", NULL}},
@@ -337,7 +389,7 @@ static const struct {
     [S_HAS_READY] = {"has_ready", SQL_HAS_READY, {"1"}},
     [S_PROMOTE] = {"promote", SQL_PROMOTE, {"1"}},
     [S_CLAIM] = {"claim", SQL_CLAIM, {"1", "1", "1"}},
-    [S_CLAIM_SKIP] = {"claim_skip", SQL_CLAIM_SKIP, {"1", "1", "1", "{scan}"}},
+    [S_CLAIM_SKIP] = {"claim_skip", SQL_CLAIM_SKIP, {"1", "1", "1", "{scan}", "{}", "{}"}},
     [S_HAS_READY_SKIP] = {"has_ready_skip", SQL_HAS_READY_SKIP, {"1", "{scan}"}},
     [S_FINISH] = {"finish", SQL_FINISH,
                   {"1", "1", "succeeded", "{}", NULL, NULL, "1", "0", "false", "0"}},
@@ -372,6 +424,12 @@ static const struct {
     [S_DROP_INSTANCES] = {"drop_instances", SQL_DROP_INSTANCES, {"{1}"}},
     [S_LEAVE] = {"leave", SQL_LEAVE, {"1"}},
     [S_LEAVE_SILENT] = {"leave_silent", SQL_LEAVE_SILENT, {"1"}},
+    [S_KIND_LOCK] = {"kind_lock", SQL_KIND_LOCK, {"{echo}"}},
+    [S_PAUSED_ANY] = {"paused_any", SQL_PAUSED_ANY, {NULL}},
+    [S_RETRY] = {"retry", SQL_RETRY, {"1", "0"}},
+    [S_PAUSE] = {"pause", SQL_PAUSE, {"echo", "1"}},
+    [S_RESUME] = {"resume", SQL_RESUME, {"echo", "0"}},
+    [S_PAUSED] = {"paused", SQL_PAUSED, {NULL}},
 };
 
 /* ---------------------------------------------------------------- the store */
@@ -393,6 +451,10 @@ struct store {
     int reclaim;                /* a connection was lost: a claim's answer may have been
                                  * lost with it (see q_claim) */
     int64_t next_try_ms;        /* monotonic: no connection attempt before */
+    /* issue 13 */
+    int paused_seen;            /* the last claim found paused kinds (SQL_PAUSED_ANY) */
+    char *limit_kinds;          /* store_set_kind_limits(): a text[] literal, or NULL */
+    char *limit_maxes;          /* the same limits' integer[] literal */
     char where[256];            /* store_describe() of the URI */
 };
 
@@ -854,15 +916,19 @@ row_to_task(const PGresult *r, int row, store_task *t)
     t->started_at_ms = val_i64(r, row, 12);
     t->finished_at_ms = val_i64(r, row, 13);
     t->run_after_ms = val_i64(r, row, 14);
-    t->callback_url = val_dup(r, row, 15);
-    const char *cb = PQgetisnull(r, row, 16) ? NULL : PQgetvalue(r, row, 16);
+    t->previous_error_code = val_dup(r, row, 15);
+    t->previous_error_message = val_dup(r, row, 16);
+    t->callback_url = val_dup(r, row, 17);
+    const char *cb = PQgetisnull(r, row, 18) ? NULL : PQgetvalue(r, row, 18);
     for (int k = STORE_CB_PENDING; cb != NULL && k <= STORE_CB_FAILED; k++)
         if (strcmp(cb, store_callback_state_name(k)) == 0)
             t->callback_state = k;
-    t->callback_attempts = (int)val_i64(r, row, 17);
-    t->callback_error = val_dup(r, row, 18);
-    if ((t->callback_url == NULL && !PQgetisnull(r, row, 15)) ||
-        (t->callback_error == NULL && !PQgetisnull(r, row, 18))) {
+    t->callback_attempts = (int)val_i64(r, row, 19);
+    t->callback_error = val_dup(r, row, 20);
+    if ((t->callback_url == NULL && !PQgetisnull(r, row, 17)) ||
+        (t->callback_error == NULL && !PQgetisnull(r, row, 20)) ||
+        (t->previous_error_code == NULL && !PQgetisnull(r, row, 15)) ||
+        (t->previous_error_message == NULL && !PQgetisnull(r, row, 16))) {
         store_task_clear(t);
         return -1;
     }
@@ -925,6 +991,8 @@ pg_close(store *s)
 {
     if (s->conn != NULL)
         PQfinish(s->conn);
+    free(s->limit_kinds);
+    free(s->limit_maxes);
     free(s->uri);
     free(s);
 }
@@ -1022,6 +1090,10 @@ q_insert(struct q *q, const store_new_task *nt, int64_t now_ms)
     q_i64(q, nt->timeout_ms);
     q_i64(q, now_ms);
     q_str(q, nt->idem_key);
+    /* a scheduled task waits in tasks_delayed until its time (a past one is ready) */
+    int later = nt->run_after_ms > now_ms;
+    q_i64(q, later ? nt->run_after_ms : 0);
+    q_str(q, later ? "true" : "false");
     q_str(q, nt->callback_url);
 }
 
@@ -1034,6 +1106,8 @@ pg_insert_batch(store *s, const store_new_task *nt, size_t n, int64_t now_ms, st
 {
     if (n == 0)
         return STORE_OK;
+    for (size_t i = 0; i < n; i++)
+        out[i] = (store_task){0};       /* cleared on every failure path below */
     int own = !s->in_tx;
     size_t nq = n + (own ? 1 : 0);
     struct q *q = calloc(nq, sizeof *q);
@@ -1281,23 +1355,44 @@ q_claim(store *s, struct q *q, int64_t now_ms, long owner, const store_kind_set 
     q_init(&q[k], S_PROMOTE);
     q_i64(&q[k], now_ms);
     k++;
-    int skipping = skip != NULL && skip->n > 0;
+    if (s->limit_kinds != NULL) {       /* after the promotion: its tasks count too */
+        q_init(&q[k], S_KIND_LOCK);
+        q_str(&q[k], s->limit_kinds);
+        k++;
+    }
+    int skipping = (skip != NULL && skip->n > 0) || s->limit_kinds != NULL || s->paused_seen;
     q_init(&q[k], skipping ? S_CLAIM_SKIP : S_CLAIM);
     q_i64(&q[k], now_ms);
     q_i64(&q[k], self_id());
     q_i64(&q[k], owner);
-    if (skipping && (q[k].v[q[k].n++] = kind_array(skip, kinds, kinds_cap)) == NULL) {
-        snprintf(s->base.errmsg, sizeof s->base.errmsg, "claim: too many kinds to skip");
-        return -1;
+    if (skipping) {
+        static const store_kind_set none = {NULL, 0};
+        if ((q[k].v[q[k].n++] = kind_array(skip != NULL ? skip : &none, kinds, kinds_cap)) ==
+            NULL) {
+            snprintf(s->base.errmsg, sizeof s->base.errmsg, "claim: too many kinds to skip");
+            return -1;
+        }
+        q_str(&q[k], s->limit_kinds != NULL ? s->limit_kinds : "{}");
+        q_str(&q[k], s->limit_maxes != NULL ? s->limit_maxes : "{}");
     }
+    k++;
+    q_init(&q[k], S_PAUSED_ANY);
     return k + 1;
+}
+
+/* After a claim's pipeline: remembers whether paused kinds exist (the last result). */
+static void
+note_paused(store *s, const struct q *last)
+{
+    s->paused_seen = last->res != NULL && PQntuples(last->res) > 0 &&
+                     PQgetvalue(last->res, 0, 0)[0] == 't';
 }
 
 static int
 pg_claim_next(store *s, int64_t now_ms, long owner, const store_kind_set *skip,
               store_task *out)
 {
-    struct q q[3];
+    struct q q[6];
     char kinds[4096];
     *out = (store_task){0};
     int nq = q_claim(s, q, now_ms, owner, skip, kinds, sizeof kinds);
@@ -1306,7 +1401,8 @@ pg_claim_next(store *s, int64_t now_ms, long owner, const store_kind_set *skip,
     int rc = run(s, q, nq, 0, "claim");
     if (rc == STORE_OK) {
         s->reclaim = 0;
-        rc = one_task(s, q[nq - 1].res, out, STORE_EMPTY);
+        note_paused(s, &q[nq - 1]);
+        rc = one_task(s, q[nq - 2].res, out, STORE_EMPTY);
     }
     q_clear(q, nq);
     return rc;
@@ -1362,7 +1458,7 @@ pg_finish_claim(store *s, int64_t id, int attempt, const store_outcome *o, int64
 {
     *claimed = 0;
     *next = (store_task){0};
-    struct q q[4];
+    struct q q[7];
     char kinds[4096];
     q_finish(&q[0], id, attempt, o);
     int nc = q_claim(s, &q[1], now_ms, owner, skip, kinds, sizeof kinds);
@@ -1373,8 +1469,9 @@ pg_finish_claim(store *s, int64_t id, int attempt, const store_outcome *o, int64
     if (rc != STORE_OK)
         return rc;
     s->reclaim = 0;
+    note_paused(s, &q[nq - 1]);
     int changed = PQntuples(q[0].res) > 0;
-    rc = one_task(s, q[nq - 1].res, next, STORE_EMPTY);
+    rc = one_task(s, q[nq - 2].res, next, STORE_EMPTY);
     q_clear(q, nq);
     if (rc == STORE_ERR)
         return rc;      /* out of memory reading a row that was claimed: its worker's
@@ -1975,6 +2072,113 @@ pg_instance_end(void)
 {
 }
 
+/* ---------------------------------------------------------------- issue 13 */
+
+static int
+pg_retry(store *s, int64_t id, int64_t now_ms, store_task *out)
+{
+    (void)now_ms;
+    struct q q;
+    q_init(&q, S_RETRY);
+    q_i64(&q, id);
+    q_i64(&q, self_id());
+    *out = (store_task){0};
+    int rc = run(s, &q, 1, 0, "retry");
+    if (rc == STORE_OK)
+        rc = one_task(s, q.res, out, STORE_NOTFOUND);
+    q_clear(&q, 1);
+    if (rc != STORE_NOTFOUND)
+        return rc;
+    /* nothing changed: no such task, or it is not failed nor canceled (any more) */
+    rc = pg_get(s, id, out);
+    return rc == STORE_OK ? STORE_CONFLICT : rc;
+}
+
+static int
+pg_kind_pause(store *s, const char *kind, int paused, int64_t now_ms, int *changed)
+{
+    struct q q;
+    q_init(&q, paused ? S_PAUSE : S_RESUME);
+    q_str(&q, kind);
+    q_i64(&q, paused ? now_ms : self_id());
+    int rc = run(s, &q, 1, 0, paused ? "pause" : "resume");
+    if (rc != STORE_OK)
+        return rc;
+    *changed = PQntuples(q.res) > 0;
+    q_clear(&q, 1);
+    return STORE_OK;
+}
+
+static int
+pg_paused_kinds(store *s, char ***names, size_t *n)
+{
+    struct q q;
+    q_init(&q, S_PAUSED);
+    *names = NULL;
+    *n = 0;
+    int rc = run_read(s, &q, 1, "paused kinds");
+    if (rc != STORE_OK)
+        return rc;
+    int rows = PQntuples(q.res);
+    char **v = calloc(rows > 0 ? (size_t)rows : 1, sizeof *v);
+    size_t len = 0;
+    for (int i = 0; v != NULL && i < rows; i++) {
+        if ((v[i] = val_dup(q.res, i, 0)) == NULL)
+            break;
+        len++;
+    }
+    q_clear(&q, 1);
+    if (v == NULL || len < (size_t)rows) {
+        store_names_free(v, len);
+        snprintf(s->base.errmsg, sizeof s->base.errmsg, "paused kinds: out of memory");
+        return STORE_ERR;
+    }
+    *names = v;
+    *n = len;
+    return STORE_OK;
+}
+
+/* The limits become two array literals, sent with every claim. */
+static int
+pg_set_kind_limits(store *s, const store_kind_limit *limits, size_t n)
+{
+    free(s->limit_kinds);
+    free(s->limit_maxes);
+    s->limit_kinds = s->limit_maxes = NULL;
+    if (n == 0)
+        return STORE_OK;
+    const char **names = calloc(n, sizeof *names);
+    size_t cap = 16 + n * 140;
+    char *kinds = malloc(cap), *maxes = malloc(16 + n * 12);
+    if (names == NULL || kinds == NULL || maxes == NULL) {
+        free(names);
+        free(kinds);
+        free(maxes);
+        snprintf(s->base.errmsg, sizeof s->base.errmsg, "kind limits: out of memory");
+        return STORE_ERR;
+    }
+    size_t k = 0;
+    maxes[k++] = '{';
+    for (size_t i = 0; i < n; i++) {
+        names[i] = limits[i].kind;
+        k += (size_t)snprintf(maxes + k, 13, "%s%d", i > 0 ? "," : "", limits[i].max);
+    }
+    maxes[k++] = '}';
+    maxes[k] = '\0';
+    store_kind_set set = {names, n};
+    int ok = kind_array(&set, kinds, cap) != NULL;
+    free(names);
+    if (!ok) {
+        free(kinds);
+        free(maxes);
+        snprintf(s->base.errmsg, sizeof s->base.errmsg, "kind limits: names too long");
+        return STORE_ERR;
+    }
+    s->limit_kinds = kinds;
+    s->limit_maxes = maxes;
+    return STORE_OK;
+}
+
 const struct store_ops store_pg_ops = {
     .name = "postgresql",
     .migrate = pg_migrate,
@@ -2019,4 +2223,8 @@ const struct store_ops store_pg_ops = {
     .events = pg_events,
     .callback_claim = pg_callback_claim,
     .callback_record = pg_callback_record,
+    .retry = pg_retry,
+    .kind_pause = pg_kind_pause,
+    .paused_kinds = pg_paused_kinds,
+    .set_kind_limits = pg_set_kind_limits,
 };

@@ -41,18 +41,21 @@
 #define TASK_COLS                                                                     \
     "id, kind, state, priority, input, result, error_code, error_message, attempts, " \
     "max_attempts, timeout_ms, created_at, started_at, finished_at, run_after, "      \
+    "previous_error_code, previous_error_message, "                                   \
     "callback_url, callback_state, callback_attempts, callback_error"
 #define TASK_COLS_BRIEF                                                             \
     "id, kind, state, priority, NULL, NULL, error_code, error_message, attempts, " \
     "max_attempts, timeout_ms, created_at, started_at, finished_at, run_after, "    \
+    "previous_error_code, previous_error_message, "                                 \
     "callback_url, callback_state, callback_attempts, callback_error"
 
 /* the conflict target names the partial unique index of new databases; it matches
  * the version-1 UNIQUE index that upgraded databases keep just as well (schema.c) */
 static const char SQL_INSERT[] =
     "INSERT INTO tasks (kind, state, priority, input, max_attempts, timeout_ms, created_at,"
-    " idem_key, callback_url, callback_state) VALUES (?1, 'pending', ?2, ?3, ?4, ?5, ?6, ?7,"
-    " ?8, CASE WHEN ?8 IS NULL THEN NULL ELSE 'pending' END)"
+    " idem_key, run_after, delayed, callback_url, callback_state)"
+    " VALUES (?1, 'pending', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
+    " ?10, CASE WHEN ?10 IS NULL THEN NULL ELSE 'pending' END)"
     " ON CONFLICT (idem_key) WHERE idem_key IS NOT NULL DO NOTHING RETURNING " TASK_COLS;
 static const char SQL_GET[] = "SELECT " TASK_COLS " FROM tasks WHERE id = ?1";
 /* completion callbacks (issue 13): a due delivery (a read first, so an idle deliverer
@@ -123,8 +126,28 @@ static const char SQL_CLAIM_ID[] =
     " RETURNING " TASK_COLS;
 static const char SQL_FINISH[] =
     "UPDATE tasks SET state = ?3, result = ?4, error_code = ?5, error_message = ?6,"
-    " finished_at = ?7, run_after = ?8, delayed = ?9"
+    " finished_at = ?7, run_after = ?8, delayed = ?9,"
+    " previous_error_code = NULL, previous_error_message = NULL"
     " WHERE id = ?1 AND attempts = ?2 AND state = 'running'";
+/* issue 13: retry from the dead, a compare-and-set on the state; the error moves to
+ * previous_error_* (the triggers move the counts) */
+static const char SQL_RETRY[] =
+    "UPDATE tasks SET state = 'pending', attempts = 0, result = NULL,"
+    " previous_error_code = error_code, previous_error_message = error_message,"
+    " error_code = NULL, error_message = NULL, started_at = NULL, finished_at = NULL,"
+    " run_after = 0, delayed = 0, owner = NULL,"
+    /* a completion callback is made again when the retried task ends */
+    " callback_state = CASE WHEN callback_url IS NULL THEN NULL ELSE 'pending' END,"
+    " callback_attempts = 0, callback_next_at = 0, callback_error = NULL"
+    " WHERE id = ?1 AND (state = 'failed' OR state = 'canceled') RETURNING " TASK_COLS;
+static const char SQL_PAUSE[] =
+    "INSERT INTO paused_kinds (kind, paused_at) VALUES (?1, ?2) ON CONFLICT (kind) DO NOTHING";
+static const char SQL_RESUME[] = "DELETE FROM paused_kinds WHERE kind = ?1";
+static const char SQL_PAUSED[] = "SELECT kind FROM paused_kinds ORDER BY kind";
+/* a kind's running tasks, up to its limit (an index range, at most max entries) */
+static const char SQL_RUNNING_OF_KIND[] =
+    "SELECT count(*) FROM (SELECT 1 FROM tasks INDEXED BY tasks_state_kind"
+    " WHERE state = 'running' AND kind = ?1 LIMIT ?2)";
 /* by owner, not by the slot's task id: a worker can die between committing its claim
  * and telling the supervisor which task it took */
 static const char SQL_RELEASE[] =
@@ -205,6 +228,7 @@ enum stmt_id {
     S_COUNT_PENDING, S_COUNT_KINDS, S_LIST_ALL, S_LIST_KIND, S_LIST_STATE_KIND,
     S_LIST_STATE_KINDS, S_LIST_RUNNING_KINDS, S_LIST_STATE_IDS, S_PING, S_SECRET, S_BEGIN, S_BEGIN_READ, S_COMMIT, S_ROLLBACK,
     S_CB_DUE, S_CB_CLAIM, S_CB_RECORD,
+    S_RETRY, S_PAUSE, S_RESUME, S_PAUSED, S_RUNNING_OF_KIND,
     S_COUNT_OF
 };
 
@@ -247,6 +271,11 @@ static const struct {
     [S_CB_DUE] = {"callback_due", SQL_CB_DUE},
     [S_CB_CLAIM] = {"callback_claim", SQL_CB_CLAIM},
     [S_CB_RECORD] = {"callback_record", SQL_CB_RECORD},
+    [S_RETRY] = {"retry", SQL_RETRY},
+    [S_PAUSE] = {"pause", SQL_PAUSE},
+    [S_RESUME] = {"resume", SQL_RESUME},
+    [S_PAUSED] = {"paused", SQL_PAUSED},
+    [S_RUNNING_OF_KIND] = {"running_of_kind", SQL_RUNNING_OF_KIND},
 };
 
 struct store {
@@ -259,6 +288,8 @@ struct store {
     int64_t synced_ms;          /* a relaxed maintainer: when sq_maintain last looked, */
     int64_t synced_version;     /* and the commits seen then (commits_seen()) */
     sqlite3_stmt *st[S_COUNT_OF];
+    const store_kind_limit *limits;     /* store_set_kind_limits(): borrowed */
+    size_t nlimits;
 };
 
 /* Maps an SQLite result code to ours, and records the message. */
@@ -344,15 +375,19 @@ row_to_task(sqlite3_stmt *st, store_task *t)
     t->started_at_ms = sqlite3_column_int64(st, 12);
     t->finished_at_ms = sqlite3_column_int64(st, 13);
     t->run_after_ms = sqlite3_column_int64(st, 14);
-    t->callback_url = col_dup(st, 15);
-    const char *cb = (const char *)sqlite3_column_text(st, 16);
+    t->previous_error_code = col_dup(st, 15);
+    t->previous_error_message = col_dup(st, 16);
+    t->callback_url = col_dup(st, 17);
+    const char *cb = (const char *)sqlite3_column_text(st, 18);
     for (int k = STORE_CB_PENDING; cb != NULL && k <= STORE_CB_FAILED; k++)
         if (strcmp(cb, store_callback_state_name(k)) == 0)
             t->callback_state = k;
-    t->callback_attempts = sqlite3_column_int(st, 17);
-    t->callback_error = col_dup(st, 18);
-    if ((t->callback_url == NULL && sqlite3_column_type(st, 15) != SQLITE_NULL) ||
-        (t->callback_error == NULL && sqlite3_column_type(st, 18) != SQLITE_NULL)) {
+    t->callback_attempts = sqlite3_column_int(st, 19);
+    t->callback_error = col_dup(st, 20);
+    if ((t->callback_url == NULL && sqlite3_column_type(st, 17) != SQLITE_NULL) ||
+        (t->callback_error == NULL && sqlite3_column_type(st, 20) != SQLITE_NULL) ||
+        (t->previous_error_code == NULL && sqlite3_column_type(st, 15) != SQLITE_NULL) ||
+        (t->previous_error_message == NULL && sqlite3_column_type(st, 16) != SQLITE_NULL)) {
         store_task_clear(t);
         return -1;
     }
@@ -599,8 +634,11 @@ sq_insert(store *s, const store_new_task *nt, int64_t now_ms, store_task *out)
     sqlite3_bind_int64(st, 6, now_ms);
     if (nt->idem_key != NULL)
         sqlite3_bind_text(st, 7, nt->idem_key, -1, SQLITE_STATIC);
+    /* a scheduled task waits in tasks_delayed until its time (a past one is ready) */
+    sqlite3_bind_int64(st, 8, nt->run_after_ms > now_ms ? nt->run_after_ms : 0);
+    sqlite3_bind_int(st, 9, nt->run_after_ms > now_ms);
     if (nt->callback_url != NULL)
-        sqlite3_bind_text(st, 8, nt->callback_url, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 10, nt->callback_url, -1, SQLITE_STATIC);
     int ret = step_task(s, st, "insert", out, STORE_EXISTS);
     if (ret != STORE_EXISTS)
         return ret;
@@ -910,12 +948,122 @@ sq_has_ready(store *s, int64_t now_ms, const store_kind_set *skip)
     return -fail(s, "has_ready", rc);
 }
 
+/* The kinds a claim leaves alone: the caller's (borrowed), the paused ones and those
+ * at their concurrency limit (copies, freed by excl_free). Read inside the claim's
+ * write transaction: with one writer at a time, what it reads stays true until the
+ * claim commits. */
+struct excl {
+    store_kind_set set;
+    const char **names;
+    char **owned;
+    size_t nowned;
+};
+
+static void
+excl_free(struct excl *x)
+{
+    for (size_t i = 0; i < x->nowned; i++)
+        free(x->owned[i]);
+    free(x->owned);
+    free(x->names);
+}
+
+static int
+excl_add(struct excl *x, size_t *cap, const char *kind)
+{
+    if (x->set.n == *cap) {
+        size_t c = *cap ? *cap * 2 : 16;
+        const char **n = realloc(x->names, c * sizeof *n);
+        if (n == NULL)
+            return -1;
+        x->names = n;
+        char **o = realloc(x->owned, c * sizeof *o);
+        if (o == NULL)
+            return -1;
+        x->owned = o;
+        *cap = c;
+    }
+    char *copy = strdup(kind);
+    if (copy == NULL)
+        return -1;
+    x->owned[x->nowned++] = copy;
+    x->names[x->set.n++] = copy;
+    x->set.names = x->names;
+    return 0;
+}
+
+/* Fills *x; *eff is skip itself when nothing is added (no allocation: the common case). */
+static int
+exclusions(store *s, const store_kind_set *skip, struct excl *x, const store_kind_set **eff)
+{
+    *x = (struct excl){0};
+    *eff = skip;
+    size_t cap = 0;
+    int added = 0, rc;
+    sqlite3_stmt *p = s->st[S_PAUSED];
+    while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
+        const char *kind = (const char *)sqlite3_column_text(p, 0);
+        if (kind == NULL)
+            continue;
+        if (!added++ && skip != NULL)
+            for (size_t i = 0; i < skip->n; i++)
+                if (excl_add(x, &cap, skip->names[i]) != 0)
+                    goto oom;
+        if (excl_add(x, &cap, kind) != 0)
+            goto oom;
+    }
+    stmt_done(p);
+    if (rc != SQLITE_DONE)
+        return fail(s, "paused kinds", rc);
+    for (size_t l = 0; l < s->nlimits; l++) {
+        sqlite3_stmt *c = s->st[S_RUNNING_OF_KIND];
+        sqlite3_bind_text(c, 1, s->limits[l].kind, -1, SQLITE_STATIC);
+        sqlite3_bind_int(c, 2, s->limits[l].max);
+        rc = sqlite3_step(c);
+        int64_t running = rc == SQLITE_ROW ? sqlite3_column_int64(c, 0) : 0;
+        stmt_done(c);
+        if (rc != SQLITE_ROW)
+            return fail(s, "running of kind", rc);
+        if (running < s->limits[l].max)
+            continue;
+        if (!added++ && skip != NULL)
+            for (size_t i = 0; i < skip->n; i++)
+                if (excl_add(x, &cap, skip->names[i]) != 0)
+                    goto oom;
+        if (excl_add(x, &cap, s->limits[l].kind) != 0)
+            goto oom;
+    }
+    if (added)
+        *eff = &x->set;
+    return STORE_OK;
+oom:
+    stmt_done(p);
+    snprintf(s->base.errmsg, sizeof s->base.errmsg, "claim: out of memory");
+    return STORE_ERR;
+}
+
+static int claim_skipping(store *s, int64_t now_ms, long owner, const store_kind_set *skip,
+                          store_task *out);
+
 /* The claim, inside a write transaction: due waiting tasks become ready, then the
- * first ready one is taken. */
+ * first ready one of a kind not left alone is taken. */
 static int
 claim_locked(store *s, int64_t now_ms, long owner, const store_kind_set *skip, store_task *out)
 {
+    struct excl x;
+    const store_kind_set *eff;
     *out = (store_task){0};
+    int rc = exclusions(s, skip, &x, &eff);
+    if (rc == STORE_OK)
+        rc = claim_skipping(s, now_ms, owner, eff, out);
+    excl_free(&x);
+    return rc;
+}
+
+static int
+claim_skipping(store *s, int64_t now_ms, long owner, const store_kind_set *skip,
+               store_task *out)
+{
     sqlite3_stmt *due = s->st[S_DUE];
     sqlite3_bind_int64(due, 1, now_ms);
     int rc = sqlite3_step(due);
@@ -1592,6 +1740,80 @@ sq_events(store *s, store_event *ev, size_t cap, size_t *n)
 }
 
 /* The file and its WAL: what the database takes on disk (-shm is a small index). */
+/* ---------------------------------------------------------------- issue 13 */
+
+static int
+sq_retry(store *s, int64_t id, int64_t now_ms, store_task *out)
+{
+    (void)now_ms;
+    sqlite3_stmt *st = s->st[S_RETRY];
+    sqlite3_bind_int64(st, 1, id);
+    int ret = step_task(s, st, "retry", out, STORE_NOTFOUND);
+    if (ret != STORE_NOTFOUND)
+        return ret;
+    /* nothing changed: no such task, or it is not failed nor canceled (any more) */
+    ret = sq_get(s, id, out);
+    return ret == STORE_OK ? STORE_CONFLICT : ret;
+}
+
+static int
+sq_kind_pause(store *s, const char *kind, int paused, int64_t now_ms, int *changed)
+{
+    sqlite3_stmt *st = s->st[paused ? S_PAUSE : S_RESUME];
+    sqlite3_bind_text(st, 1, kind, -1, SQLITE_STATIC);
+    if (paused)
+        sqlite3_bind_int64(st, 2, now_ms);
+    int rc = sqlite3_step(st);
+    stmt_done(st);
+    if (rc != SQLITE_DONE)
+        return fail(s, paused ? "pause" : "resume", rc);
+    *changed = sqlite3_changes(s->db) > 0;
+    return STORE_OK;
+}
+
+static int
+sq_paused_kinds(store *s, char ***names, size_t *n)
+{
+    sqlite3_stmt *st = s->st[S_PAUSED];
+    char **v = NULL;
+    size_t len = 0, cap = 0;
+    int rc;
+    *names = NULL;
+    *n = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (len == cap) {
+            cap = cap ? cap * 2 : 8;
+            char **p = realloc(v, cap * sizeof *p);
+            if (p == NULL)
+                break;
+            v = p;
+        }
+        if ((v[len] = col_dup(st, 0)) == NULL)
+            break;
+        len++;
+    }
+    stmt_done(st);
+    if (rc != SQLITE_DONE) {
+        store_names_free(v, len);
+        if (rc == SQLITE_ROW) {
+            snprintf(s->base.errmsg, sizeof s->base.errmsg, "paused kinds: out of memory");
+            return STORE_ERR;
+        }
+        return fail(s, "paused kinds", rc);
+    }
+    *names = v;
+    *n = len;
+    return STORE_OK;
+}
+
+static int
+sq_set_kind_limits(store *s, const store_kind_limit *limits, size_t n)
+{
+    s->limits = n > 0 ? limits : NULL;
+    s->nlimits = n;
+    return STORE_OK;
+}
+
 static int64_t
 sq_size_bytes(store *s)
 {
@@ -1650,5 +1872,9 @@ const struct store_ops store_sqlite_ops = {
     .events = sq_events,
     .callback_claim = sq_callback_claim,
     .callback_record = sq_callback_record,
+    .retry = sq_retry,
+    .kind_pause = sq_kind_pause,
+    .paused_kinds = sq_paused_kinds,
+    .set_kind_limits = sq_set_kind_limits,
 };
 

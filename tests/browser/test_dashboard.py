@@ -173,6 +173,18 @@ def without_token(binary, out):
         click(d, 'tr[data-id="%s"]' % f["id"])
         check("a failed task's detail shows its error code and message",
               until(lambda: "task_failed: no luck" in text(d, "detail-error")))
+        # issue 13: Retry runs it again; the detail then shows the error before the retry
+        check("a failed task's detail has a Retry button",
+              until(lambda: d.find_element(By.ID, "detail-retry").is_displayed()))
+        first_end = wp.request("GET", "/v1/tasks/" + f["id"]).json["finished_at"]
+        d.find_element(By.ID, "detail-retry").click()
+
+        def ran_again():
+            t = wp.request("GET", "/v1/tasks/" + f["id"]).json
+            return (t["state"] == "failed" and t["attempts"] == 1 and
+                    t["started_at"] is not None and t["started_at"] > first_end)
+        check("Retry: the task ran again (a new attempt, started after the first one ended)",
+              until(ran_again, 10), wp.request("GET", "/v1/tasks/" + f["id"]).json)
         d.find_element(By.ID, "detail-close").click()
 
         # the chart has bars; the kinds and workers are listed
@@ -181,6 +193,16 @@ def without_token(binary, out):
         kinds = text(d, "kinds-table")
         check("the kinds table lists each kind with its generation",
               "echo" in kinds and "scan" in kinds and "KiB" in kinds, kinds)
+        # issue 13: Pause and Resume a kind from its row
+        click(d, 'tr[data-kind="sleep"] .pause-button')
+        check("Pause: the API lists the kind as paused, and its row says so",
+              until(lambda: wp.request("GET", "/v1/stats").json["paused_kinds"] == ["sleep"] and
+                    d.find_elements(By.CSS_SELECTOR, 'tr[data-kind="sleep"] .paused-badge')),
+              wp.request("GET", "/v1/stats").json["paused_kinds"])
+        click(d, 'tr[data-kind="sleep"] .pause-button')
+        check("Resume: no kind is paused, and the row's badge is gone",
+              until(lambda: wp.request("GET", "/v1/stats").json["paused_kinds"] == [] and
+                    not d.find_elements(By.CSS_SELECTOR, 'tr[data-kind="sleep"] .paused-badge')))
         # filters
         Select(d.find_element(By.ID, "filter-state")).select_by_value("failed")
         check("the state filter shows only failed tasks",

@@ -321,7 +321,14 @@ def scripted_session(c, binary):
         tid = t["id"] if t else "1"
         call("GET", "/v1/tasks/%s?wait=5" % tid, want=200)
         call("POST", "/v1/tasks?wait=5", {"kind": "echo", "input": [1, 2]}, want=200)
-        call("POST", "/v1/tasks?wait=5", {"kind": "fail", "input": {"message": "x"}}, want=200)
+        ft = call("POST", "/v1/tasks?wait=5", {"kind": "fail", "input": {"message": "x"}},
+                  want=200).json
+        # issue 13: retry from the dead (a failed task), and not from success
+        call("POST", "/v1/tasks/%s/retry" % (ft["id"] if ft else "1"), want=200)
+        call("POST", "/v1/tasks/%s/retry" % tid, want=409)
+        call("POST", "/v1/kinds/no-such-kind/pause", want=404)
+        call("POST", "/v1/kinds/sleep/pause", want=200)
+        call("POST", "/v1/kinds/sleep/resume", want=200)
         key = {"Idempotency-Key": "contract-1"}
         call("POST", "/v1/tasks", {"kind": "echo", "input": 3}, key, want=202)
         call("POST", "/v1/tasks", {"kind": "echo", "input": 3}, key, want=200)

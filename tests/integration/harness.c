@@ -1161,7 +1161,7 @@ void wp_assert_task_shape(const json_t *t, bool full) {
     static const char *const keys_full[] = {"id", "kind", "state", "priority", "input", "result",
                                             "error", "attempts", "max_attempts", "timeout_ms",
                                             "created_at", "started_at", "finished_at", "run_after",
-                                            NULL};
+                                            "previous_error", NULL};
     size_t want = 0;
     for (int i = 0; keys_full[i]; i++) {
         bool listed_only_full = strcmp(keys_full[i], "input") == 0 || strcmp(keys_full[i], "result") == 0;
@@ -1198,6 +1198,11 @@ void wp_assert_task_shape(const json_t *t, bool full) {
                                    json_is_string(json_object_get(err, "code")) &&
                                    json_is_string(json_object_get(err, "message"))),
              "error must be null or {code,message}: %.600s", d);
+    json_t *perr = json_object_get(t, "previous_error");       /* issue 13 */
+    WP_CHECK(json_is_null(perr) || (json_is_object(perr) && json_object_size(perr) == 2 &&
+                                    json_is_string(json_object_get(perr, "code")) &&
+                                    json_is_string(json_object_get(perr, "message"))),
+             "previous_error must be null or {code,message}: %.600s", d);
     long long ts[3];
     static const char *const tsk[] = {"created_at", "started_at", "finished_at"};
     for (int i = 0; i < 3; i++) {
@@ -1360,7 +1365,8 @@ static void assert_stats_shape(const json_t *st) {
     WP_CHECK(json_is_array(ks), "stats.kinds must be an array: %.800s", d);
     json_t *k;
     json_array_foreach(ks, i, k) {
-        WP_CHECK(json_is_object(k) && json_object_size(k) == 6, "kind shape: %.800s", d);
+        WP_CHECK(json_is_object(k) && json_object_size(k) == 7, "kind shape: %.800s", d);
+        WP_CHECK(json_is_boolean(json_object_get(k, "paused")), "kind.paused: %.800s", d);
         const char *rt = wp_str(k, "runtime");
         WP_CHECK(strcmp(rt, "c") == 0 || strcmp(rt, "exec") == 0, "kind.runtime c|exec: %.800s", d);
         WP_CHECK(json_is_boolean(json_object_get(k, "available")), "kind.available: %.800s", d);
@@ -1397,9 +1403,11 @@ static void assert_stats_shape(const json_t *st) {
     WP_CHECK(json_is_number(up) && json_number_value(up) >= 0, "uptime_s: %.800s", d);
     json_t *ver = json_object_get(st, "version");
     WP_CHECK(json_is_string(ver) && strlen(json_string_value(ver)) > 0, "version: %.800s", d);
-    WP_CHECK(json_object_size(st) == 6,
-             "stats must have exactly tasks, workers, kinds, instances, uptime_s, version: %.800s",
-             d);
+    json_t *paused = json_object_get(st, "paused_kinds");      /* issue 13 */
+    WP_CHECK(json_is_array(paused), "stats.paused_kinds: %.800s", d);
+    WP_CHECK(json_object_size(st) == 7,
+             "stats must have exactly tasks, workers, kinds, instances, paused_kinds, uptime_s, "
+             "version: %.800s", d);
     free(d);
 }
 
@@ -1515,7 +1523,8 @@ void wp_assert_unchanged(const wp_server *s, const wp_snap *before, const char *
 void wp_assert_task_keys_exact(const json_t *t, bool full, const char *what) {
     static const char *const keys[] = {"id", "kind", "state", "priority", "input", "result", "error",
                                        "attempts", "max_attempts", "timeout_ms", "created_at", "started_at",
-                                       "finished_at", "run_after", "callback", NULL};
+                                       "finished_at", "run_after", "previous_error", "callback",
+                                       NULL};
     const char *k;
     json_t *v;
     json_object_foreach((json_t *)t, k, v) {

@@ -503,6 +503,96 @@ WP_TEST(test_database_restart_under_load) {
                   down_ms, fa.n, fb.n, fa.refused, fb.refused);
 }
 
+
+/* ---------------------------------------------------------------- issue 13 */
+
+struct running_sampler {
+    const wp_server *s;
+    atomic_int stop;
+    int max_running;
+    int samples;
+};
+
+static void *sample_sleeps(void *p) {
+    struct running_sampler *a = p;
+    while (!atomic_load(&a->stop)) {
+        json_t *all = wp_list_all(a->s, "state=running&kind=sleep", 100);
+        int n = (int)json_array_size(all);
+        json_decref(all);
+        if (n > a->max_running) a->max_running = n;
+        a->samples++;
+        wp_sleep_ms(15);
+    }
+    return NULL;
+}
+
+/* A pause made on one instance holds on the other (the tasks submitted there stay
+ * pending), a resume on that other one starts them, and --kind-concurrency sleep=3 holds
+ * across both instances' four workers together (each instance alone could run 2: the
+ * third runs on the other one, the fourth nowhere). */
+WP_TEST(test_pause_and_kind_concurrency_across_instances) {
+    WP_PG_ONLY();
+    const char *const args[] = {"--workers", "2", "--log-level", "debug", "--kind-concurrency", "sleep=3",
+                                NULL};
+    wp_opts oa = {.args = args};
+    wp_server *a = wp_server_start(&oa);
+    wp_server *b = start_peer(a, args);
+    wait_instances(a, 2, 15);
+    wp_resp r;
+    wp_call(a, "POST", "/v1/kinds/sleep/pause", NULL, &r);
+    if (r.status != 200) fail_msg("pause on A: %ld %.300s", r.status, r.body);
+    wp_resp_free(&r);
+    enum { N = 9 };
+    char ids[N][32];
+    for (int i = 0; i < N; i++) {
+        json_t *t = wp_submit(b, "{\"kind\":\"sleep\",\"input\":{\"ms\":300}}");
+        snprintf(ids[i], sizeof ids[i], "%s", wp_str(t, "id"));
+        json_decref(t);
+    }
+    json_t *st = wp_stats(b);
+    bool listed = false;
+    size_t i;
+    json_t *k;
+    json_array_foreach(json_object_get(st, "paused_kinds"), i, k) listed |= strcmp(json_string_value(k), "sleep") == 0;
+    json_decref(st);
+    if (!listed) fail_msg("B's /v1/stats does not list the kind paused on A");
+    wp_sleep_ms(1200);
+    st = wp_stats(a);
+    assert_int_equal(wp_stats_count(st, "running"), 0);
+    assert_int_equal(wp_stats_count(st, "pending"), N);
+    json_decref(st);
+
+    struct running_sampler smp = {.s = a};
+    pthread_t th;
+    pthread_create(&th, NULL, sample_sleeps, &smp);
+    long long t0 = wp_now_ms();
+    wp_call(b, "POST", "/v1/kinds/sleep/resume", NULL, &r);
+    if (r.status != 200) fail_msg("resume on B: %ld %.300s", r.status, r.body);
+    wp_resp_free(&r);
+    json_decref(wp_wait_state(a, ids[0], "running", 5));
+    long long started = wp_now_ms() - t0;
+    int on[2] = {0, 0};
+    for (int j = 0; j < N; j++) {
+        json_t *d = wp_wait_terminal(a, ids[j], 30);
+        assert_string_equal(wp_str(d, "state"), "succeeded");
+        json_decref(d);
+        int w = ran_on(a, b, ids[j]);
+        if (w >= 0) on[w]++;
+    }
+    long long took = wp_now_ms() - t0;
+    atomic_store(&smp.stop, 1);
+    pthread_join(th, NULL);
+    print_message("multi: after a resume on B, the first task ran within %lld ms; %d sleeps of 300 ms "
+                  "with sleep=3 took %lld ms (A ran %d, B %d); at most %d running at once (%d samples)\n",
+                  started, N, took, on[0], on[1], smp.max_running, smp.samples);
+    if (smp.max_running > 3) fail_msg("%d sleep tasks ran at once across the instances (limit 3)", smp.max_running);
+    if (smp.max_running < 3 || on[0] == 0 || on[1] == 0)
+        fail_msg("the limit 3 was never reached, or one instance ran none: the test proves nothing");
+    if (took < (N / 3) * 300) fail_msg("%d tasks of 300 ms with 3 at a time took only %lld ms", N, took);
+    wp_server_free(b);
+    wp_server_free(a);
+}
+
 int main(void) {
     wp_harness_init();
     const struct CMUnitTest tests[] = {
@@ -513,6 +603,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_sigterm_one_instance, wp_test_teardown),
         cmocka_unit_test_teardown(test_stopped_instance_records_nothing_after_its_lease, wp_test_teardown),
         cmocka_unit_test_teardown(test_database_restart_under_load, wp_test_teardown),
+        cmocka_unit_test_teardown(test_pause_and_kind_concurrency_across_instances, wp_test_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

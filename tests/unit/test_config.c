@@ -22,6 +22,7 @@ static const char *const ENV_VARS[] = {
     "WARMPOOL_LEASE_MS",
     "WARMPOOL_METRICS_TOKEN", "WARMPOOL_MAX_EVENT_STREAMS", "WARMPOOL_DURABILITY",
     "WARMPOOL_SCHEDULE", "WARMPOOL_PLUGIN", "WARMPOOL_CALLBACK_ALLOW", "WARMPOOL_CALLBACK_SECRET",
+    "WARMPOOL_KIND_CONCURRENCY",
 };
 
 static int
@@ -692,6 +693,61 @@ test_callbacks(void **state)
     expect_error("longer than", "--callback-secret", big, NULL);
 }
 
+/* --kind-concurrency NAME=N (issue 13): repeatable, its variable comma-separated (a flag
+ * replaces all of it), each name once, N from 1 to 100000. */
+static void
+test_kind_concurrency(void **state)
+{
+    (void)state;
+    assert_int_equal(parse(NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.nkind_limits, 0);
+    assert_int_equal(parse("--kind-concurrency", "sleep=2", "--kind-concurrency=echo.x-y_1=100000",
+                           NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.nkind_limits, 2);
+    assert_string_equal(g_cfg.kind_limits[0].name, "sleep");
+    assert_int_equal(g_cfg.kind_limits[0].max, 2);
+    assert_string_equal(g_cfg.kind_limits[1].name, "echo.x-y_1");
+    assert_int_equal(g_cfg.kind_limits[1].max, 100000);
+    setenv("WARMPOOL_KIND_CONCURRENCY", "a=1,b=3", 1);
+    assert_int_equal(parse(NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.nkind_limits, 2);
+    assert_string_equal(g_cfg.kind_limits[1].name, "b");
+    assert_int_equal(g_cfg.kind_limits[1].max, 3);
+    assert_int_equal(parse("--kind-concurrency", "c=4", NULL), CONFIG_OK);
+    assert_int_equal(g_cfg.nkind_limits, 1);
+    assert_string_equal(g_cfg.kind_limits[0].name, "c");
+    setenv("WARMPOOL_KIND_CONCURRENCY", "a=0", 1);
+    expect_error("WARMPOOL_KIND_CONCURRENCY", NULL);
+    unsetenv("WARMPOOL_KIND_CONCURRENCY");
+    expect_error("NAME=N", "--kind-concurrency", "sleep", NULL);
+    expect_error("NAME=N", "--kind-concurrency", "=2", NULL);
+    expect_error("NAME=N", "--kind-concurrency", "sleep=", NULL);
+    expect_error("NAME=N", "--kind-concurrency", "sleep=0", NULL);
+    expect_error("NAME=N", "--kind-concurrency", "sleep=-1", NULL);
+    expect_error("NAME=N", "--kind-concurrency", "sleep=100001", NULL);
+    expect_error("NAME=N", "--kind-concurrency", "sleep=2x", NULL);
+    expect_error("NAME=N", "--kind-concurrency", "Sleep=2", NULL);
+    expect_error("NAME=N",
+                 "--kind-concurrency", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa=1",
+                 NULL);
+    expect_error("given twice", "--kind-concurrency", "k=1", "--kind-concurrency", "k=2", NULL);
+    expect_error("needs a value", "--kind-concurrency", NULL);
+    char names[CONFIG_MAX_KIND_LIMITS + 1][16];
+    char *argv[2 * CONFIG_MAX_KIND_LIMITS + 4];
+    int argc = 0;
+    argv[argc++] = (char *)"warmpool";
+    for (int i = 0; i <= CONFIG_MAX_KIND_LIMITS; i++) {
+        snprintf(names[i], sizeof names[i], "k%d=1", i);
+        argv[argc++] = (char *)"--kind-concurrency";
+        argv[argc++] = names[i];
+    }
+    argv[argc] = NULL;
+    config_free(&g_cfg);
+    memset(&g_cfg, 0, sizeof g_cfg);
+    assert_int_equal(config_parse(argc, argv, &g_cfg, g_err, sizeof g_err), CONFIG_ERROR);
+    assert_non_null(strstr(g_err, "more than"));
+}
+
 int
 main(void)
 {
@@ -707,6 +763,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_bad_other_values, clear_env, clear_env),
         cmocka_unit_test_setup(test_unknown_flag_and_missing_value, clear_env),
         cmocka_unit_test_setup(test_help, clear_env),
+        cmocka_unit_test_setup(test_kind_concurrency, clear_env),
         cmocka_unit_test_setup(test_healthcheck, clear_env),
         cmocka_unit_test_setup(test_listen_forms, clear_env),
         cmocka_unit_test_setup_teardown(test_log_format, clear_env, clear_env),

@@ -1808,6 +1808,9 @@ check_plans(store *s, int extra)
         {"count", "COVERING INDEX tasks_state_kind (state=?)"},
         {"count_kinds", "COVERING INDEX tasks_state_kind (state=?)"},
         {"list_state_ids", "COVERING INDEX tasks_state_kind (state=? AND kind=? AND id<?)"},
+        {"retry", "USING INTEGER PRIMARY KEY (rowid=?)"},
+        {"running_of_kind", "COVERING INDEX tasks_state_kind (state=? AND kind=?)"},
+        {"resume", "paused_kinds USING PRIMARY KEY (kind=?)"},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         const char *plan = plan_of(&p, want[i].name);
@@ -1819,7 +1822,7 @@ check_plans(store *s, int extra)
         {"insert", 1, 1}, {"claim", 1, 1}, {"claim_id", 1, 1}, {"kind_head", 0, 0},
         {"pending_kinds", 0, 0}, {"finish", 0, 1}, {"due", 0, 0},
         {"has_ready", 0, 0}, {"next_run_after", 0, 0}, {"count_pending", 0, 0},
-        {"count", 0, 0},
+        {"count", 0, 0}, {"paused", 0, 0}, {"running_of_kind", 0, 0},
     };
     for (size_t i = 0; i < sizeof hot / sizeof hot[0]; i++) {
         int most = hot[i].base + hot[i].checks * extra;
@@ -2355,7 +2358,7 @@ test_upgrade_from_v1(void **state)
     assert_int_equal(claim(s, 999999, 1), 5);
     check_counts(s, f->path);
 
-    /* and it is done once: a second start finds version 3 */
+    /* and it is done once: a second start finds version 4 */
     store_close(f->s);
     f->s = NULL;
     lines = (struct lines){0};
@@ -2375,8 +2378,11 @@ test_upgrade_from_v2(void **state)
     int64_t a = add(f->s, "a", 0, 1, NULL, 1), b = add(f->s, "b", 0, 1, NULL, 1);
     store_close(f->s);
     f->s = NULL;
-    /* what version 2 had: without version 3's index and version 5's columns */
+    /* what version 2 had: without version 3's index and versions 4's and 5's additions */
     sql_exec(f->path, "DROP INDEX tasks_ready_kind; DROP INDEX tasks_callback;"
+                      "DROP TABLE paused_kinds;"
+                      "ALTER TABLE tasks DROP COLUMN previous_error_code;"
+                      "ALTER TABLE tasks DROP COLUMN previous_error_message;"
                       "ALTER TABLE tasks DROP COLUMN callback_url;"
                       "ALTER TABLE tasks DROP COLUMN callback_state;"
                       "ALTER TABLE tasks DROP COLUMN callback_attempts;"
@@ -2417,6 +2423,49 @@ test_upgrade_from_v2(void **state)
     assert_int_equal(store_callback_claim(f->s, 2, 100, &t), STORE_OK);
     assert_int_equal(t.id, c);
     store_task_clear(&t);
+}
+
+/* Version 3 to 4 (issue 13): a failed task of version 3 can be retried from the dead
+ * at once, its error kept as the previous one; kinds can be paused. */
+static void
+test_upgrade_from_v3(void **state)
+{
+    struct fixture *f = *state;
+    f->s = open_new(f->path, STORE_RELAXED);
+    int64_t a = add(f->s, "a", 0, 1, NULL, 1);
+    assert_int_equal(claim(f->s, 2, 1), a);
+    store_outcome o = {.state = TASK_FAILED, .error_code = "boom", .error_message = "it broke",
+                       .now_ms = 3};
+    assert_int_equal(store_finish(f->s, a, 1, &o), STORE_OK);
+    store_close(f->s);
+    f->s = NULL;
+    sql_exec(f->path, "DROP TABLE paused_kinds; DROP INDEX tasks_callback;"
+                      " ALTER TABLE tasks DROP COLUMN previous_error_code;"
+                      " ALTER TABLE tasks DROP COLUMN previous_error_message;"
+                      " ALTER TABLE tasks DROP COLUMN callback_url;"
+                      " ALTER TABLE tasks DROP COLUMN callback_state;"
+                      " ALTER TABLE tasks DROP COLUMN callback_attempts;"
+                      " ALTER TABLE tasks DROP COLUMN callback_next_at;"
+                      " ALTER TABLE tasks DROP COLUMN callback_error;"
+                      " PRAGMA user_version = 3;");
+    char err[512] = "";
+    assert_null(store_open(f->path, STORE_RELAXED, BUSY_MS, err, sizeof err));
+    assert_non_null(strstr(err, "needs 5"));
+    int from = -1;
+    assert_int_equal(store_migrate(f->path, NULL, NULL, &from, err, sizeof err), STORE_OK);
+    assert_int_equal(from, 3);
+    f->s = store_open(f->path, STORE_RELAXED, BUSY_MS, err, sizeof err);
+    assert_non_null(f->s);
+    check_plans(f->s, 0);
+    store_task t;
+    assert_int_equal(store_retry(f->s, a, 4, &t), STORE_OK);
+    assert_int_equal(t.state, TASK_PENDING);
+    assert_int_equal(t.attempts, 0);
+    assert_string_equal(t.previous_error_code, "boom");
+    store_task_clear(&t);
+    assert_int_equal(store_kind_pause(f->s, "a", 1, 5, NULL), STORE_OK);
+    assert_int_equal(store_claim_next(f->s, 6, 1, NULL, &t), STORE_EMPTY);
+    check_counts(f->s, f->path);
 }
 
 /* An empty version-1 table (even one whose tasks were all purged) is rebuilt: the
@@ -2566,6 +2615,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_relaxed_maintainer_syncs, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_claim_skips_kinds, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_upgrade_from_v2, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upgrade_from_v3, setup, teardown),
         cmocka_unit_test_setup_teardown(test_claim_skip_and_due_retries, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_skipped_kinds_are_not_stepped_over, setup_open,
                                         teardown),

@@ -205,7 +205,9 @@ add(store *s, const char *kind, int priority, int max_attempts, const char *key,
     store_new_task nt = {.kind = kind, .input = "{\"n\":1}", .priority = priority,
                          .max_attempts = max_attempts, .timeout_ms = 1000, .idem_key = key};
     store_task t;
-    assert_int_equal(store_insert(s, &nt, now, &t), STORE_OK);
+    int rc = store_insert(s, &nt, now, &t);
+    if (rc != STORE_OK)
+        fail_msg("insert: %d %s", rc, store_errmsg(s));
     int64_t id = t.id;
     store_task_clear(&t);
     return id;
@@ -807,9 +809,11 @@ test_pg_upgrade_1_to_5(void **state)
     int from = -1;
     assert_int_equal(store_migrate(f->db, NULL, NULL, &from, err, sizeof err), STORE_OK);
     /* what version 1 had */
-    PQclear(admin_sql(f, "DROP INDEX tasks_callback; ALTER TABLE tasks DROP COLUMN callback_url,"
+    PQclear(admin_sql(f, "DROP INDEX tasks_callback; DROP TABLE paused_kinds;"
+                         " ALTER TABLE tasks DROP COLUMN callback_url,"
                          " DROP COLUMN callback_state, DROP COLUMN callback_attempts,"
-                         " DROP COLUMN callback_next_at, DROP COLUMN callback_error;"
+                         " DROP COLUMN callback_next_at, DROP COLUMN callback_error,"
+                         " DROP COLUMN previous_error_code, DROP COLUMN previous_error_message;"
                          " UPDATE meta SET value = '1' WHERE key = 'schema_version';"
                          " INSERT INTO tasks (kind, state, priority, input, max_attempts, timeout_ms,"
                          " created_at) VALUES ('echo', 'pending', 3, '{\"old\":1}', 2, 1000, 5)"));
@@ -1453,6 +1457,374 @@ test_callback_claims_never_double(void **state)
     assert_int_equal(mine + theirs, N);
 }
 
+/* ---------------------------------------------------------------- issue 13 */
+
+static int64_t
+add_at(store *s, const char *kind, int64_t now, int64_t run_after)
+{
+    store_new_task nt = {.kind = kind, .input = "1", .max_attempts = 1, .timeout_ms = 1000,
+                         .run_after_ms = run_after};
+    store_task t;
+    int rc = store_insert(s, &nt, now, &t);
+    if (rc != STORE_OK)
+        fail_msg("insert: %d %s", rc, store_errmsg(s));
+    int64_t id = t.id;
+    assert_int_equal(t.state, TASK_PENDING);
+    assert_int_equal(t.run_after_ms, run_after > now ? run_after : 0);
+    store_task_clear(&t);
+    return id;
+}
+
+static int
+try_claim(store *s, int64_t now, long owner, const store_kind_set *skip, int64_t *id)
+{
+    store_task t;
+    int rc = store_claim_next(s, now, owner, skip, &t);
+    *id = rc == STORE_OK ? t.id : 0;
+    if (rc != STORE_OK && rc != STORE_EMPTY)
+        fail_msg("claim: %d %s", rc, store_errmsg(s));
+    store_task_clear(&t);
+    return rc;
+}
+
+/* A scheduled task is pending with its run_after, not claimed before, found by the
+ * worker's sleep (next_run_after), claimed when due; one in the past is ready now; a
+ * scheduled task can be canceled and is listed as pending. */
+static void
+test_scheduled_tasks(void **state)
+{
+    FIXTURE();
+    int64_t id;
+    int64_t later = add_at(s, "echo", 1000, 61000);
+    int64_t past = add_at(s, "echo", 1000, 500);
+    int64_t gone = add_at(s, "echo", 1000, 5000);
+    assert_int_equal(try_claim(s, 1001, 1, NULL, &id), STORE_OK);
+    assert_int_equal(id, past);
+    assert_int_equal(store_has_ready(s, 1002, NULL), 0);
+    assert_int_equal(try_claim(s, 1002, 1, NULL, &id), STORE_EMPTY);
+    assert_int_equal(store_next_run_after(s, 1002), 5000);
+    store_task t;
+    assert_int_equal(store_cancel(s, gone, 1003, &t), STORE_OK);
+    store_task_clear(&t);
+    assert_int_equal(store_next_run_after(s, 1003), 61000);
+    store_filter flt = {.has_state = 1, .state = TASK_PENDING, .limit = 10};
+    store_task *items;
+    size_t n;
+    int more;
+    assert_int_equal(store_list(s, &flt, &items, &n, &more), STORE_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(items[0].id, later);
+    assert_int_equal(items[0].run_after_ms, 61000);
+    store_task_clear(&items[0]);
+    free(items);
+    assert_int_equal(count_of(s, TASK_PENDING), 1);
+    assert_int_equal(try_claim(s, 60999, 1, NULL, &id), STORE_EMPTY);
+    assert_int_equal(store_has_ready(s, 61000, NULL), 1);
+    assert_int_equal(try_claim(s, 61000, 1, NULL, &id), STORE_OK);
+    assert_int_equal(id, later);
+    /* a batch with one scheduled and one not */
+    store_new_task nt[2] = {
+        {.kind = "echo", .input = "1", .max_attempts = 1, .timeout_ms = 1, .run_after_ms = 90000},
+        {.kind = "echo", .input = "2", .max_attempts = 1, .timeout_ms = 1}};
+    store_task out[2];
+    int st[2];
+    assert_int_equal(store_begin(s), STORE_OK);
+    assert_int_equal(store_insert_batch(s, nt, 2, 62000, out, st), STORE_OK);
+    assert_int_equal(store_commit(s), STORE_OK);
+    assert_int_equal(out[0].run_after_ms, 90000);
+    assert_int_equal(try_claim(s, 62001, 1, NULL, &id), STORE_OK);
+    assert_int_equal(id, out[1].id);
+    assert_int_equal(try_claim(s, 62002, 1, NULL, &id), STORE_EMPTY);
+    store_task_clear(&out[0]);
+    store_task_clear(&out[1]);
+}
+
+/* Retry from the dead: failed or canceled -> pending, attempts 0, the error kept as the
+ * previous one until the next attempt ends; 409 (CONFLICT) from any other state, 404
+ * (NOTFOUND) for no task; the counts follow. */
+static void
+test_retry_from_dead(void **state)
+{
+    FIXTURE();
+    int64_t a = add(s, "echo", 0, 2, NULL, 1);
+    assert_int_equal(claim(s, 2, 7), a);
+    store_task t;
+    assert_int_equal(store_retry(s, a, 3, &t), STORE_CONFLICT);     /* running */
+    assert_int_equal(t.state, TASK_RUNNING);
+    store_task_clear(&t);
+    store_outcome o = {.state = TASK_FAILED, .error_code = "boom", .error_message = "it broke",
+                       .now_ms = 4};
+    assert_int_equal(store_finish(s, a, 1, &o), STORE_OK);
+    assert_int_equal(count_of(s, TASK_FAILED), 1);
+    assert_int_equal(store_retry(s, a, 5, &t), STORE_OK);
+    assert_int_equal(t.state, TASK_PENDING);
+    assert_int_equal(t.attempts, 0);
+    assert_int_equal(t.max_attempts, 2);
+    assert_null(t.error_code);
+    assert_int_equal(t.finished_at_ms, 0);
+    assert_string_equal(t.previous_error_code, "boom");
+    assert_string_equal(t.previous_error_message, "it broke");
+    store_task_clear(&t);
+    assert_int_equal(count_of(s, TASK_FAILED), 0);
+    assert_int_equal(count_of(s, TASK_PENDING), 1);
+    /* a second call finds it pending: the compare-and-set lets one through */
+    assert_int_equal(store_retry(s, a, 6, &t), STORE_CONFLICT);
+    assert_int_equal(t.state, TASK_PENDING);
+    store_task_clear(&t);
+    assert_int_equal(store_retry(s, 999999, 6, &t), STORE_NOTFOUND);
+    /* the new attempt runs; the previous error stays until it ends */
+    assert_int_equal(claim(s, 7, 7), a);
+    assert_int_equal(store_get(s, a, &t), STORE_OK);
+    assert_int_equal(t.attempts, 1);
+    assert_string_equal(t.previous_error_code, "boom");
+    store_task_clear(&t);
+    store_outcome ok = {.state = TASK_SUCCEEDED, .result = "1", .now_ms = 8};
+    assert_int_equal(store_finish(s, a, 1, &ok), STORE_OK);
+    assert_int_equal(store_get(s, a, &t), STORE_OK);
+    assert_null(t.previous_error_code);
+    store_task_clear(&t);
+    assert_int_equal(store_retry(s, a, 9, &t), STORE_CONFLICT);     /* succeeded */
+    assert_int_equal(t.state, TASK_SUCCEEDED);
+    store_task_clear(&t);
+    /* canceled -> pending too */
+    int64_t b = add(s, "echo", 0, 1, NULL, 10);
+    assert_int_equal(store_cancel(s, b, 11, &t), STORE_OK);
+    store_task_clear(&t);
+    assert_int_equal(count_of(s, TASK_CANCELED), 1);
+    assert_int_equal(store_retry(s, b, 12, &t), STORE_OK);
+    assert_int_equal(t.state, TASK_PENDING);
+    assert_null(t.previous_error_code);
+    store_task_clear(&t);
+    assert_int_equal(count_of(s, TASK_CANCELED), 0);
+    assert_int_equal(claim(s, 13, 7), b);
+}
+
+/* Concurrent retries of one failed task: exactly one succeeds. */
+static void
+test_retry_concurrent(void **state)
+{
+    FIXTURE();
+    enum { K = 4 };
+    int64_t a = add(s, "echo", 0, 1, NULL, 1);
+    assert_int_equal(claim(s, 2, 7), a);
+    store_outcome o = {.state = TASK_FAILED, .error_code = "boom", .now_ms = 4};
+    assert_int_equal(store_finish(s, a, 1, &o), STORE_OK);
+    pid_t kid[K];
+    for (int k = 0; k < K; k++) {
+        kid[k] = fork();
+        if (kid[k] == 0) {
+            char err[256];
+            store *c = store_open(f->db, STORE_RELAXED, BUSY_MS, err, sizeof err);
+            if (c == NULL)
+                _exit(2);
+            store_task t;
+            int rc;
+            while ((rc = store_retry(c, a, 5, &t)) == STORE_BUSY)
+                ;
+            store_task_clear(&t);
+            store_close(c);
+            _exit(rc == STORE_OK ? 0 : rc == STORE_CONFLICT ? 1 : 3);
+        }
+    }
+    int ok = 0, conflict = 0;
+    for (int k = 0; k < K; k++) {
+        int status;
+        assert_int_equal(waitpid(kid[k], &status, 0), kid[k]);
+        assert_true(WIFEXITED(status));
+        ok += WEXITSTATUS(status) == 0;
+        conflict += WEXITSTATUS(status) == 1;
+    }
+    assert_int_equal(ok, 1);
+    assert_int_equal(conflict, K - 1);
+    assert_int_equal(count_of(s, TASK_PENDING), 1);
+    assert_int_equal(count_of(s, TASK_FAILED), 0);
+}
+
+/* A paused kind's tasks stay pending (with or without a skip set); submissions go on;
+ * the pause is stored (a new connection sees it); a resume lets them be claimed. */
+static void
+test_pause_kinds(void **state)
+{
+    FIXTURE();
+    int64_t a1 = add(s, "a", 5, 1, NULL, 1), b1 = add(s, "b", 0, 1, NULL, 1);
+    int changed = -1;
+    assert_int_equal(store_kind_pause(s, "a", 1, 2, &changed), STORE_OK);
+    assert_int_equal(changed, 1);
+    assert_int_equal(store_kind_pause(s, "a", 1, 3, &changed), STORE_OK);
+    assert_int_equal(changed, 0);
+    int64_t a2 = add(s, "a", 5, 1, NULL, 4);
+    char **names;
+    size_t n;
+    char err[256];
+    store *c = store_open(f->db, STORE_RELAXED, BUSY_MS, err, sizeof err);
+    assert_non_null(c);
+    assert_int_equal(store_paused_kinds(c, &names, &n), STORE_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(names[0], "a");
+    store_names_free(names, n);
+    int64_t id;
+    /* twice each way: the first claim of a connection may not know of the pause yet */
+    assert_int_equal(try_claim(c, 5, 1, NULL, &id), STORE_OK);
+    assert_int_equal(id, b1);
+    assert_int_equal(try_claim(c, 5, 1, NULL, &id), STORE_EMPTY);
+    const char *x[] = {"x"};
+    store_kind_set skip = {x, 1};
+    assert_int_equal(try_claim(s, 5, 1, &skip, &id), STORE_EMPTY);
+    assert_int_equal(try_claim(s, 5, 1, NULL, &id), STORE_EMPTY);
+    assert_int_equal(count_of(s, TASK_PENDING), 2);
+    assert_int_equal(store_kind_pause(s, "a", 0, 6, &changed), STORE_OK);
+    assert_int_equal(changed, 1);
+    assert_int_equal(store_kind_pause(s, "a", 0, 6, &changed), STORE_OK);
+    assert_int_equal(changed, 0);
+    assert_int_equal(store_paused_kinds(c, &names, &n), STORE_OK);
+    assert_int_equal(n, 0);
+    store_names_free(names, n);
+    assert_int_equal(try_claim(c, 7, 1, NULL, &id), STORE_OK);
+    assert_int_equal(id, a1);
+    assert_int_equal(try_claim(s, 7, 1, &skip, &id), STORE_OK);
+    assert_int_equal(id, a2);
+    store_close(c);
+}
+
+/* A kind's concurrency limit: at most N running, others go on, the kind resumes as
+ * its tasks end; a connection without the limit is not held to it. */
+static void
+test_kind_limits(void **state)
+{
+    FIXTURE();
+    store_kind_limit lim[] = {{"a", 2}};
+    assert_int_equal(store_set_kind_limits(s, lim, 1), STORE_OK);
+    int64_t a[4];
+    for (int i = 0; i < 4; i++)
+        a[i] = add(s, "a", 5, 1, NULL, 1);
+    int64_t b = add(s, "b", 0, 1, NULL, 1);
+    int64_t id;
+    assert_int_equal(try_claim(s, 2, 1, NULL, &id), STORE_OK);
+    assert_int_equal(id, a[0]);
+    assert_int_equal(try_claim(s, 2, 2, NULL, &id), STORE_OK);
+    assert_int_equal(id, a[1]);
+    assert_int_equal(try_claim(s, 2, 3, NULL, &id), STORE_OK);
+    assert_int_equal(id, b);
+    assert_int_equal(try_claim(s, 2, 4, NULL, &id), STORE_EMPTY);
+    const char *x[] = {"x"};
+    store_kind_set skip = {x, 1};
+    assert_int_equal(try_claim(s, 2, 4, &skip, &id), STORE_EMPTY);
+    store_outcome ok = {.state = TASK_SUCCEEDED, .result = "1", .now_ms = 3};
+    store_task next;
+    int claimed = -1;
+    assert_int_equal(store_finish_claim(s, a[0], 1, &ok, 3, 1, NULL, &next, &claimed), STORE_OK);
+    assert_int_equal(claimed, 1);
+    assert_int_equal(next.id, a[2]);
+    store_task_clear(&next);
+    assert_int_equal(try_claim(s, 4, 4, NULL, &id), STORE_EMPTY);
+    /* limits off: the rest can be claimed */
+    assert_int_equal(store_set_kind_limits(s, NULL, 0), STORE_OK);
+    assert_int_equal(try_claim(s, 4, 4, NULL, &id), STORE_OK);
+    assert_int_equal(id, a[3]);
+}
+
+/* Four processes with the limit a=2 claim, hold a little, and finish 40 tasks of kind a
+ * and 20 of b at once: never more than 2 of a running, and every task done. */
+static void
+test_kind_limits_concurrent(void **state)
+{
+    FIXTURE();
+    enum { K = 4, NA = 40, NB = 20, MAX = 2 };
+    for (int i = 0; i < NA; i++)
+        add(s, "a", 1, 1, NULL, 1);
+    for (int i = 0; i < NB; i++)
+        add(s, "b", 0, 1, NULL, 1);
+    pid_t kid[K];
+    for (int k = 0; k < K; k++) {
+        kid[k] = fork();
+        if (kid[k] == 0) {
+            char err[256];
+            store *c = store_open(f->db, STORE_RELAXED, BUSY_MS, err, sizeof err);
+            if (c == NULL)
+                _exit(2);
+            store_kind_limit lim[] = {{"a", MAX}};
+            store_set_kind_limits(c, lim, 1);
+            store_outcome ok = {.state = TASK_SUCCEEDED, .result = "1", .now_ms = 5};
+            int empty = 0;
+            while (empty < 50) {
+                store_task t;
+                int rc = store_claim_next(c, 2, 100 + k, NULL, &t);
+                if (rc == STORE_BUSY)
+                    continue;
+                if (rc == STORE_EMPTY) {
+                    empty++;
+                    clock_sleep_ms(2);
+                    continue;
+                }
+                if (rc != STORE_OK)
+                    _exit(3);
+                empty = 0;
+                store_kind_counts *v;
+                size_t n;
+                while ((rc = store_count_kinds(c, &v, &n)) == STORE_BUSY)
+                    ;
+                if (rc != STORE_OK)
+                    _exit(4);
+                for (size_t i = 0; i < n; i++)
+                    if (strcmp(v[i].kind, "a") == 0 && v[i].n[TASK_RUNNING] > MAX)
+                        _exit(5);
+                store_kind_counts_free(v, n);
+                clock_sleep_ms(3);
+                while ((rc = store_finish(c, t.id, 1, &ok)) == STORE_BUSY)
+                    ;
+                if (rc != STORE_OK)
+                    _exit(6);
+                store_task_clear(&t);
+            }
+            store_close(c);
+            _exit(0);
+        }
+    }
+    for (int k = 0; k < K; k++) {
+        int status;
+        assert_int_equal(waitpid(kid[k], &status, 0), kid[k]);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            fail_msg("claimer %d: status %d", k, status);
+    }
+    assert_int_equal(count_of(s, TASK_SUCCEEDED), NA + NB);
+}
+
+/* PostgreSQL's schema 1 to 5 (issue 13): a failed task of version 1 can be retried from
+ * the dead at once; kinds can be paused. */
+static void
+test_pg_upgrade_from_v1(void **state)
+{
+    PG_ONLY();
+    int64_t a = add(s, "a", 0, 1, NULL, 1);
+    assert_int_equal(claim(s, 2, 1), a);
+    store_outcome o = {.state = TASK_FAILED, .error_code = "boom", .now_ms = 3};
+    assert_int_equal(store_finish(s, a, 1, &o), STORE_OK);
+    store_close(f->s);
+    f->s = NULL;
+    PQclear(admin_sql(f, "DROP TABLE paused_kinds; DROP INDEX tasks_callback;"
+                         " ALTER TABLE tasks DROP COLUMN previous_error_code,"
+                         " DROP COLUMN previous_error_message, DROP COLUMN callback_url,"
+                         " DROP COLUMN callback_state, DROP COLUMN callback_attempts,"
+                         " DROP COLUMN callback_next_at, DROP COLUMN callback_error;"
+                         " UPDATE meta SET value = '1' WHERE key = 'schema_version'"));
+    char err[512] = "";
+    assert_null(store_open(f->db, STORE_DURABLE, BUSY_MS, err, sizeof err));
+    assert_non_null(strstr(err, "needs 5"));
+    int from = -1;
+    assert_int_equal(store_migrate(f->db, NULL, NULL, &from, err, sizeof err), STORE_OK);
+    assert_int_equal(from, 1);
+    f->s = store_open(f->db, STORE_RELAXED, BUSY_MS, err, sizeof err);
+    assert_non_null(f->s);
+    store_task t;
+    assert_int_equal(store_retry(f->s, a, 4, &t), STORE_OK);
+    assert_string_equal(t.previous_error_code, "boom");
+    store_task_clear(&t);
+    assert_int_equal(store_kind_pause(f->s, "a", 1, 5, NULL), STORE_OK);
+    assert_int_equal(store_claim_next(f->s, 6, 1, NULL, &t), STORE_EMPTY);
+    assert_int_equal(store_claim_next(f->s, 6, 1, NULL, &t), STORE_EMPTY);
+    assert_int_equal(count_of(f->s, TASK_PENDING), 1);
+}
+
 #define BOTH(fn)                                                                      \
     cmocka_unit_test_prestate_setup_teardown(fn, setup_open, teardown, (void *)SQLITE), \
         cmocka_unit_test_prestate_setup_teardown(fn, setup_open, teardown, (void *)PG)
@@ -1475,10 +1847,17 @@ main(void)
         BOTH(test_concurrent_claims_never_double),
         BOTH(test_instances_contract),
         BOTH(test_durability_read_back),
+        BOTH(test_scheduled_tasks),
+        BOTH(test_retry_from_dead),
+        BOTH(test_retry_concurrent),
+        BOTH(test_pause_kinds),
+        BOTH(test_kind_limits),
+        BOTH(test_kind_limits_concurrent),
         PG_TEST(test_pg_concurrent_migrations, setup_db),
         cmocka_unit_test(test_pg_unreachable_names_host_not_password),
         PG_TEST(test_pg_schema_refusals, setup_db),
         PG_TEST(test_pg_upgrade_1_to_5, setup_db),
+        PG_TEST(test_pg_upgrade_from_v1, setup_open),
         PG_TEST(test_pg_counts_exact_under_concurrency, setup_open),
         PG_TEST(test_pg_query_plans, setup_open),
         PG_TEST(test_pg_leases, setup_open),

@@ -7,10 +7,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
 #include "api/internal.h"
+#include "common/clock.h"
 
 /* ---------------------------------------------------------------- a test validator */
 
@@ -299,12 +301,77 @@ test_submission_no_validator(void **state)
     done();
 }
 
+/* issue 13: run_at (RFC 3339) or delay_ms, not both, at most a year ahead; the past
+ * runs now */
+static void
+test_submission_schedule(void **state)
+{
+    (void)state;
+    int64_t now = clock_now_ms();
+    expect_ok("{\"kind\": \"echo\"}");
+    assert_int_equal(g_nt.run_after_ms, 0);
+    done();
+    expect_ok("{\"kind\": \"echo\", \"delay_ms\": 60000}");
+    assert_true(g_nt.run_after_ms >= now + 60000 && g_nt.run_after_ms < now + 70000);
+    done();
+    expect_ok("{\"kind\": \"echo\", \"delay_ms\": 0, \"run_at\": null}");
+    assert_int_equal(g_nt.run_after_ms, 0);
+    done();
+    /* the past runs now */
+    expect_ok("{\"kind\": \"echo\", \"run_at\": \"2001-02-03T04:05:06Z\"}");
+    assert_int_equal(g_nt.run_after_ms, 0);
+    done();
+    /* a minute ahead, in a zone */
+    char text[256], when[64];
+    time_t later = (time_t)((now + 120000) / 1000);
+    struct tm tm;
+    gmtime_r(&later, &tm);
+    tm.tm_hour = (tm.tm_hour + 2) % 24;     /* the same instant at +02:00 */
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(text, sizeof text, "{\"kind\": \"echo\", \"run_at\": \"%s.250+02:00\"}", when);
+    if (tm.tm_hour >= 2) {      /* no day change in the shift: the text is exact */
+        expect_ok(text);
+        assert_int_equal(g_nt.run_after_ms, (int64_t)later * 1000 + 250);
+        done();
+    }
+    gmtime_r(&later, &tm);
+    tm.tm_hour = (tm.tm_hour + 24 - 5) % 24;    /* the same instant at -05:00 */
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(text, sizeof text, "{\"kind\": \"echo\", \"run_at\": \"%s.7-05:00\"}", when);
+    if (tm.tm_hour < 19) {
+        expect_ok(text);
+        assert_int_equal(g_nt.run_after_ms, (int64_t)later * 1000 + 700);
+        done();
+    }
+    expect_err("{\"kind\": \"echo\", \"run_at\": \"2030-01-02T03:04:05Z\", \"delay_ms\": 5}",
+               "", "run_at, delay_ms: give one", NULL);
+    expect_err("{\"kind\": \"echo\", \"delay_ms\": -1}", "", "delay_ms:", NULL);
+    expect_err("{\"kind\": \"echo\", \"delay_ms\": 1.5}", "", "delay_ms:", NULL);
+    expect_err("{\"kind\": \"echo\", \"delay_ms\": \"5\"}", "", "delay_ms:", NULL);
+    expect_err("{\"kind\": \"echo\", \"delay_ms\": 31708800001}", "", "delay_ms:", NULL);
+    expect_err("{\"kind\": \"echo\", \"run_at\": \"2100-01-02T03:04:05Z\"}", "",
+               "run_at: more than a year", NULL);
+    const char *bad[] = {
+        "tomorrow", "2030-01-02", "2030-01-02T03:04:05", "2030-01-02 03:04:05Z",
+        "2030-13-02T03:04:05Z", "2030-02-30T03:04:05Z", "2029-02-29T00:00:00Z",
+        "2030-01-02T24:04:05Z", "2030-01-02T03:04:05.Z", "2030-01-02T03:04:05+1:00",
+        "2030-01-02T03:04:05Zjunk", "1969-12-31T23:59:59Z", "",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(text, sizeof text, "{\"kind\": \"echo\", \"run_at\": \"%s\"}", bad[i]);
+        expect_err(text, "", "run_at: must be an RFC 3339 time", NULL);
+    }
+    expect_err("{\"kind\": \"echo\", \"run_at\": 5}", "", "run_at: must be", NULL);
+    expect_err("{\"kind\": \"echo\", \"delay_ms\": -5}", "tasks[3].", "tasks[3].delay_ms", NULL);
+}
+
 /* ---------------------------------------------------------------- from_store */
 
 static const char *const FULL_KEYS[] = {
     "id", "kind", "state", "priority", "input", "result", "error", "attempts",
     "max_attempts", "timeout_ms", "created_at", "started_at", "finished_at",
     "run_after",    /* beyond the issue's list: when a waiting retry may start, or null */
+    "previous_error",   /* issue 13: the error before a retry from the dead, or null */
 };
 
 static void
@@ -795,6 +862,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_submission_validator_refusal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_submission_where_prefix, setup, teardown),
         cmocka_unit_test_setup_teardown(test_submission_no_validator, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_submission_schedule, setup, teardown),
         cmocka_unit_test(test_from_store_full),
         cmocka_unit_test(test_from_store_pending_and_error),
         cmocka_unit_test(test_from_store_brief),
