@@ -121,6 +121,7 @@ stop_celery() {
 stop_pg() {
     [ -n "$PG_DIR" ] || return 0
     "$ROOT/scripts/pg-cluster.sh" stop "$PG_DIR" || true
+    rm -rf "$PG_DIR"
     PG_DIR=""
 }
 cleanup() {
@@ -622,7 +623,8 @@ _bench_pg() {
     local secs=${WP_BENCH_PG_SECONDS:-20} clients=${WP_BENCH_PG_CLIENTS:-"1 2 4 8"} r db mode
     mkdir -p "$d"
     command -v pgbench >/dev/null || die "pg needs pgbench (postgresql-client-15)"
-    PG_DIR=$WORK/pg
+    # a folder of its own: the cluster runs as the postgres user, who cannot enter $WORK (0700)
+    PG_DIR=$(mktemp -d /tmp/warmpool-bench-pg.XXXXXX)
     PG_ADMIN=$(PG_CLUSTER_OPTS="-c shared_preload_libraries=pg_stat_statements" \
         "$ROOT/scripts/pg-cluster.sh" start "$PG_DIR" durable) || die "cannot start PostgreSQL"
     echo "PG_CLUSTER_OPTS='-c shared_preload_libraries=pg_stat_statements' scripts/pg-cluster.sh start DIR durable" >>"$OUT/commands.txt"

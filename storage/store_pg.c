@@ -119,9 +119,14 @@ static const char SQL_CLAIM[] =
     " started_at = greatest($1::bigint, created_at), finished_at = NULL,"
     " owner_instance = $2::bigint, owner_pid = $3::bigint"
     " WHERE id = (SELECT id FROM tasks WHERE state = 'pending' AND NOT delayed"
-    "             AND kind <> ALL (ARRAY(SELECT kind FROM paused_kinds))"
     "             ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED)"
-    " AND state = 'pending' RETURNING " TASK_COLS;
+    /* not a paused kind: checked on the row taken, not in the walk of tasks_ready (a
+     * filter there that the planner cannot estimate makes it scan and sort every pending
+     * task). A head of a paused kind -- a pause committed since this connection last
+     * looked -- is not taken: the claim comes back empty with paused_any true, and is
+     * made again at once in the per-kind form (pg_claim_next) */
+    " AND state = 'pending' AND kind <> ALL (ARRAY(SELECT kind FROM paused_kinds))"
+    " RETURNING " TASK_COLS;
 /* A claim that leaves the kinds of $4 alone (store_kind_set): the kinds with pending
  * tasks (task_counts), the first few ready tasks of each other kind (tasks_ready_kind,
  * one seek each: never a step over the left-alone kinds' tasks, however many wait),
@@ -1398,6 +1403,7 @@ pg_claim_next(store *s, int64_t now_ms, long owner, const store_kind_set *skip,
     int nq = q_claim(s, q, now_ms, owner, skip, kinds, sizeof kinds);
     if (nq < 0)
         return STORE_ERR;
+    int was_paused = s->paused_seen;
     int rc = run(s, q, nq, 0, "claim");
     if (rc == STORE_OK) {
         s->reclaim = 0;
@@ -1405,6 +1411,9 @@ pg_claim_next(store *s, int64_t now_ms, long owner, const store_kind_set *skip,
         rc = one_task(s, q[nq - 2].res, out, STORE_EMPTY);
     }
     q_clear(q, nq);
+    /* the plain claim found the head of a kind paused meanwhile: again, per kind */
+    if (rc == STORE_EMPTY && !was_paused && s->paused_seen)
+        return pg_claim_next(s, now_ms, owner, skip, out);
     return rc;
 }
 
