@@ -1424,6 +1424,30 @@ test_callback_deliveries(void **state)
     assert_int_equal(store_callback_claim(s, 999999, 100, &t), STORE_EMPTY);
     assert_string_equal(store_callback_state_name(STORE_CB_PENDING), "pending");
     assert_null(store_callback_state_name(STORE_CB_NONE));
+
+    /* a retry from the dead makes the callback pending again, due when the task ends */
+    assert_int_equal(store_retry(s, c, 7000, &t), STORE_OK);
+    assert_int_equal(t.callback_state, STORE_CB_PENDING);
+    assert_int_equal(t.callback_attempts, 0);
+    assert_null(t.callback_error);
+    store_task_clear(&t);
+    assert_int_equal(store_callback_claim(s, 999999, 100, &t), STORE_EMPTY);  /* pending task */
+    assert_int_equal(claim(s, 7001, 7), c);
+    o.now_ms = 7002;
+    assert_int_equal(store_finish(s, c, 1, &o), STORE_OK);
+    assert_int_equal(store_callback_claim(s, 7002, 100, &t), STORE_OK);
+    assert_int_equal(t.id, c);
+    assert_int_equal(t.state, TASK_SUCCEEDED);
+    assert_int_equal(t.callback_attempts, 1);
+    store_task_clear(&t);
+    /* a task without a callback has none after a retry */
+    int64_t p2 = add(s, "echo", 0, 1, NULL, 7003);
+    assert_int_equal(store_cancel(s, p2, 7004, &t), STORE_OK);
+    store_task_clear(&t);
+    assert_int_equal(store_retry(s, p2, 7005, &t), STORE_OK);
+    assert_null(t.callback_url);
+    assert_int_equal(t.callback_state, STORE_CB_NONE);
+    store_task_clear(&t);
 }
 
 /* Two connections claim the same due deliveries at once: each is claimed once. */
