@@ -3,8 +3,8 @@
 #
 #   bench/run.sh                  every benchmark
 #   bench/run.sh throughput       one of: throughput | hot | sharing | preload | wal | exec | scale | pg
-#   bench/run.sh ab REV           the working tree against git revision REV: no-op tasks
-#                                 end to end (wrk and batch), the two alternating
+#   bench/run.sh ab REV [REV...]  the working tree against git revisions: no-op tasks
+#                                 end to end (wrk and batch), all of them taking turns
 #
 # `scale` (not part of `all`: it takes about 7 minutes and 5 GB of disk) fills
 # databases of 10^4, 10^6 and 10^7 finished tasks and measures what must not grow
@@ -42,17 +42,20 @@ export PYTHONDONTWRITEBYTECODE=1 # no __pycache__ in bench/
 WHAT=${1:-all}
 case $WHAT in all | throughput | hot | sharing | preload | wal | exec | scale | pg) ;;
 ab)
-    [ $# -eq 2 ] || {
-        echo "usage: $0 ab REV   (the working tree against git revision REV)" >&2
+    [ $# -ge 2 ] || {
+        echo "usage: $0 ab REV [REV...]   (the working tree against git revisions)" >&2
         exit 2
     }
-    AB_REV=$(git -C "$(dirname "${BASH_SOURCE[0]}")" rev-parse --verify -q "$2^{commit}") || {
-        echo "$0: not a git revision: $2" >&2
-        exit 2
-    }
+    AB_REVS=()
+    for rev in "${@:2}"; do
+        AB_REVS+=("$(git -C "$(dirname "${BASH_SOURCE[0]}")" rev-parse --verify -q "$rev^{commit}")") || {
+            echo "$0: not a git revision: $rev" >&2
+            exit 2
+        }
+    done
     ;;
 *)
-    echo "usage: $0 [all|throughput|hot|sharing|preload|wal|exec|scale|pg] | $0 ab REV" >&2
+    echo "usage: $0 [all|throughput|hot|sharing|preload|wal|exec|scale|pg] | $0 ab REV [REV...]" >&2
     exit 2
     ;;
 esac
@@ -427,47 +430,60 @@ PYEOF
 }
 
 # ---------------------------------------------------------------- A/B
-# The working tree's build against revision AB_REV's, built in a temporary worktree
-# with the same flags; the two alternate in every repetition, so that the machine's
-# noise falls on both alike.
+# The working tree's build against each revision of AB_REVS, each built in a temporary
+# worktree with the same flags; all of them take turns in every repetition, so that the
+# machine's noise falls on each alike. Several revisions (say, the merges between an old
+# commit and now) break a change in speed down to the commit that made it.
 _bench_ab() {
-    local d=$OUT/ab short
-    short=$(git -C "$ROOT" rev-parse --short "$AB_REV")
+    local d=$OUT/ab rev short sides=() i=0
     mkdir -p "$d"
-    log "ab: building $short in a worktree"
-    git -C "$ROOT" worktree add -q --detach "$WORK/ab-src" "$AB_REV"
-    (cd "$WORK/ab-src" && cmake --preset serve -B "$WORK/ab-build" >"$WORK/ab-build.log" 2>&1 &&
-        cmake --build "$WORK/ab-build" -j2 --target warmpool >>"$WORK/ab-build.log" 2>&1) || {
-        git -C "$ROOT" worktree remove --force "$WORK/ab-src"
-        die "building $short failed: see $WORK/ab-build.log"
-    }
-    git -C "$ROOT" worktree remove --force "$WORK/ab-src"
-    printf 'git worktree add %s; cmake --preset serve; cmake --build ... --target warmpool\n' "$AB_REV" >>"$OUT/commands.txt"
-    local tree_wp=$WP
-    log "ab: $short vs the working tree, $REPS repetitions of wrk and batch"
+    for rev in "${AB_REVS[@]}"; do
+        i=$((i + 1))
+        short=$(git -C "$ROOT" rev-parse --short "$rev")
+        log "ab: building $short in a worktree"
+        git -C "$ROOT" worktree add -q --detach "$WORK/ab-src-$i" "$rev"
+        (cd "$WORK/ab-src-$i" && cmake --preset serve -B "$WORK/ab-build-$i" >"$WORK/ab-build-$i.log" 2>&1 &&
+            cmake --build "$WORK/ab-build-$i" -j2 --target warmpool >>"$WORK/ab-build-$i.log" 2>&1) || {
+            git -C "$ROOT" worktree remove --force "$WORK/ab-src-$i"
+            die "building $short failed: see $WORK/ab-build-$i.log"
+        }
+        git -C "$ROOT" worktree remove --force "$WORK/ab-src-$i"
+        printf 'git worktree add %s; cmake --preset serve; cmake --build ... --target warmpool\n' "$rev" >>"$OUT/commands.txt"
+        sides+=("rev$i")
+    done
+    sides+=(tree)
+    local tree_wp=$WP side
+    log "ab: ${#AB_REVS[@]} revision(s) and the working tree, $REPS repetitions of wrk and batch"
     for r in $(seq "$REPS"); do
-        for side in rev tree; do
-            if [ $side = rev ]; then WP=$WORK/ab-build/warmpool; else WP=$tree_wp; fi
+        for side in "${sides[@]}"; do
+            if [ "$side" = tree ]; then WP=$tree_wp; else WP=$WORK/ab-build-${side#rev}/warmpool; fi
             warmpool_e2e "ab-$side-$r" "$d/${side}_wrk_$r.json" "$d/${side}_batch_$r.json"
         done
     done
     WP=$tree_wp
-    $PY - "$d" "$AB_REV" "$(git -C "$ROOT" rev-parse HEAD)" "$(git -C "$ROOT" status --porcelain | wc -l)" <<'PYEOF'
+    $PY - "$d" "$(git -C "$ROOT" rev-parse HEAD)" "$(git -C "$ROOT" status --porcelain | wc -l)" "${AB_REVS[@]}" <<'PYEOF'
 import glob, json, statistics, sys
-d, rev, head, dirty = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-out = {"rev": rev, "tree_head": head, "tree_dirty_files": dirty}
+d, head, dirty, revs = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+out = {"revs": revs, "tree_head": head, "tree_dirty_files": dirty}
+sides = [f"rev{i + 1}" for i in range(len(revs))] + ["tree"]
+names = dict(zip(sides, [r[:9] for r in revs] + ["tree"]))
 for mode in ("wrk", "batch"):
-    for side in ("rev", "tree"):
+    for side in sides:
         rates = [json.load(open(f))["e2e_per_s"] for f in sorted(glob.glob(f"{d}/{side}_{mode}_*.json"))]
         out[f"{side}_{mode}_e2e_per_s"] = rates
         out[f"{side}_{mode}_e2e_median"] = statistics.median(rates)
-    out[f"{mode}_ratio_tree_over_rev"] = out[f"tree_{mode}_e2e_median"] / out[f"rev_{mode}_e2e_median"]
+    for side in sides[:-1]:
+        out[f"{mode}_ratio_tree_over_{side}"] = out[f"tree_{mode}_e2e_median"] / out[f"{side}_{mode}_e2e_median"]
+if len(revs) == 1:  # the names of the one-revision form
+    for mode in ("wrk", "batch"):
+        out[f"{mode}_ratio_tree_over_rev"] = out[f"{mode}_ratio_tree_over_rev1"]
 json.dump(out, open(d + "/ab.json", "w"), indent=1)
-print(f"\nA/B, no-op tasks end to end, 2 workers, median of {len(out['rev_wrk_e2e_per_s'])} (results {d})")
-for mode in ("wrk", "batch"):
-    print(f"  {mode:5}  {rev[:9]} {out[f'rev_{mode}_e2e_median']:>9,.0f} tasks/s   "
-          f"tree {out[f'tree_{mode}_e2e_median']:>9,.0f} tasks/s   "
-          f"ratio {out[f'{mode}_ratio_tree_over_rev']:.2f} x")
+print(f"\nA/B, no-op tasks end to end, 2 workers, median of {len(out['tree_wrk_e2e_per_s'])} (results {d})")
+print(f"  {'':9}  {'wrk tasks/s':>12} {'x first':>8}  {'batch tasks/s':>14} {'x first':>8}")
+for side in sides:
+    w, b = out[f"{side}_wrk_e2e_median"], out[f"{side}_batch_e2e_median"]
+    print(f"  {names[side]:9}  {w:>12,.0f} {w / out['rev1_wrk_e2e_median']:>8.2f}  "
+          f"{b:>14,.0f} {b / out['rev1_batch_e2e_median']:>8.2f}")
 PYEOF
 }
 

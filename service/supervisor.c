@@ -589,6 +589,7 @@ schedule_restart(struct child *c)
  * longer runs anything. */
 struct pending_release {
     pid_t pid;                  /* the dead worker */
+    int64_t running_id;         /* the task its slot said it was running (0: none) */
     int timed_out;
     char why[96];
     int tries;                  /* tries that failed */
@@ -600,10 +601,11 @@ struct pending_release {
 
 /* The releaser: hands back worker pid's tasks. Exits 0, or 1 (logged) to be retried. */
 static void
-releaser_main(pid_t pid, int timed_out, const char *why) __attribute__((noreturn));
+releaser_main(pid_t pid, int64_t running_id, int timed_out, const char *why)
+    __attribute__((noreturn));
 
 static void
-releaser_main(pid_t pid, int timed_out, const char *why)
+releaser_main(pid_t pid, int64_t running_id, int timed_out, const char *why)
 {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     prctl(PR_SET_NAME, "warmpool-release");
@@ -618,10 +620,11 @@ releaser_main(pid_t pid, int timed_out, const char *why)
         snprintf(msg, sizeof msg, "the task ran past its timeout_ms and its worker was killed");
     else
         snprintf(msg, sizeof msg, "the worker running this task %s", why);
-    store_task_ref refs[8];
+    store_task_ref refs[64];    /* a worker's batch holds up to 16 (worker.c) */
     size_t n = 0;
-    int rc = store_release_lost(st, (long)pid, clock_now_ms(),
-                                timed_out ? "timeout" : "worker_lost", msg, refs, 8, &n);
+    /* the tasks it held in a batch but had not started go back as never claimed */
+    int rc = store_release_lost(st, (long)pid, running_id, clock_now_ms(),
+                                timed_out ? "timeout" : "worker_lost", msg, refs, 64, &n);
     if (rc != STORE_OK) {
         log_error("handing back worker %ld's task: %s (retrying)", (long)pid, store_errmsg(st));
         store_close(st);
@@ -686,14 +689,14 @@ start_release(struct pending_release *r)
     }
     if (c == 0) {
         close_supervisor_fds();
-        releaser_main(r->pid, r->timed_out, r->why);
+        releaser_main(r->pid, r->running_id, r->timed_out, r->why);
     }
     r->releaser = c;
 }
 
 /* Queues the hand-back of a dead worker's tasks; retry_releases() starts it at once. */
 static void
-release_or_queue(pid_t pid, int timed_out, const char *why)
+release_or_queue(pid_t pid, int64_t running_id, int timed_out, const char *why)
 {
     struct pending_release *grown =
         realloc(S.releases, (S.nreleases + 1) * sizeof *S.releases);
@@ -704,7 +707,7 @@ release_or_queue(pid_t pid, int timed_out, const char *why)
     }
     S.releases = grown;
     struct pending_release *r = &S.releases[S.nreleases++];
-    *r = (struct pending_release){.pid = pid, .timed_out = timed_out,
+    *r = (struct pending_release){.pid = pid, .running_id = running_id, .timed_out = timed_out,
                                   .next_try_ms = clock_mono_ms()};
     snprintf(r->why, sizeof r->why, "%s", why);
     start_release(r);
@@ -788,7 +791,7 @@ child_died(pid_t pid, int status)
         if (!S.draining)                /* warmpool_worker_restarts_total */
             metrics_worker_restart(retired ? METRICS_RESTART_RETIRED : c->timed_out
                                    ? METRICS_RESTART_TIMEOUT : METRICS_RESTART_CRASHED);
-        release_or_queue(pid, c->timed_out, why);
+        release_or_queue(pid, atomic_load(&slot->task_id), c->timed_out, why);
         c->timed_out = 0;
         if (c->refreshing) {
             /* replaced to get an exec kind's child: if it was young, its children may

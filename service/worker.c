@@ -9,9 +9,11 @@
  *   3. a readable channel gives this worker one token, so n tokens wake up to n
  *      idle workers, and go back to 1.
  * A busy worker records a task's outcome and claims the next in one transaction
- * (store_finish_claim), so back-to-back tasks cost one commit each, not two.
- * A worker claims only when idle (no prefetch), so a short task never waits behind
- * a long one. On SIGTERM, or when the supervisor retires it after a reload, it
+ * (store_record_batch), so back-to-back tasks cost one commit each, not two; while its
+ * tasks are short it claims a few at a time, its share of the tasks waiting, and records
+ * them together (see "batches" below). An idle worker claims one; a task that is not
+ * short is claimed alone, so a short task never waits behind a long one for more than
+ * a batch's budget. On SIGTERM, or when the supervisor retires it after a reload, it
  * finishes the task in hand and exits 0. */
 #include "service/worker.h"
 #include "common/clock.h"
@@ -420,81 +422,180 @@ worn_out(const struct worker_env *env, int64_t extra_tasks, int quiet)
     return 0;
 }
 
-/* Records the outcome of t and, when this worker goes on working, claims the next
- * task in the same transaction (*claimed, *next). The database being busy, full or
- * failing is retried, never a lost result. 0 recorded, -1 dropped (the task was
- * taken from this worker). */
-static int
-record(const struct worker_env *env, store *st, const store_task *t, const store_outcome *o,
-       store_task *next, int *claimed)
+/* ---------------------------------------------------------------- batches (issue 12)
+ * A busy worker records its outcomes and claims its next tasks in one write transaction
+ * (store_record_batch). While its tasks are short (under BATCH_SHORT_US each, on
+ * average, in its last batch) it claims up to store_batch_max() of them at once, but
+ * never more than its share of the tasks waiting (the store divides them by the number
+ * of workers), so an idle worker does not wait behind another's batch; a task that is
+ * not short brings the batch size back to one. A batch runs for BATCH_BUDGET_MS at
+ * most: past that, or when the worker is stopping, the tasks not started are handed
+ * back (pending again, their attempt not counted) in the same transaction that records
+ * the others. So a result waits at most about that long for its commit. */
+#define BATCH_CAP 16
+#define BATCH_SHORT_US 500
+#define BATCH_BUDGET_MS 2
+
+struct batch {
+    store_task t[BATCH_CAP];            /* claimed, in the order to run them */
+    size_t n;
+    store_done done[BATCH_CAP];         /* what ran */
+    struct attempt a[BATCH_CAP];
+    const store_task *ran[BATCH_CAP];   /* done[i]'s task */
+    size_t ndone;
+    store_claim_ref back[BATCH_CAP];    /* what is handed back */
+    size_t nback;
+    int64_t run_us;                     /* the run time of done[] */
+};
+
+static int64_t
+mono_us(void)
 {
-    *claimed = 0;
-    int fresh = next != NULL && !worn_out(env, 1, 1);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Runs b's tasks in order, until the budget is spent or the worker must stop; the rest
+ * go to b->back. Returns -1 when the supervisor timed a C kind's task out (nothing is to
+ * be recorded: the SIGKILL is on its way). */
+static int
+run_batch(const struct worker_env *env, struct batch *b)
+{
+    b->ndone = b->nback = 0;
+    b->run_us = 0;
+    int64_t begin = clock_mono_ms();
+    /* fault point worker_batch_budget_ms: a longer budget, so that a test can kill the
+     * worker while the tasks of its batch are still held */
+    int64_t budget = fault_value("worker_batch_budget_ms") > 0
+                         ? fault_value("worker_batch_budget_ms") : BATCH_BUDGET_MS;
+    for (size_t i = 0; i < b->n; i++) {
+        const store_task *t = &b->t[i];
+        if (i > 0 && (stopping(env) || !lease_holds(env) || worn_out(env, (int64_t)b->ndone, 1) ||
+                      clock_mono_ms() - begin >= budget || exec_skips(env, t->kind))) {
+            b->back[b->nback++] = (store_claim_ref){t->id, t->attempts};
+            continue;
+        }
+        if (i > 0)
+            exec_check_children(env);
+        int64_t started = clock_now_ms(), t0 = mono_us();
+        struct attempt *a = &b->a[b->ndone];
+        if (run_task(env, t, a) != 0)
+            return -1;
+        b->run_us += mono_us() - t0;
+        a->o.started_ms = started;
+        b->done[b->ndone] = (store_done){.id = t->id, .attempt = t->attempts, .o = a->o};
+        b->ran[b->ndone++] = t;
+    }
+    return 0;
+}
+
+/* Records b's outcomes and hand-backs and, when this worker goes on working, claims its
+ * next tasks in the same transaction (into next[], *nnext of them). The database being
+ * busy, full or failing is retried, never a lost result. */
+static void
+record_batch(const struct worker_env *env, store *st, struct batch *b, store_task *next,
+             size_t *nnext)
+{
+    size_t want = 1;
+    if (b->run_us < (int64_t)b->ndone * BATCH_SHORT_US)
+        want = store_batch_max(st) < BATCH_CAP ? store_batch_max(st) : BATCH_CAP;
+    int64_t max_tasks = env->cfg->max_tasks_per_worker;
+    if (max_tasks > 0) {
+        int64_t left = max_tasks - (int64_t)atomic_load(&env->sh->slots[env->slot].tasks_done) -
+                       (int64_t)b->ndone;
+        if (left < (int64_t)want)
+            want = left > 1 ? (size_t)left : 1;
+    }
+    int fresh = !worn_out(env, (int64_t)b->ndone, 1);
     for (int tries = 0;; tries++) {
         /* stopping is asked again on every try: a drain may begin meanwhile */
         int go_on = fresh && !stopping(env) && lease_holds(env);
-        int rc = go_on ? store_finish_claim(st, t->id, t->attempts, o, clock_now_ms(),
-                                            (long)getpid(), claim_skip(env), next, claimed)
-                       : store_finish(st, t->id, t->attempts, o);
+        int rc = store_record_batch(st, b->done, b->ndone, b->back, b->nback, clock_now_ms(),
+                                    (long)getpid(), claim_skip(env), go_on ? want : 0,
+                                    (size_t)env->cfg->workers, next, nnext);
         if (rc == STORE_OK) {
-            if (*claimed)       /* fault point: the gap before the slot shows the claim */
+            if (*nnext > 0)     /* fault point: the gap before the slot shows the claim */
                 fault_pause("worker_claimed_pause_ms");
-            return 0;
-        }
-        if (rc == STORE_CONFLICT) {
-            log_warn("task %" PRId64 " attempt %d was taken from this worker; its outcome "
-                     "is dropped", t->id, t->attempts);
-            return -1;
+            return;
         }
         if (tries % 50 == 0)
-            log_warn("recording task %" PRId64 ": %s (try %d; retrying)", t->id,
-                     store_errmsg(st), tries + 1);
+            log_warn("recording task %" PRId64 "%s: %s (try %d; retrying)", b->done[0].id,
+                     b->ndone > 1 ? " and the rest of its batch" : "", store_errmsg(st),
+                     tries + 1);
         /* the supervisor SIGKILLs us at the end of a drain; until then keep trying */
         clock_sleep_ms(tries < 10 ? 10 : 200);
     }
 }
 
-/* Runs t and records it; when the same transaction claimed another task, it is in
- * *next and the function returns 1 (the caller runs it next), else 0. */
-static int
-run_one(const struct worker_env *env, store *st, const store_task *t, store_task *next)
+/* After b was recorded (the next tasks claimed, or not): logs, counters, wake-ups and
+ * the HTTP process's notices. */
+static void
+after_batch(const struct worker_env *env, struct batch *b, int claimed)
 {
     struct slot *slot = &env->sh->slots[env->slot];
-    struct attempt a;
-    if (run_task(env, t, &a) != 0) {
-        /* timed out: the supervisor hands the task back after our death, as `timeout` */
-        for (;;)
-            pause();
+    for (size_t i = 0; i < b->ndone; i++) {
+        const store_task *t = b->ran[i];
+        const store_outcome *o = &b->done[i].o;
+        int recorded = b->done[i].rc == STORE_OK;
+        if (!recorded)
+            log_warn("task %" PRId64 " attempt %d was taken from this worker; its outcome "
+                     "is dropped", t->id, t->attempts);
+        tasklog_outcome(t, o, recorded);
+        free(b->a[i].text);
+        atomic_fetch_add(&slot->tasks_done, 1);
+        /* A retry waits for its run_after. Idle workers set their sleep by the earliest
+         * one when they went to sleep; if this worker will not be idle to take it (it
+         * claimed the next task, or it is leaving, or it lost its child of the task's
+         * exec kind), wake one so that it looks again (issue 8). */
+        if (recorded && o->state == TASK_PENDING &&
+            (claimed || stopping(env) || worn_out(env, 0, 1) || exec_skips(env, t->kind)))
+            wake_post(env->wake, 1);
+        /* A kind with a concurrency limit (issue 13) has a free slot now: idle workers
+         * that left its tasks alone while it was full look again (if this worker took
+         * one of its tasks itself, the token costs one look). */
+        else if (recorded && limited(env, t->kind))
+            wake_post(env->wake, 1);
+        if (recorded && task_state_terminal(o->state)) {
+            /* tell the HTTP process, for ?wait; if the pipe is full, the waiter's
+             * deadline answers instead */
+            if (write(env->notify_fd, &t->id, sizeof t->id) != (ssize_t)sizeof t->id)
+                log_debug("notify pipe full; task %" PRId64 " waiters answer at their "
+                          "deadline", t->id);
+        }
     }
-    int claimed = 0;
-    exec_check_children(env);           /* the claim in record() skips kinds gone */
-    int recorded = record(env, st, t, &a.o, next, &claimed) == 0;
-    tasklog_outcome(t, &a.o, recorded);
-    free(a.text);
-
-    atomic_fetch_add(&slot->tasks_done, 1);
+    /* tasks handed back are ready: an idle worker may take them now */
+    if (b->nback > 0)
+        wake_post(env->wake, (int)b->nback);
     atomic_store(&slot->task_id, 0);
     atomic_store(&slot->state, SLOT_IDLE);
-    /* A retry waits for its run_after. Idle workers set their sleep by the earliest one
-     * when they went to sleep; if this worker will not be idle to take it (it claimed
-     * the next task, or it is leaving, or it lost its child of the task's exec kind),
-     * wake one so that it looks again (issue 8). */
-    if (recorded && a.o.state == TASK_PENDING &&
-        (claimed || stopping(env) || worn_out(env, 0, 1) || exec_skips(env, t->kind)))
-        wake_post(env->wake, 1);
-    /* A kind with a concurrency limit (issue 13) has a free slot now: idle workers that
-     * left its tasks alone while it was full look again (if this worker took one of its
-     * tasks itself, the token costs one look). */
-    else if (recorded && limited(env, t->kind))
-        wake_post(env->wake, 1);
-    if (recorded && task_state_terminal(a.o.state)) {
-        /* tell the HTTP process, for ?wait; if the pipe is full, the waiter's deadline
-         * answers instead */
-        if (write(env->notify_fd, &t->id, sizeof t->id) != (ssize_t)sizeof t->id)
-            log_debug("notify pipe full; task %" PRId64 " waiters answer at their deadline",
-                      t->id);
+}
+
+/* Runs the claimed task t and, while each record claims more, the batches after it. */
+static void
+run_claimed(const struct worker_env *env, store *st, store_task *t)
+{
+    static struct batch b;
+    b.t[0] = *t;
+    b.n = 1;
+    while (b.n > 0) {
+        if (run_batch(env, &b) != 0) {
+            /* timed out: the supervisor hands the tasks back after our death (the one
+             * running as `timeout`, those held as never claimed) */
+            for (;;)
+                pause();
+        }
+        store_task next[BATCH_CAP];
+        size_t nnext = 0;
+        exec_check_children(env);       /* the claim in record_batch() skips kinds gone */
+        record_batch(env, st, &b, next, &nnext);
+        after_batch(env, &b, nnext > 0);
+        for (size_t i = 0; i < b.n; i++)
+            store_task_clear(&b.t[i]);
+        for (size_t i = 0; i < nnext; i++)
+            b.t[i] = next[i];
+        b.n = nnext;
     }
-    return claimed;
 }
 
 void
@@ -571,13 +672,8 @@ worker_main(const struct worker_env *env)
             store_task t;
             int rc = store_claim_next(st, clock_now_ms(), self, claim_skip(env), &t);
             if (rc == STORE_OK) {
-                /* while finishing one task claims the next, run them back to back */
-                store_task next;
-                while (run_one(env, st, &t, &next)) {
-                    store_task_clear(&t);
-                    t = next;
-                }
-                store_task_clear(&t);
+                /* while recording claims more, run them back to back */
+                run_claimed(env, st, &t);
                 if (worn_out(env, 0, 0))
                     atomic_store(&slot->retire, 1);  /* the supervisor forks a fresh one */
                 continue;

@@ -222,10 +222,29 @@ store_finish_claim(store *s, int64_t id, int attempt, const store_outcome *o, in
 }
 
 int
-store_release_lost(store *s, long owner, int64_t now_ms, const char *code,
+store_record_batch(store *s, store_done *done, size_t ndone, const store_claim_ref *back,
+                   size_t nback, int64_t now_ms, long owner, const store_kind_set *skip,
+                   size_t want, size_t share, store_task *next, size_t *nclaimed)
+{
+    *nclaimed = 0;
+    if (want > STORE_BASE(s)->ops->batch_max)
+        want = STORE_BASE(s)->ops->batch_max;
+    return STORE_BASE(s)->ops->record_batch(s, done, ndone, back, nback, now_ms, owner, skip,
+                                            want, share ? share : 1, next, nclaimed);
+}
+
+size_t
+store_batch_max(store *s)
+{
+    return STORE_BASE(s)->ops->batch_max;
+}
+
+int
+store_release_lost(store *s, long owner, int64_t running_id, int64_t now_ms, const char *code,
                    const char *message, store_task_ref *released, size_t cap, size_t *n)
 {
-    return STORE_BASE(s)->ops->release_lost(s, owner, now_ms, code, message, released, cap, n);
+    return STORE_BASE(s)->ops->release_lost(s, owner, running_id, now_ms, code, message,
+                                            released, cap, n);
 }
 
 int

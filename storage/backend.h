@@ -39,8 +39,13 @@ struct store_ops {
     int (*finish_claim)(store *s, int64_t id, int attempt, const store_outcome *o,
                         int64_t now_ms, long owner, const store_kind_set *skip,
                         store_task *next, int *claimed);
-    int (*release_lost)(store *s, long owner, int64_t now_ms, const char *code,
-                        const char *message, store_task_ref *released, size_t cap, size_t *n);
+    int (*record_batch)(store *s, store_done *done, size_t ndone, const store_claim_ref *back,
+                        size_t nback, int64_t now_ms, long owner, const store_kind_set *skip,
+                        size_t want, size_t share, store_task *next, size_t *nclaimed);
+    size_t batch_max;       /* store_batch_max() */
+    int (*release_lost)(store *s, long owner, int64_t running_id, int64_t now_ms,
+                        const char *code, const char *message, store_task_ref *released,
+                        size_t cap, size_t *n);
     int (*recover_running)(store *s, int64_t now_ms, int *requeued, int *failed,
                            store_task_ref *refs, size_t cap, size_t *n);
     int (*count_states)(store *s, int64_t counts[TASK_STATE_COUNT]);

@@ -115,6 +115,9 @@ typedef struct store_outcome {
     const char *error_message;
     int64_t now_ms;
     int64_t run_after_ms;   /* for PENDING: when the retry may start */
+    int64_t started_ms;     /* when the attempt began to run: becomes its started_at if
+                             * the claim left that unset (a held task of a batch, see
+                             * store_record_batch); 0: unknown */
 } store_outcome;
 
 typedef struct store_filter {
@@ -307,12 +310,50 @@ int store_finish(store *s, int64_t id, int attempt, const store_outcome *o);
 int store_finish_claim(store *s, int64_t id, int attempt, const store_outcome *o,
                        int64_t now_ms, long owner, const store_kind_set *skip,
                        store_task *next, int *claimed);
+/* ---------------------------------------------------------------- batches (issue 12)
+ * A busy worker whose tasks are short records its outcomes and claims its next tasks k
+ * at a time: one write transaction (one lock, one commit) per k tasks. The tasks of a
+ * batch are *held*: running, owned by the worker, with started_at unset until their
+ * outcome is recorded (then it is the time they began, store_outcome.started_ms). A held task that its worker hands back, or
+ * that was not running when its worker or its instance died, goes back to pending as
+ * if never claimed: its attempt is not counted and it gets no error. */
+
+/* One attempt's end, for store_record_batch(). */
+typedef struct store_done {
+    int64_t id;
+    int attempt;
+    store_outcome o;
+    int rc;                 /* out: STORE_OK, or STORE_CONFLICT (no longer this attempt) */
+} store_done;
+
+/* A claimed task, by id and attempt. */
+typedef struct store_claim_ref {
+    int64_t id;
+    int attempt;
+} store_claim_ref;
+
+/* In one write transaction: records done[0..ndone) (each as store_finish(), its code in
+ * done[i].rc), hands back back[0..nback) (claimed by owner, not started: pending again,
+ * the attempt not counted; one no longer held is left alone), then claims up to `want`
+ * tasks for owner as store_claim_next() would, one after the other, into next[]
+ * (*nclaimed of them; with want > 1 all held, else claimed as usual) -- but not more than
+ * the tasks waiting divided by `share` (at least one), so that a batch never takes what
+ * the other idle workers could run now. want = 0 claims nothing. Returns STORE_OK, or an
+ * error: then nothing was written and nothing claimed. */
+int store_record_batch(store *s, store_done *done, size_t ndone, const store_claim_ref *back,
+                       size_t nback, int64_t now_ms, long owner, const store_kind_set *skip,
+                       size_t want, size_t share, store_task *next, size_t *nclaimed);
+/* The most tasks store_record_batch() claims at once on this backend (1: no batches). */
+size_t store_batch_max(store *s);
+
 /* The worker with pid owner (of this instance) is gone: each task it was running goes
- * back to pending
- * if attempts remain, else to failed, with error code (default "worker_lost") and
- * message. Up to cap of them are reported in released[], their count in *n. */
-int store_release_lost(store *s, long owner, int64_t now_ms, const char *code,
-                       const char *message, store_task_ref *released, size_t cap, size_t *n);
+ * back to pending if attempts remain, else to failed, with error code (default
+ * "worker_lost") and message; a task it held but had not started (held, and not
+ * `running_id`, the task its slot said it ran; 0: none) goes back to pending as if
+ * never claimed. Up to cap of them are reported in released[], their count in *n. */
+int store_release_lost(store *s, long owner, int64_t running_id, int64_t now_ms,
+                       const char *code, const char *message, store_task_ref *released,
+                       size_t cap, size_t *n);
 /* Every task a previous run of this instance left running is handled as lost (see
  * store_start(), which calls it). */
 int store_recover_running(store *s, int64_t now_ms, int *requeued, int *failed);

@@ -1504,10 +1504,61 @@ refs_of(const PGresult *r, store_task_ref *refs, size_t cap, size_t *n)
     return rows;
 }
 
+/* store_record_batch(): this backend claims one task at a time (batch_max 1), so no
+ * task is ever held here and there is nothing to hand back. The outcomes and the claim
+ * go in one transaction; one outcome and a claim, the common case, is pg_finish_claim's
+ * single pipeline. */
 static int
-pg_release_lost(store *s, long owner, int64_t now_ms, const char *code, const char *message,
-                store_task_ref *released, size_t cap, size_t *n)
+pg_record_batch(store *s, store_done *done, size_t ndone, const store_claim_ref *back,
+                size_t nback, int64_t now_ms, long owner, const store_kind_set *skip,
+                size_t want, size_t share, store_task *next, size_t *nclaimed)
 {
+    (void)back;
+    (void)nback;
+    (void)share;
+    *nclaimed = 0;
+    if (ndone == 1 && want > 0) {
+        int claimed = 0;
+        int rc = pg_finish_claim(s, done[0].id, done[0].attempt, &done[0].o, now_ms, owner,
+                                 skip, &next[0], &claimed);
+        if (rc != STORE_OK && rc != STORE_CONFLICT)
+            return rc;
+        done[0].rc = rc;
+        *nclaimed = (size_t)claimed;
+        return STORE_OK;
+    }
+    if (ndone == 1 && want == 0) {      /* a worker that stops: the finish alone */
+        done[0].rc = pg_finish(s, done[0].id, done[0].attempt, &done[0].o);
+        return done[0].rc == STORE_CONFLICT ? STORE_OK : done[0].rc;
+    }
+    int rc = pg_begin(s);
+    for (size_t i = 0; rc == STORE_OK && i < ndone; i++) {
+        done[i].rc = pg_finish(s, done[i].id, done[i].attempt, &done[i].o);
+        if (done[i].rc != STORE_OK && done[i].rc != STORE_CONFLICT)
+            rc = done[i].rc;
+    }
+    if (rc == STORE_OK && want > 0) {
+        rc = pg_claim_next(s, now_ms, owner, skip, &next[0]);
+        *nclaimed = rc == STORE_OK;
+        if (rc == STORE_EMPTY)
+            rc = STORE_OK;
+    }
+    if (rc == STORE_OK)
+        rc = pg_commit(s);
+    else
+        pg_rollback(s);
+    if (rc != STORE_OK && *nclaimed) {
+        store_task_clear(&next[0]);
+        *nclaimed = 0;
+    }
+    return rc;
+}
+
+static int
+pg_release_lost(store *s, long owner, int64_t running_id, int64_t now_ms, const char *code,
+                const char *message, store_task_ref *released, size_t cap, size_t *n)
+{
+    (void)running_id;           /* no held tasks on this backend (pg_record_batch) */
     struct q q;
     *n = 0;
     q_init(&q, S_RELEASE);
@@ -2209,6 +2260,8 @@ const struct store_ops store_pg_ops = {
     .claim_next = pg_claim_next,
     .finish = pg_finish,
     .finish_claim = pg_finish_claim,
+    .record_batch = pg_record_batch,
+    .batch_max = 1,
     .release_lost = pg_release_lost,
     .recover_running = pg_recover_running,
     .count_states = pg_count_states,

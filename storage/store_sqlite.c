@@ -100,10 +100,11 @@ static const char SQL_PROMOTE[] =
     "              ORDER BY run_after LIMIT ?2)";
 /* A subquery, not UPDATE ... ORDER BY ... LIMIT: that needs a compile option that
  * not every SQLite build has. */
+/* ?4 = 1: a held task of a batch (store.h): started_at is set when it is recorded */
 static const char SQL_CLAIM[] =
     "UPDATE tasks SET state = 'running', attempts = attempts + 1,"
     /* the clock was read before the lock: never start before the task was created */
-    " started_at = max(?1, created_at),"
+    " started_at = CASE WHEN ?4 THEN NULL ELSE max(?1, created_at) END,"
     " finished_at = NULL, owner = ?2"
     " WHERE id = (SELECT id FROM tasks INDEXED BY tasks_ready"
     "             WHERE state = 'pending' AND delayed = 0"
@@ -121,14 +122,21 @@ static const char SQL_KIND_HEAD[] =
     " ORDER BY priority DESC, id LIMIT 1";
 static const char SQL_CLAIM_ID[] =
     "UPDATE tasks SET state = 'running', attempts = attempts + 1,"
-    " started_at = max(?1, created_at), finished_at = NULL, owner = ?2"
+    " started_at = CASE WHEN ?4 THEN NULL ELSE max(?1, created_at) END,"
+    " finished_at = NULL, owner = ?2"
     " WHERE id = ?3 AND state = 'pending' AND delayed = 0"
     " RETURNING " TASK_COLS;
 static const char SQL_FINISH[] =
     "UPDATE tasks SET state = ?3, result = ?4, error_code = ?5, error_message = ?6,"
     " finished_at = ?7, run_after = ?8, delayed = ?9,"
-    " previous_error_code = NULL, previous_error_message = NULL"
+    " previous_error_code = NULL, previous_error_message = NULL,"
+    " started_at = coalesce(started_at, ?10)"       /* a held task's: when it began */
     " WHERE id = ?1 AND attempts = ?2 AND state = 'running'";
+/* a held task handed back by its worker: pending as if never claimed (store.h) */
+static const char SQL_UNCLAIM[] =
+    "UPDATE tasks SET state = 'pending', attempts = attempts - 1, owner = NULL"
+    " WHERE id = ?1 AND attempts = ?2 AND state = 'running' AND owner = ?3"
+    " AND started_at IS NULL";
 /* issue 13: retry from the dead, a compare-and-set on the state; the error moves to
  * previous_error_* (the triggers move the counts) */
 static const char SQL_RETRY[] =
@@ -150,18 +158,31 @@ static const char SQL_RUNNING_OF_KIND[] =
     " WHERE state = 'running' AND kind = ?1 LIMIT ?2)";
 /* by owner, not by the slot's task id: a worker can die between committing its claim
  * and telling the supervisor which task it took */
+/* A task it held (started_at unset) and was not running (?5, its slot's task) goes back
+ * as never claimed (store.h); the others are lost attempts. */
+#define HELD_NOT_RUN "(started_at IS NULL AND id <> ?5)"
 static const char SQL_RELEASE[] =
     "UPDATE tasks SET"
-    " state = CASE WHEN attempts < max_attempts THEN 'pending' ELSE 'failed' END,"
-    " finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE ?2 END,"
-    " error_code = ?3, error_message = ?4, delayed = 0"
+    " state = CASE WHEN " HELD_NOT_RUN " OR attempts < max_attempts"
+    "  THEN 'pending' ELSE 'failed' END,"
+    " finished_at = CASE WHEN " HELD_NOT_RUN " OR attempts < max_attempts"
+    "  THEN NULL ELSE ?2 END,"
+    " error_code = CASE WHEN " HELD_NOT_RUN " THEN error_code ELSE ?3 END,"
+    " error_message = CASE WHEN " HELD_NOT_RUN " THEN error_message ELSE ?4 END,"
+    " attempts = attempts - " HELD_NOT_RUN ", delayed = 0"
     " WHERE state = 'running' AND owner = ?1 RETURNING id, state";
+/* a held task (started_at unset) cannot be told from one that had begun: it goes back
+ * as never claimed (store.h) */
 static const char SQL_RECOVER[] =
     "UPDATE tasks SET"
-    " state = CASE WHEN attempts < max_attempts THEN 'pending' ELSE 'failed' END,"
-    " finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE ?1 END,"
-    " error_code = 'worker_lost',"
-    " error_message = 'the service stopped while this task was running', delayed = 0"
+    " state = CASE WHEN started_at IS NULL OR attempts < max_attempts"
+    "  THEN 'pending' ELSE 'failed' END,"
+    " finished_at = CASE WHEN started_at IS NULL OR attempts < max_attempts"
+    "  THEN NULL ELSE ?1 END,"
+    " error_code = CASE WHEN started_at IS NULL THEN error_code ELSE 'worker_lost' END,"
+    " error_message = CASE WHEN started_at IS NULL THEN error_message"
+    "  ELSE 'the service stopped while this task was running' END,"
+    " attempts = attempts - (started_at IS NULL), delayed = 0"
     " WHERE state = 'running' RETURNING state, id";
 /* when the next waiting retry becomes due: read when a worker is about to sleep */
 static const char SQL_NEXT_RUN_AFTER[] =
@@ -220,10 +241,12 @@ static const char SQL_SETTINGS[] =
 
 static void sq_close(store *s);
 static void sq_rollback(store *s);
+static int64_t sq_count_pending(store *s);
 
 enum stmt_id {
     S_INSERT, S_GET, S_GET_BRIEF, S_GET_BY_KEY, S_CANCEL, S_HAS_READY, S_DUE, S_PROMOTE,
-    S_CLAIM, S_PENDING_KINDS, S_KIND_HEAD, S_CLAIM_ID, S_FINISH, S_RELEASE, S_RECOVER,
+    S_CLAIM, S_PENDING_KINDS, S_KIND_HEAD, S_CLAIM_ID, S_FINISH, S_UNCLAIM, S_RELEASE,
+    S_RECOVER,
     S_NEXT_RUN_AFTER, S_PURGE, S_COUNT,
     S_COUNT_PENDING, S_COUNT_KINDS, S_LIST_ALL, S_LIST_KIND, S_LIST_STATE_KIND,
     S_LIST_STATE_KINDS, S_LIST_RUNNING_KINDS, S_LIST_STATE_IDS, S_PING, S_SECRET, S_BEGIN, S_BEGIN_READ, S_COMMIT, S_ROLLBACK,
@@ -249,6 +272,7 @@ static const struct {
     [S_KIND_HEAD] = {"kind_head", SQL_KIND_HEAD},
     [S_CLAIM_ID] = {"claim_id", SQL_CLAIM_ID},
     [S_FINISH] = {"finish", SQL_FINISH},
+    [S_UNCLAIM] = {"unclaim", SQL_UNCLAIM},
     [S_RELEASE] = {"release", SQL_RELEASE},
     [S_RECOVER] = {"recover", SQL_RECOVER},
     [S_NEXT_RUN_AFTER] = {"next_run_after", SQL_NEXT_RUN_AFTER},
@@ -1043,25 +1067,26 @@ oom:
 }
 
 static int claim_skipping(store *s, int64_t now_ms, long owner, const store_kind_set *skip,
-                          store_task *out);
+                          int held, store_task *out);
 
 /* The claim, inside a write transaction: due waiting tasks become ready, then the
  * first ready one of a kind not left alone is taken. */
 static int
-claim_locked(store *s, int64_t now_ms, long owner, const store_kind_set *skip, store_task *out)
+claim_locked(store *s, int64_t now_ms, long owner, const store_kind_set *skip, int held,
+             store_task *out)
 {
     struct excl x;
     const store_kind_set *eff;
     *out = (store_task){0};
     int rc = exclusions(s, skip, &x, &eff);
     if (rc == STORE_OK)
-        rc = claim_skipping(s, now_ms, owner, eff, out);
+        rc = claim_skipping(s, now_ms, owner, eff, held, out);
     excl_free(&x);
     return rc;
 }
 
 static int
-claim_skipping(store *s, int64_t now_ms, long owner, const store_kind_set *skip,
+claim_skipping(store *s, int64_t now_ms, long owner, const store_kind_set *skip, int held,
                store_task *out)
 {
     sqlite3_stmt *due = s->st[S_DUE];
@@ -1086,11 +1111,13 @@ claim_skipping(store *s, int64_t now_ms, long owner, const store_kind_set *skip,
         sqlite3_bind_int64(st, 1, now_ms);
         sqlite3_bind_int64(st, 2, owner);
         sqlite3_bind_int64(st, 3, id);
+        sqlite3_bind_int(st, 4, held);
         return step_task(s, st, "claim_id", out, STORE_EMPTY);
     }
     sqlite3_stmt *st = s->st[S_CLAIM];
     sqlite3_bind_int64(st, 1, now_ms);
     sqlite3_bind_int64(st, 2, owner);
+    sqlite3_bind_int(st, 4, held);
     return step_task(s, st, "claim", out, STORE_EMPTY);
 }
 
@@ -1099,12 +1126,12 @@ sq_claim_next(store *s, int64_t now_ms, long owner, const store_kind_set *skip,
               store_task *out)
 {
     if (!sqlite3_get_autocommit(s->db))     /* inside the caller's transaction */
-        return claim_locked(s, now_ms, owner, skip, out);
+        return claim_locked(s, now_ms, owner, skip, 0, out);
     *out = (store_task){0};
     int rc = sq_begin(s);
     if (rc != STORE_OK)
         return rc;
-    rc = claim_locked(s, now_ms, owner, skip, out);
+    rc = claim_locked(s, now_ms, owner, skip, 0, out);
     if (rc != STORE_OK && rc != STORE_EMPTY) {
         sq_rollback(s);
         return rc;
@@ -1136,6 +1163,8 @@ sq_finish(store *s, int64_t id, int attempt, const store_outcome *o)
     sqlite3_bind_int64(st, 8, retry ? o->run_after_ms : 0);
     /* a retry that must wait goes to tasks_delayed; one due already is ready */
     sqlite3_bind_int(st, 9, retry && o->run_after_ms > o->now_ms);
+    if (o->started_ms > 0)
+        sqlite3_bind_int64(st, 10, o->started_ms);
     int rc = sqlite3_step(st);
     stmt_done(st);
     if (rc != SQLITE_DONE)
@@ -1165,7 +1194,7 @@ sq_finish_claim(store *s, int64_t id, int attempt, const store_outcome *o, int64
     char why[sizeof s->base.errmsg];
     if (finished == STORE_CONFLICT)
         snprintf(why, sizeof why, "%s", s->base.errmsg);
-    rc = claim_locked(s, now_ms, owner, skip, next);
+    rc = claim_locked(s, now_ms, owner, skip, 0, next);
     if (rc != STORE_OK && rc != STORE_EMPTY) {
         sq_rollback(s);
         return rc;
@@ -1182,13 +1211,81 @@ sq_finish_claim(store *s, int64_t id, int attempt, const store_outcome *o, int64
     return finished;
 }
 
+/* store_record_batch(), inside the write transaction: the outcomes, the hand-backs, the
+ * claims. STORE_OK or an error (the caller rolls back). */
 static int
-sq_release_lost(store *s, long owner, int64_t now_ms, const char *code,
-                   const char *message, store_task_ref *released, size_t cap, size_t *n)
+record_locked(store *s, store_done *done, size_t ndone, const store_claim_ref *back,
+              size_t nback, int64_t now_ms, long owner, const store_kind_set *skip,
+              size_t want, size_t share, store_task *next, size_t *nclaimed)
+{
+    for (size_t i = 0; i < ndone; i++) {
+        done[i].rc = sq_finish(s, done[i].id, done[i].attempt, &done[i].o);
+        if (done[i].rc != STORE_OK && done[i].rc != STORE_CONFLICT)
+            return done[i].rc;
+    }
+    sqlite3_stmt *u = s->st[S_UNCLAIM];
+    for (size_t i = 0; i < nback; i++) {
+        sqlite3_bind_int64(u, 1, back[i].id);
+        sqlite3_bind_int(u, 2, back[i].attempt);
+        sqlite3_bind_int64(u, 3, owner);
+        int rc = sqlite3_step(u);
+        stmt_done(u);
+        if (rc != SQLITE_DONE)
+            return fail(s, "unclaim", rc);
+    }
+    if (want > 1) {
+        /* the batch's share of what waits (task_counts: a few rows) */
+        int64_t pending = sq_count_pending(s);
+        if (pending < 0)
+            return STORE_ERR;
+        if ((size_t)pending / share < want)
+            want = (size_t)pending / share > 0 ? (size_t)pending / share : 1;
+    }
+    /* a batch's tasks are all held: whichever runs when its worker dies is the one that
+     * counts (the slot says which, store_release_lost) */
+    int held = want > 1;
+    for (size_t k = 0; k < want; k++) {
+        int rc = claim_locked(s, now_ms, owner, skip, held, &next[k]);
+        if (rc == STORE_EMPTY)
+            break;
+        if (rc != STORE_OK)
+            return rc;
+        (*nclaimed)++;
+    }
+    return STORE_OK;
+}
+
+static int
+sq_record_batch(store *s, store_done *done, size_t ndone, const store_claim_ref *back,
+                size_t nback, int64_t now_ms, long owner, const store_kind_set *skip,
+                size_t want, size_t share, store_task *next, size_t *nclaimed)
+{
+    *nclaimed = 0;
+    int rc = sq_begin(s);
+    if (rc != STORE_OK)
+        return rc;
+    rc = record_locked(s, done, ndone, back, nback, now_ms, owner, skip, want, share, next,
+                       nclaimed);
+    if (rc == STORE_OK)
+        rc = sq_commit(s);
+    else
+        sq_rollback(s);
+    if (rc != STORE_OK) {
+        for (size_t k = 0; k < *nclaimed; k++)
+            store_task_clear(&next[k]);
+        *nclaimed = 0;
+    }
+    return rc;
+}
+
+static int
+sq_release_lost(store *s, long owner, int64_t running_id, int64_t now_ms, const char *code,
+                const char *message, store_task_ref *released, size_t cap, size_t *n)
 {
     sqlite3_stmt *st = s->st[S_RELEASE];
     *n = 0;
     sqlite3_bind_int64(st, 1, owner);
+    sqlite3_bind_int64(st, 5, running_id);
     sqlite3_bind_int64(st, 2, now_ms);
     sqlite3_bind_text(st, 3, code ? code : "worker_lost", -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 4, message ? message : "the worker running this task died", -1,
@@ -1849,6 +1946,8 @@ const struct store_ops store_sqlite_ops = {
     .claim_next = sq_claim_next,
     .finish = sq_finish,
     .finish_claim = sq_finish_claim,
+    .record_batch = sq_record_batch,
+    .batch_max = 16,
     .release_lost = sq_release_lost,
     .recover_running = sq_recover_running,
     .count_states = sq_count_states,

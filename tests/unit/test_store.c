@@ -152,7 +152,7 @@ release_one(store *s, long owner, int64_t now_ms)
 {
     store_task_ref refs[4];
     size_t n = 99;
-    assert_int_equal(store_release_lost(s, owner, now_ms, NULL, NULL, refs, 4, &n), STORE_OK);
+    assert_int_equal(store_release_lost(s, owner, 0, now_ms, NULL, NULL, refs, 4, &n), STORE_OK);
     assert_int_equal(n, 1);
 }
 
@@ -708,7 +708,7 @@ test_release_lost(void **state)
 
     store_task_ref refs[8];
     size_t n = 0;
-    assert_int_equal(store_release_lost(s, 111, 50, NULL, NULL, refs, 8, &n), STORE_OK);
+    assert_int_equal(store_release_lost(s, 111, 0, 50, NULL, NULL, refs, 8, &n), STORE_OK);
     assert_int_equal(n, 2);
     enum task_state st;
     assert_true(find_ref(refs, n, retry, &st));
@@ -735,11 +735,11 @@ test_release_lost(void **state)
 
     /* nothing left for 111 */
     n = 99;
-    assert_int_equal(store_release_lost(s, 111, 60, NULL, NULL, refs, 8, &n), STORE_OK);
+    assert_int_equal(store_release_lost(s, 111, 0, 60, NULL, NULL, refs, 8, &n), STORE_OK);
     assert_int_equal(n, 0);
 
     /* a caller's own code and message */
-    assert_int_equal(store_release_lost(s, 222, 70, "timeout", "took too long", refs, 8, &n),
+    assert_int_equal(store_release_lost(s, 222, 0, 70, "timeout", "took too long", refs, 8, &n),
                      STORE_OK);
     assert_int_equal(n, 1);
     assert_int_equal(refs[0].id, other);
@@ -752,7 +752,7 @@ test_release_lost(void **state)
 
     /* the requeued task runs again as attempt 2 and is then out of attempts */
     assert_int_equal(claim(s, 80, 333), retry);
-    assert_int_equal(store_release_lost(s, 333, 90, NULL, NULL, refs, 8, &n), STORE_OK);
+    assert_int_equal(store_release_lost(s, 333, 0, 90, NULL, NULL, refs, 8, &n), STORE_OK);
     assert_int_equal(n, 1);
     assert_int_equal(refs[0].state, TASK_FAILED);
     assert_int_equal(state_of(s, retry), TASK_FAILED);
@@ -768,7 +768,7 @@ test_release_lost_cap(void **state)
         claim(s, 2, 5);
     store_task_ref refs[1];
     size_t n = 0;
-    assert_int_equal(store_release_lost(s, 5, 3, NULL, NULL, refs, 1, &n), STORE_OK);
+    assert_int_equal(store_release_lost(s, 5, 0, 3, NULL, NULL, refs, 1, &n), STORE_OK);
     assert_int_equal(n, 1);     /* reported up to cap... */
     int64_t c[TASK_STATE_COUNT];
     assert_int_equal(store_count_states(s, c), STORE_OK);
@@ -1679,7 +1679,7 @@ test_counts_never_drift(void **state)
         for (int k = 0; k < 2; k++) {
             store_task_ref refs[4];
             size_t n;
-            assert_int_equal(store_release_lost(s, (long)kids[k], clock_now_ms(), NULL, NULL,
+            assert_int_equal(store_release_lost(s, (long)kids[k], 0, clock_now_ms(), NULL, NULL,
                                                 refs, 4, &n), STORE_OK);
         }
         check_counts(s, f->path);

@@ -367,9 +367,9 @@ test_claim_order_and_cas(void **state)
     /* released by its owner, claimed again: the first attempt cannot record any more */
     store_task_ref refs[4];
     size_t n = 0;
-    assert_int_equal(store_release_lost(s, 99, 30, NULL, NULL, refs, 4, &n), STORE_OK);
+    assert_int_equal(store_release_lost(s, 99, 0, 30, NULL, NULL, refs, 4, &n), STORE_OK);
     assert_int_equal(n, 0);                     /* nobody's */
-    assert_int_equal(store_release_lost(s, 7, 30, NULL, NULL, refs, 4, &n), STORE_OK);
+    assert_int_equal(store_release_lost(s, 7, 0, 30, NULL, NULL, refs, 4, &n), STORE_OK);
     assert_int_equal(n, 3);
     for (size_t i = 0; i < n; i++)
         assert_int_equal(refs[i].state, TASK_PENDING);
@@ -378,7 +378,7 @@ test_claim_order_and_cas(void **state)
     assert_int_equal(store_finish(s, c, 2, &ok), STORE_OK);
     /* no attempts left: released to failed/worker_lost */
     assert_int_equal(claim(s, 41, 8), a);
-    assert_int_equal(store_release_lost(s, 8, 50, NULL, NULL, refs, 4, &n), STORE_OK);
+    assert_int_equal(store_release_lost(s, 8, 0, 50, NULL, NULL, refs, 4, &n), STORE_OK);
     assert_int_equal(n, 1);
     assert_int_equal(refs[0].state, TASK_FAILED);
     assert_int_equal(store_get(s, a, &t), STORE_OK);
@@ -417,6 +417,126 @@ test_finish_claim(void **state)
     assert_int_equal(claimed, 0);
     assert_int_equal(count_of(s, TASK_SUCCEEDED), 2);
     assert_int_equal(count_of(s, TASK_RUNNING), 0);
+}
+
+static store_task
+get_task(store *s, int64_t id)
+{
+    store_task t;
+    assert_int_equal(store_get(s, id, &t), STORE_OK);
+    return t;
+}
+
+/* Batches (issue 12): outcomes recorded, tasks handed back and the next claimed in one
+ * transaction; a batch never takes more than its share of what waits; its tasks are
+ * held (started_at unset until recorded); a held task handed back, or released when it
+ * was not the one running, goes back as never claimed. PostgreSQL claims one at a time
+ * (store_batch_max 1): the same calls, a batch of one. */
+static void
+test_record_batch(void **state)
+{
+    FIXTURE();
+    size_t max = store_batch_max(s);
+    assert_true(max >= 1);
+    int64_t ids[12];
+    for (int i = 0; i < 12; i++)
+        ids[i] = add(s, "echo", 0, 1, NULL, 1);
+    assert_int_equal(claim(s, 5, 3), ids[0]);
+    store_done done[2] = {{.id = ids[0], .attempt = 1,
+                           .o = {.state = TASK_SUCCEEDED, .result = "1", .now_ms = 6,
+                                 .started_ms = 5}},
+                          {.id = ids[0], .attempt = 2,       /* not its attempt */
+                           .o = {.state = TASK_SUCCEEDED, .result = "2", .now_ms = 6}}};
+    store_task next[16];
+    size_t n = 99;
+    /* 11 wait, shared by 4 workers: at most 2 (11 / 4) */
+    assert_int_equal(store_record_batch(s, done, 2, NULL, 0, 7, 3, NULL, 16, 4, next, &n),
+                     STORE_OK);
+    assert_int_equal(done[0].rc, STORE_OK);
+    assert_int_equal(done[1].rc, STORE_CONFLICT);
+    size_t want = max < 2 ? max : 2;
+    assert_int_equal(n, want);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(next[i].id, ids[1 + i]);
+        assert_int_equal(next[i].state, TASK_RUNNING);
+        assert_int_equal(next[i].attempts, 1);
+        /* held in a batch: started when it runs */
+        assert_int_equal(next[i].started_at_ms, max > 1 ? 0 : 7);
+    }
+    store_task t = get_task(s, ids[0]);
+    assert_int_equal(t.state, TASK_SUCCEEDED);
+    assert_string_equal(t.result, "1");
+    assert_int_equal(t.started_at_ms, 5);      /* the claim's: kept */
+    store_task_clear(&t);
+    if (max > 1) {
+        /* the first ran (started at 8), the second is handed back; one worker now: all 9
+         * waiting may be taken, up to 16 */
+        store_done d1 = {.id = ids[1], .attempt = 1,
+                         .o = {.state = TASK_SUCCEEDED, .result = "3", .now_ms = 9,
+                               .started_ms = 8}};
+        store_claim_ref back = {ids[2], 1};
+        size_t m = 0;
+        store_task more[16];
+        assert_int_equal(store_record_batch(s, &d1, 1, &back, 1, 10, 3, NULL, 16, 1, more,
+                                            &m), STORE_OK);
+        assert_int_equal(d1.rc, STORE_OK);
+        t = get_task(s, ids[1]);
+        assert_int_equal(t.started_at_ms, 8);   /* when it began, from the outcome */
+        assert_int_equal(t.finished_at_ms, 9);
+        store_task_clear(&t);
+        /* handed back, then claimed again first (it is the oldest): attempt 1 again */
+        assert_int_equal(m, 10);
+        assert_int_equal(more[0].id, ids[2]);
+        assert_int_equal(more[0].attempts, 1);
+        assert_int_equal(more[9].id, ids[11]);
+        for (size_t i = 0; i < m; i++)
+            store_task_clear(&more[i]);
+        /* the worker dies running ids[5]: that one is a lost attempt (max_attempts 1:
+         * failed), the nine others it held go back as never claimed */
+        store_task_ref refs[16];
+        size_t nr = 0;
+        assert_int_equal(store_release_lost(s, 3, ids[5], 20, NULL, NULL, refs, 16, &nr),
+                         STORE_OK);
+        assert_int_equal(nr, 10);
+        t = get_task(s, ids[5]);
+        assert_int_equal(t.state, TASK_FAILED);
+        assert_string_equal(t.error_code, "worker_lost");
+        assert_int_equal(t.attempts, 1);
+        store_task_clear(&t);
+        t = get_task(s, ids[6]);
+        assert_int_equal(t.state, TASK_PENDING);
+        assert_int_equal(t.attempts, 0);
+        assert_null(t.error_code);
+        store_task_clear(&t);
+        assert_int_equal(count_of(s, TASK_PENDING), 9);
+        assert_int_equal(count_of(s, TASK_RUNNING), 0);
+        /* a hand-back of a task no longer held (pending now) changes nothing */
+        store_claim_ref stale = {ids[6], 1};
+        assert_int_equal(store_record_batch(s, NULL, 0, &stale, 1, 21, 3, NULL, 0, 1, more,
+                                            &m), STORE_OK);
+        assert_int_equal(m, 0);
+        t = get_task(s, ids[6]);
+        assert_int_equal(t.state, TASK_PENDING);
+        assert_int_equal(t.attempts, 0);
+        store_task_clear(&t);
+        /* held when the whole instance stopped: back as never claimed at the next start */
+        assert_int_equal(store_record_batch(s, NULL, 0, NULL, 0, 22, 4, NULL, 16, 1, more,
+                                            &m), STORE_OK);
+        assert_int_equal(m, 9);
+        for (size_t i = 0; i < m; i++)
+            store_task_clear(&more[i]);
+        int requeued = 0, failed = 0;
+        assert_int_equal(store_recover_running(s, 23, &requeued, &failed), STORE_OK);
+        assert_int_equal(requeued, 9);
+        assert_int_equal(failed, 0);
+        t = get_task(s, ids[6]);
+        assert_int_equal(t.state, TASK_PENDING);
+        assert_int_equal(t.attempts, 0);
+        assert_null(t.error_code);
+        store_task_clear(&t);
+    }
+    for (size_t i = 0; i < n; i++)
+        store_task_clear(&next[i]);
 }
 
 /* A claim that leaves some kinds alone (store_kind_set) takes the best task of the
@@ -923,7 +1043,7 @@ test_pg_counts_exact_under_concurrency(void **state)
                     if (got) {
                         store_task_ref refs[4];
                         size_t nr;
-                        rc = store_release_lost(c, 100 + k, r, NULL, NULL, refs, 4, &nr);
+                        rc = store_release_lost(c, 100 + k, 0, r, NULL, NULL, refs, 4, &nr);
                         if (rc != STORE_OK)
                             _exit(40 + rc);
                         store_task_clear(&next);
@@ -1179,7 +1299,7 @@ test_pg_leases(void **state)
     assert_int_equal(claim(s, 12, 5), t3);
     assert_int_equal(store_leave(s), STORE_OK);
     assert_int_equal(sql_i64(f, "SELECT count(*) FROM instances WHERE last_seen = '-infinity'"), 1);
-    store_release_lost(s, 5, 13, NULL, NULL, refs, 8, &n);
+    store_release_lost(s, 5, 0, 13, NULL, NULL, refs, 8, &n);
     assert_int_equal(store_leave(s), STORE_OK);
     char q[128];
     snprintf(q, sizeof q, "SELECT count(*) FROM instances WHERE id = %lld", (long long)me.id);
@@ -1880,6 +2000,7 @@ main(void)
         BOTH(test_idempotency_keys),
         BOTH(test_claim_order_and_cas),
         BOTH(test_finish_claim),
+        BOTH(test_record_batch),
         BOTH(test_delayed_retries),
         BOTH(test_claim_skips_kinds),
         BOTH(test_lists),
