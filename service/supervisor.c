@@ -635,8 +635,9 @@ releaser_main(pid_t pid, int64_t running_id, int timed_out, const char *why)
     int requeued = 0;
     for (size_t i = 0; i < n; i++) {
         log_warn("task %" PRId64 " of worker %ld: %s", refs[i].id, (long)pid,
-                 refs[i].state == TASK_PENDING ? "back to pending (attempts remain)"
-                                               : "failed");
+                 refs[i].not_started ? "back to pending (held in a batch, not started)"
+                 : refs[i].state == TASK_PENDING ? "back to pending (attempts remain)"
+                                                 : "failed");
         requeued += refs[i].state == TASK_PENDING;
         if (task_state_terminal(refs[i].state) &&
             write(S.notify_wr, &refs[i].id, sizeof refs[i].id) != (ssize_t)sizeof refs[i].id)

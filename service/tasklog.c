@@ -77,6 +77,11 @@ tasklog_released(store *st, const store_task_ref *refs, size_t n, pid_t worker, 
     const char *code = timed_out ? "timeout" : "worker_lost";
     for (size_t i = 0; i < n; i++) {
         /* a dead worker's task: rare, so one read each for its kind and attempt */
+        if (refs[i].not_started) {      /* held in a batch, never run: no attempt ended */
+            log_event(LOG_DEBUG, "task handed back", LOG_INT("task_id", refs[i].id),
+                      LOG_INT("worker_pid", worker));
+            continue;
+        }
         store_task t;
         int known = store_get(st, refs[i].id, &t) == STORE_OK;
         int64_t now = clock_now_ms();

@@ -479,6 +479,8 @@ run_batch(const struct worker_env *env, struct batch *b)
         if (i > 0)
             exec_check_children(env);
         int64_t started = clock_now_ms(), t0 = mono_us();
+        if (b->t[i].started_at_ms == 0)     /* held: its start is now (events, metrics) */
+            b->t[i].started_at_ms = started;
         struct attempt *a = &b->a[b->ndone];
         if (run_task(env, t, a) != 0)
             return -1;

@@ -189,6 +189,8 @@ int64_t store_heartbeat_every_ms(int64_t lease_ms);
 typedef struct store_task_ref {
     int64_t id;
     enum task_state state;
+    int not_started;        /* store_release_lost: held in a batch, not run: back as never
+                             * claimed (no attempt counted) */
 } store_task_ref;
 #define STORE_START_REFS 256
 

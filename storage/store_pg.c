@@ -1497,6 +1497,7 @@ refs_of(const PGresult *r, store_task_ref *refs, size_t cap, size_t *n)
         if (*n >= cap)
             break;
         refs[*n].id = val_i64(r, i, 0);
+        refs[*n].not_started = 0;       /* no held tasks on this backend */
         if (task_state_parse(PQgetvalue(r, i, 1), &refs[*n].state) != 0)
             refs[*n].state = TASK_FAILED;
         (*n)++;
@@ -1612,7 +1613,7 @@ release_instances(store *s, const char *ids, int64_t now_ms, const char *why, in
                 (*failed)++;
             if (*n < cap)
                 refs[(*n)++] = (store_task_ref){val_i64(q.res, i, 0),
-                                                pending ? TASK_PENDING : TASK_FAILED};
+                                                pending ? TASK_PENDING : TASK_FAILED, 0};
         }
     }
     q_clear(&q, 1);

@@ -170,7 +170,7 @@ static const char SQL_RELEASE[] =
     " error_code = CASE WHEN " HELD_NOT_RUN " THEN error_code ELSE ?3 END,"
     " error_message = CASE WHEN " HELD_NOT_RUN " THEN error_message ELSE ?4 END,"
     " attempts = attempts - " HELD_NOT_RUN ", delayed = 0"
-    " WHERE state = 'running' AND owner = ?1 RETURNING id, state";
+    " WHERE state = 'running' AND owner = ?1 RETURNING id, state, " HELD_NOT_RUN;
 /* a held task (started_at unset) cannot be told from one that had begun: it goes back
  * as never claimed (store.h) */
 static const char SQL_RECOVER[] =
@@ -1295,6 +1295,7 @@ sq_release_lost(store *s, long owner, int64_t running_id, int64_t now_ms, const 
         const char *name = (const char *)sqlite3_column_text(st, 1);
         if (*n < cap) {
             released[*n].id = sqlite3_column_int64(st, 0);
+            released[*n].not_started = sqlite3_column_int(st, 2);
             if (name == NULL || task_state_parse(name, &released[*n].state) != 0)
                 released[*n].state = TASK_FAILED;
             (*n)++;
@@ -1323,7 +1324,7 @@ sq_recover_running(store *s, int64_t now_ms, int *requeued, int *failed, store_t
             (*failed)++;
         if (*n < cap)
             refs[(*n)++] = (store_task_ref){sqlite3_column_int64(st, 1),
-                                            pending ? TASK_PENDING : TASK_FAILED};
+                                            pending ? TASK_PENDING : TASK_FAILED, 0};
     }
     int ret = rc == SQLITE_DONE ? STORE_OK : fail(s, "recover", rc);
     stmt_done(st);

@@ -498,6 +498,8 @@ test_record_batch(void **state)
         assert_int_equal(store_release_lost(s, 3, ids[5], 20, NULL, NULL, refs, 16, &nr),
                          STORE_OK);
         assert_int_equal(nr, 10);
+        for (size_t i = 0; i < nr; i++)             /* which ones ran: only ids[5] */
+            assert_int_equal(refs[i].not_started, refs[i].id != ids[5]);
         t = get_task(s, ids[5]);
         assert_int_equal(t.state, TASK_FAILED);
         assert_string_equal(t.error_code, "worker_lost");
