@@ -29,6 +29,7 @@
 # WP_BENCH_HOT_SECONDS (10: nginx's wrk run), WP_BENCH_RT_N (2000 round trips),
 # WP_BENCH_CELERY_N (5000), WP_BENCH_SCAN_N (2000), WP_BENCH_NAIVE_N (40),
 # WP_BENCH_EXEC_MB (256), WP_BENCH_EXEC_ENTRIES (1000000), WP_BENCH_EXEC_N (TP_N),
+# WP_BENCH_FLAGS (more warmpool flags for throughput and ab, e.g. "--durability normal"),
 # WP_BENCH_KEEP_WORK=1 keeps the temporary folder. scale: WP_BENCH_SCALE_SIZES
 # ("10000 1000000 10000000"), WP_BENCH_SCALE_MIGRATE_N (10000000), WP_BENCH_SCALE_LOAD_S
 # (20), WP_BENCH_SCALE_DIR (the temporary folder: the databases go there).
@@ -181,12 +182,13 @@ WPB() { run timeout 600 $PY "$BENCH/wpbench.py" "$@"; }
 # $WP, each on a fresh service and database: one task per POST with wrk, then batches
 # of 100
 warmpool_e2e() {
-    local name=$1 wrk_json=$2 batch_json=$3
-    start_warmpool "$name-wrk" --workers 2 || die "cannot start warmpool ($name)"
+    local name=$1 wrk_json=$2 batch_json=$3 flags
+    read -r -a flags <<<"${WP_BENCH_FLAGS:-}"
+    start_warmpool "$name-wrk" --workers 2 "${flags[@]}" || die "cannot start warmpool ($name)"
     WPB e2e "$URL" "$wrk_json" --mode wrk --n "$TP_N" \
         --wrk-script "$BENCH/submit.lua" --wrk-threads 2 --wrk-conns 32 --wrk-seconds 60 >/dev/null
     stop_warmpool
-    start_warmpool "$name-batch" --workers 2 || die "cannot start warmpool ($name)"
+    start_warmpool "$name-batch" --workers 2 "${flags[@]}" || die "cannot start warmpool ($name)"
     WPB e2e "$URL" "$batch_json" --mode batch --n "$TP_N" \
         --per-batch 100 --threads 4 >/dev/null
     stop_warmpool

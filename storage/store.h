@@ -141,7 +141,8 @@ typedef struct store store;
                                  * 3 x wal_writer_delay). For workers: a lost result means
                                  * the task runs again (at least once). */
 #define STORE_MAINTAINER 0x2    /* this connection keeps the store tidy (store_maintain();
-                                 * SQLite: it alone checkpoints the WAL, after its commits);
+                                 * SQLite: it alone checkpoints the WAL, after its commits,
+                                 * or with STORE_RELAXED in a thread of its own);
                                  * one per instance: the HTTP writer thread's */
 
 /* Which implementation a database name selects. */
@@ -387,9 +388,11 @@ int64_t store_count_pending(store *s);
 int store_purge(store *s, int64_t before_ms, int limit, int *deleted);
 /* Housekeeping, called now and then (four times a second) by the STORE_MAINTAINER
  * connection between its transactions: SQLite copies a WAL that passed 32 MB back into
- * the database and truncates it; a STORE_RELAXED maintainer also syncs the WAL once a
- * second when anyone committed (so relaxed commits are on disk within about a second).
- * STORE_OK; when it did something, a line saying what in note (else note is ""). */
+ * the database and truncates it. A STORE_RELAXED maintainer has a thread of its own that
+ * checkpoints the WAL as it grows, off the maintainer's commits, and syncs it at most
+ * about a second after anyone committed (so relaxed commits are on disk within about a
+ * second); store_maintain reports those syncs. STORE_OK; when something was done, a line
+ * saying what in note (else note is ""). */
 int store_maintain(store *s, char *note, size_t notelen);
 /* A cheap read that proves the database file can be read now: it opens a read
  * transaction and reads from the file, not from this connection's page cache. */
