@@ -1962,6 +1962,144 @@ test_relaxed_wal_restarts(void **state)
                  tasks, (long long)largest, (long long)limit, restarts);
 }
 
+/* ---------------------------------------------------------------- syncs counted
+ * A VFS over SQLite's own that counts the xSync calls on WAL files: what a commit and
+ * store_sync() cost in flushes, read from SQLite itself. */
+struct shim_file {
+    sqlite3_file base;
+    sqlite3_file *real;             /* right after this struct */
+    int wal;
+};
+static sqlite3_vfs *shim_real;
+static int shim_wal_syncs;
+
+#define SHIM_REAL(f) (((struct shim_file *)(f))->real)
+static int shim_close(sqlite3_file *f) { return SHIM_REAL(f)->pMethods->xClose(SHIM_REAL(f)); }
+static int shim_read(sqlite3_file *f, void *b, int n, sqlite3_int64 o)
+{ return SHIM_REAL(f)->pMethods->xRead(SHIM_REAL(f), b, n, o); }
+static int shim_write(sqlite3_file *f, const void *b, int n, sqlite3_int64 o)
+{ return SHIM_REAL(f)->pMethods->xWrite(SHIM_REAL(f), b, n, o); }
+static int shim_truncate(sqlite3_file *f, sqlite3_int64 n)
+{ return SHIM_REAL(f)->pMethods->xTruncate(SHIM_REAL(f), n); }
+static int shim_sync(sqlite3_file *f, int flags)
+{
+    if (((struct shim_file *)f)->wal)
+        shim_wal_syncs++;
+    return SHIM_REAL(f)->pMethods->xSync(SHIM_REAL(f), flags);
+}
+static int shim_size(sqlite3_file *f, sqlite3_int64 *n)
+{ return SHIM_REAL(f)->pMethods->xFileSize(SHIM_REAL(f), n); }
+static int shim_lock(sqlite3_file *f, int l) { return SHIM_REAL(f)->pMethods->xLock(SHIM_REAL(f), l); }
+static int shim_unlock(sqlite3_file *f, int l)
+{ return SHIM_REAL(f)->pMethods->xUnlock(SHIM_REAL(f), l); }
+static int shim_reserved(sqlite3_file *f, int *r)
+{ return SHIM_REAL(f)->pMethods->xCheckReservedLock(SHIM_REAL(f), r); }
+static int shim_fcntl(sqlite3_file *f, int op, void *a)
+{ return SHIM_REAL(f)->pMethods->xFileControl(SHIM_REAL(f), op, a); }
+static int shim_sector(sqlite3_file *f) { return SHIM_REAL(f)->pMethods->xSectorSize(SHIM_REAL(f)); }
+static int shim_chars(sqlite3_file *f)
+{ return SHIM_REAL(f)->pMethods->xDeviceCharacteristics(SHIM_REAL(f)); }
+static int shim_shm_map(sqlite3_file *f, int i, int sz, int ext, void volatile **p)
+{ return SHIM_REAL(f)->pMethods->xShmMap(SHIM_REAL(f), i, sz, ext, p); }
+static int shim_shm_lock(sqlite3_file *f, int o, int n, int fl)
+{ return SHIM_REAL(f)->pMethods->xShmLock(SHIM_REAL(f), o, n, fl); }
+static void shim_shm_barrier(sqlite3_file *f) { SHIM_REAL(f)->pMethods->xShmBarrier(SHIM_REAL(f)); }
+static int shim_shm_unmap(sqlite3_file *f, int del)
+{ return SHIM_REAL(f)->pMethods->xShmUnmap(SHIM_REAL(f), del); }
+static int shim_fetch(sqlite3_file *f, sqlite3_int64 o, int n, void **p)
+{ return SHIM_REAL(f)->pMethods->xFetch(SHIM_REAL(f), o, n, p); }
+static int shim_unfetch(sqlite3_file *f, sqlite3_int64 o, void *p)
+{ return SHIM_REAL(f)->pMethods->xUnfetch(SHIM_REAL(f), o, p); }
+
+static const sqlite3_io_methods SHIM_IO = {
+    3, shim_close, shim_read, shim_write, shim_truncate, shim_sync, shim_size, shim_lock,
+    shim_unlock, shim_reserved, shim_fcntl, shim_sector, shim_chars, shim_shm_map,
+    shim_shm_lock, shim_shm_barrier, shim_shm_unmap, shim_fetch, shim_unfetch};
+
+static int
+shim_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags, int *out)
+{
+    (void)vfs;
+    struct shim_file *sf = (struct shim_file *)f;
+    sf->real = (sqlite3_file *)(sf + 1);
+    sf->wal = (flags & SQLITE_OPEN_WAL) != 0;
+    int rc = shim_real->xOpen(shim_real, name, sf->real, flags, out);
+    f->pMethods = rc == SQLITE_OK && sf->real->pMethods != NULL ? &SHIM_IO : NULL;
+    return rc;
+}
+
+static sqlite3_vfs shim_vfs;
+
+/* Makes the counting VFS the default (SQLite's own underneath), or puts SQLite's back. */
+static void
+shim_install(int on)
+{
+    if (on) {
+        shim_real = sqlite3_vfs_find(NULL);
+        shim_vfs = *shim_real;
+        shim_vfs.zName = "warmpool-test-shim";
+        shim_vfs.szOsFile = (int)sizeof(struct shim_file) + shim_real->szOsFile;
+        shim_vfs.xOpen = shim_open;
+        assert_int_equal(sqlite3_vfs_register(&shim_vfs, 1), SQLITE_OK);
+    } else {
+        assert_int_equal(sqlite3_vfs_unregister(&shim_vfs), SQLITE_OK);
+        assert_int_equal(sqlite3_vfs_register(shim_real, 1), SQLITE_OK);
+    }
+}
+
+/* STORE_SYNC_AFTER (the HTTP writer with --durability full): a commit writes the WAL and
+ * does not flush it, so the write lock is not held across the disk's flush; store_sync()
+ * then flushes it once. A durable connection flushes in its commit; a relaxed one's
+ * store_sync() does nothing. */
+static void
+test_sync_after_commit(void **state)
+{
+    struct fixture *f = *state;
+    char err[256];
+    shim_install(1);
+    store *a = store_open(f->path, STORE_DURABLE | STORE_SYNC_AFTER, BUSY_MS, err, sizeof err);
+    store *d = store_open(f->path, STORE_DURABLE, BUSY_MS, err, sizeof err);
+    store *r = store_open(f->path, STORE_RELAXED, BUSY_MS, err, sizeof err);
+    assert_non_null(a);
+    assert_non_null(d);
+    assert_non_null(r);
+
+    /* the first commit into an empty WAL also flushes the WAL's new header (SQLite does
+     * that at each restart of the WAL, whatever the synchronous setting): not counted */
+    add(a, "echo", 0, 1, NULL, 1);
+    shim_wal_syncs = 0;
+    int64_t id = add(a, "echo", 0, 1, NULL, 1);
+    assert_int_equal(shim_wal_syncs, 0);        /* committed, not flushed */
+    assert_int_equal(store_sync(a), STORE_OK);
+    assert_int_equal(shim_wal_syncs, 1);        /* one flush */
+    store_task t;
+    assert_int_equal(store_get(d, id, &t), STORE_OK);   /* committed: others see it */
+    store_task_clear(&t);
+
+    shim_wal_syncs = 0;
+    assert_int_equal(store_begin(a), STORE_OK);  /* a group: one flush for all */
+    for (int i = 0; i < 10; i++)
+        add(a, "echo", 0, 1, NULL, 1);
+    assert_int_equal(store_commit(a), STORE_OK);
+    assert_int_equal(shim_wal_syncs, 0);
+    assert_int_equal(store_sync(a), STORE_OK);
+    assert_int_equal(shim_wal_syncs, 1);
+
+    shim_wal_syncs = 0;
+    add(d, "echo", 0, 1, NULL, 1);
+    assert_true(shim_wal_syncs >= 1);           /* synchronous=FULL: in the commit */
+    shim_wal_syncs = 0;
+    add(r, "echo", 0, 1, NULL, 1);
+    assert_int_equal(store_sync(r), STORE_OK);
+    assert_int_equal(store_sync(d), STORE_OK);
+    assert_int_equal(shim_wal_syncs, 0);        /* relaxed: left to the checkpoints */
+
+    store_close(a);
+    store_close(d);
+    store_close(r);
+    shim_install(0);
+}
+
 /* ---------------------------------------------------------------- waiting retries */
 
 /* n tasks that failed and wait until run_after to be retried */
@@ -2668,6 +2806,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_connection_durability, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_relaxed_maintainer_syncs, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_relaxed_wal_restarts, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_sync_after_commit, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_claim_skips_kinds, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_upgrade_from_v2, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upgrade_from_v3, setup, teardown),
