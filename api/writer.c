@@ -141,19 +141,6 @@ run_group(struct writer *w, struct writer_job *jobs)
     /* one token per task, each wakes one idle worker; wake.h caps what is pending */
     if (inserted > 0)
         wake_post(w->ctx->cfg->wake, inserted > INT32_MAX ? INT32_MAX : (int)inserted);
-    /* --durability full: the group is on disk before anyone hears of it (the workers,
-     * woken above, run the tasks meanwhile: a task that power loss then takes away was
-     * never acknowledged, and a client that retries runs it again, at least once). A
-     * sync that fails leaves the group committed but unacknowledged: each job gets the
-     * error, as if the instance had crashed between the commit and the answer. */
-    if (rc == STORE_OK && (rc = store_sync(w->st)) != STORE_OK) {
-        log_error("submissions: %s", store_errmsg(w->st));
-        clear_outputs(jobs);
-        for (struct writer_job *j = jobs; j != NULL; j = j->next) {
-            j->status = rc;
-            snprintf(j->errmsg, sizeof j->errmsg, "%s", store_errmsg(w->st));
-        }
-    }
     struct writer_job *next;
     for (struct writer_job *j = jobs; j != NULL; j = next) {
         next = j->next;                 /* j may be freed once its request ends */
@@ -324,9 +311,7 @@ writer_start(struct api_ctx *ctx, char *err, size_t errlen)
     }
     w->ctx = ctx;
     w->purge_batch = 256;
-    /* full: durable, but synced after the commit (store_sync in run_group), so the
-     * workers can take the write lock while the WAL is flushed */
-    int durability = ctx->cfg->submit_relaxed ? STORE_RELAXED : STORE_DURABLE | STORE_SYNC_AFTER;
+    int durability = ctx->cfg->submit_relaxed ? STORE_RELAXED : STORE_DURABLE;
     w->st = store_open(ctx->cfg->db_path, durability | STORE_MAINTAINER, 5000, err, errlen);
     if (w->st == NULL) {
         free(w);

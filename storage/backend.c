@@ -171,7 +171,6 @@ store_close(store *s)
 int store_schema_version(store *s) { return STORE_BASE(s)->ops->schema_version(s); }
 int store_begin(store *s) { return STORE_BASE(s)->ops->begin(s); }
 int store_commit(store *s) { return STORE_BASE(s)->ops->commit(s); }
-int store_sync(store *s) { return STORE_BASE(s)->ops->sync(s); }
 void store_rollback(store *s) { STORE_BASE(s)->ops->rollback(s); }
 
 int

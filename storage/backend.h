@@ -26,7 +26,6 @@ struct store_ops {
     int (*schema_version)(store *s);
     int (*begin)(store *s);
     int (*commit)(store *s);
-    int (*sync)(store *s);
     void (*rollback)(store *s);
     int (*insert)(store *s, const store_new_task *nt, int64_t now_ms, store_task *out);
     int (*insert_batch)(store *s, const store_new_task *nt, size_t n, int64_t now_ms,

@@ -144,14 +144,6 @@ typedef struct store store;
                                  * SQLite: it alone checkpoints the WAL, after its commits,
                                  * or with STORE_RELAXED in a thread of its own);
                                  * one per instance: the HTTP writer thread's */
-#define STORE_SYNC_AFTER 0x4    /* with STORE_DURABLE: a commit returns once it is written,
-                                 * before it is on disk, and store_sync() then makes every
-                                 * commit so far durable (SQLite: synchronous=NORMAL and an
-                                 * fsync of the WAL after the commit, so the write lock is
-                                 * not held across the disk's flush; PostgreSQL: ignored,
-                                 * its commits are durable when they return). The HTTP
-                                 * writer's group commit: commit, wake the workers, sync,
-                                 * then answer. */
 
 /* Which implementation a database name selects. */
 enum store_backend { STORE_SQLITE = 0, STORE_POSTGRES };
@@ -249,10 +241,6 @@ int store_schema_version(store *s);
 /* Write transactions spanning several calls (BEGIN IMMEDIATE / COMMIT / ROLLBACK). */
 int store_begin(store *s);
 int store_commit(store *s);
-/* Makes every commit of this connection so far durable: for a STORE_SYNC_AFTER connection
- * an fsync of SQLite's WAL (which also holds other connections' commits written before
- * it), outside any transaction; STORE_OK at once for any other connection. */
-int store_sync(store *s);
 void store_rollback(store *s);
 
 /* Inserts a pending task and fills *out. With an idempotency key already used,

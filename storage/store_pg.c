@@ -1040,15 +1040,6 @@ pg_begin(store *s)
     return rc;
 }
 
-/* STORE_SYNC_AFTER means nothing here: a durable commit has been flushed by the server
- * when it returns (synchronous_commit=on). */
-static int
-pg_sync(store *s)
-{
-    (void)s;
-    return STORE_OK;
-}
-
 /* The commit, in one round trip with the NOTIFY that tells the other instances how
  * many tasks it made ready. */
 static int
@@ -2261,7 +2252,6 @@ const struct store_ops store_pg_ops = {
     .schema_version = pg_schema_version,
     .begin = pg_begin,
     .commit = pg_commit,
-    .sync = pg_sync,
     .rollback = pg_rollback,
     .insert = pg_insert,
     .insert_batch = pg_insert_batch,

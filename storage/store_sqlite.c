@@ -739,8 +739,7 @@ sq_open(const char *path, int flags, int busy_ms, char *err, size_t errlen)
                  s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
         goto fail;
     }
-    if (configure(s->db, s, flags & (STORE_RELAXED | STORE_SYNC_AFTER), path, err, errlen) !=
-        SQLITE_OK)
+    if (configure(s->db, s, flags & STORE_RELAXED, path, err, errlen) != SQLITE_OK)
         goto fail;
     if (schema_check(s->db, err, errlen) != SQLITE_OK)
         goto fail;
@@ -817,25 +816,6 @@ sq_commit(store *s)
     if (ret != STORE_OK && !sqlite3_get_autocommit(s->db))
         sq_rollback(s);      /* a failed COMMIT may leave the transaction open */
     return ret;
-}
-
-/* STORE_SYNC_AFTER: the commits were written to the WAL with synchronous=NORMAL (the
- * write lock is not held across a flush); an fsync of the WAL now makes them, and every
- * commit written before them, durable. SQLite keeps the database consistent either way
- * (a checkpoint syncs the WAL before it copies frames back); this is only about when a
- * commit survives power loss: a 202 waits for it. */
-static int
-sq_sync(store *s)
-{
-    if (!(s->flags & STORE_SYNC_AFTER) || (s->flags & STORE_RELAXED))
-        return STORE_OK;
-    sqlite3_file *wal = NULL;
-    int rc = sqlite3_file_control(s->db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal);
-    if (rc == SQLITE_OK && (wal == NULL || wal->pMethods == NULL))
-        return STORE_OK;                /* no WAL open: nothing was written */
-    if (rc == SQLITE_OK)
-        rc = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL);
-    return rc == SQLITE_OK ? STORE_OK : fail(s, "sync", rc);
 }
 
 static void
@@ -1647,8 +1627,7 @@ sq_purge(store *s, int64_t before_ms, int limit, int *deleted)
 {
     *deleted = 0;
     /* no fsync for this commit (see store.h); the connection's mode comes back after */
-    int relaxed = !(s->flags & (STORE_RELAXED | STORE_SYNC_AFTER)) &&
-                  sqlite3_get_autocommit(s->db);
+    int relaxed = !(s->flags & STORE_RELAXED) && sqlite3_get_autocommit(s->db);
     int rc = relaxed ? sqlite3_exec(s->db, SQL_SYNC_NORMAL, NULL, NULL, NULL) : SQLITE_OK;
     if (rc != SQLITE_OK)
         return fail(s, "purge", rc);
@@ -1678,11 +1657,9 @@ sq_explain(store *s, store_plan_fn *fn, void *arg)
         static const char *const SYNC[] = {"OFF", "NORMAL", "FULL", "EXTRA"};
         int level = sqlite3_column_int(set, 0);
         char line[128];
-        snprintf(line, sizeof line, "synchronous=%s journal_mode=%s%s\n",
+        snprintf(line, sizeof line, "synchronous=%s journal_mode=%s\n",
                  level >= 0 && level < 4 ? SYNC[level] : "?",
-                 (const char *)sqlite3_column_text(set, 1),
-                 (s->flags & STORE_SYNC_AFTER) && !(s->flags & STORE_RELAXED)
-                     ? " wal_synced_after_commit" : "");
+                 (const char *)sqlite3_column_text(set, 1));
         fn(arg, "connection", line);
     }
     sqlite3_finalize(set);
@@ -2133,7 +2110,6 @@ const struct store_ops store_sqlite_ops = {
     .schema_version = sq_schema_version,
     .begin = sq_begin,
     .commit = sq_commit,
-    .sync = sq_sync,
     .rollback = sq_rollback,
     .insert = sq_insert,
     .insert_batch = sq_insert_batch,

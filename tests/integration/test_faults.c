@@ -416,8 +416,7 @@ static int integrity_check(const char *db, char *out, size_t outlen, long long *
  * (api/writer.c): the --durability flag reaches the store. */
 static void expect_durability_logged(const wp_server *s, bool normal) {
     const char *want = wp_pg_mode() ? (normal ? "(synchronous_commit=off)" : "(synchronous_commit=on)")
-                                    : (normal ? "(synchronous=NORMAL journal_mode=wal)"
-                                              : "(synchronous=NORMAL journal_mode=wal wal_synced_after_commit)");
+                                    : (normal ? "(synchronous=NORMAL " : "(synchronous=FULL ");
     char line[128];
     snprintf(line, sizeof line, "submissions: --durability %s %s", normal ? "normal" : "full", want);
     for (int i = 0; i < 100; i++) {
