@@ -1942,7 +1942,7 @@ test_relaxed_wal_restarts(void **state)
     off_t largest = 0;
     int restarts = 0, given_up = 0, tasks = 0;
     int64_t until = clock_mono_ms() + 30000;
-    while (restarts < 2 && clock_mono_ms() < until) {
+    while (tasks < 1500 && clock_mono_ms() < until) {
         int64_t id = add(m, "echo", 0, 1, NULL, 1);
         assert_int_equal(claim(w, 100, 1), id);
         finish_ok(w, id, 1, TASK_SUCCEEDED, 100);
@@ -1969,7 +1969,9 @@ test_relaxed_wal_restarts(void **state)
     }
     store_close(w);
     store_close(m);
-    if (largest > limit || restarts < 2)
+    /* 1,500 tasks write about 100 MB of WAL frames: bounded only if it restarted (the
+     * RESTARTs counted are those reported; a WAL may also restart by itself in a gap) */
+    if (largest > limit || tasks < 1500)
         fail_msg("after %d tasks: WAL at most %lld bytes (limit %lld), %d restarts, %d given up",
                  tasks, (long long)largest, (long long)limit, restarts, given_up);
 }
