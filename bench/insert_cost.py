@@ -11,8 +11,11 @@ so read differences, not absolute figures. Variants: the statement as warmpool r
 (RETURNING the 21 columns of a task, TASK_COLS), RETURNING only the id, without the index tasks_kind,
 without tasks_ready_kind, without the count trigger. Writes medians and runs to OUT.json.
 """
-import argparse, json, os, shutil, socket, sqlite3, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, shutil, sqlite3, statistics, subprocess, sys, tempfile, time
 import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from exec_warmpool import free_port  # noqa: E402 -- the bench scripts' one
 
 COLS = ("id, kind, state, priority, input, result, error_code, error_message, attempts,"
         " max_attempts, timeout_ms, created_at, started_at, finished_at, run_after,"
@@ -29,14 +32,6 @@ VARIANTS = [  # name, DDL applied to the copy, RETURNING
     ("no_tasks_ready_kind", "DROP INDEX tasks_ready_kind", COLS),
     ("no_count_trigger", "DROP TRIGGER task_counts_insert", COLS),
 ]
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def make_db(binary, path):
