@@ -67,6 +67,7 @@ static struct {
     pthread_t thread;
     atomic_ullong done;         /* see the top of this file */
     int64_t heartbeat_ms;
+    int coalesce_ms;            /* COALESCE_MS, or the fault point events_coalesce_ms */
 } E = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
 /* ---------------------------------------------------------------- the HTTP process's changes */
@@ -198,9 +199,15 @@ stream_read(void *cls, uint64_t pos, char *buf, size_t max)
             k = format_lost(one, s->next, 1);   /* a hole: its writer died (events.h (2)) */
             s->next++;
         } else {
-            /* fell behind the ring: go on from the present (see the top) */
-            k = format_lost(one, done, (int64_t)(done + 1 - s->next));
-            s->next = done + 1;
+            /* fell behind the ring: go on from the present (see the top), which is the
+             * ring's head: the notifier's `done` may itself be behind the ring (it moves
+             * every COALESCE_MS), and a jump to it would fall behind again at once and
+             * skip what happens after this `lost` */
+            uint64_t head = events_head();
+            if (head < done)
+                head = done;
+            k = format_lost(one, head, (int64_t)(head + 1 - s->next));
+            s->next = head + 1;
         }
         memcpy(buf + n, one, k);
         n += k;
@@ -504,7 +511,8 @@ notifier(void *arg)
             pthread_cond_timedwait(&E.cv, &E.mu, &until);
         } else {
             pthread_mutex_unlock(&E.mu);
-            clock_sleep_ms(COALESCE_MS);
+            /* fault point events_coalesce_ms: a slower notifier, whose `done` lags */
+            clock_sleep_ms(E.coalesce_ms);
             pthread_mutex_lock(&E.mu);
         }
     }
@@ -516,6 +524,8 @@ int
 api_events_start(char *err, size_t errlen)
 {
     /* fault point events_heartbeat_ms: a shorter heartbeat, for tests */
+    E.coalesce_ms = fault_value("events_coalesce_ms") > 0 ? (int)fault_value("events_coalesce_ms")
+                                                           : COALESCE_MS;
     E.heartbeat_ms = fault_value("events_heartbeat_ms") > 0 ? fault_value("events_heartbeat_ms")
                                                              : HEARTBEAT_MS;
     atomic_store(&E.done, events_head());

@@ -183,10 +183,16 @@ events_read(uint64_t seq, struct events_view *out)
     return EVENTS_OK;
 }
 
+/* Record seq is written, or gone: overwritten by a later round of the ring (or being
+ * overwritten: BUSY with the head a ring ahead), or trimmed. A reader that far behind
+ * has to look again at once, not wait for a stamp that will never come. */
 static int
-written(struct ring *r, uint64_t seq)
+written_or_gone(struct ring *r, uint64_t seq)
 {
-    return atomic_load(&r->recs[seq & r->mask].stamp) == seq;
+    uint64_t s = atomic_load(&r->recs[seq & r->mask].stamp);
+    if (s == seq || (s != BUSY && s > seq))
+        return 1;
+    return seq < events_oldest();
 }
 
 int
@@ -198,11 +204,11 @@ events_wait(uint64_t seq, int timeout_ms)
     struct timespec start;
     clock_gettime(CLOCK_MONOTONIC, &start);
     for (;;) {
-        if (written(r, seq))
+        if (written_or_gone(r, seq))
             return 1;
         unsigned v = atomic_load(&r->wake);
         atomic_store(&r->sleepers, 1);
-        if (written(r, seq))    /* stored before we said we sleep: we would miss it */
+        if (written_or_gone(r, seq))    /* stored before we said we sleep: we would miss it */
             return 1;
         struct timespec now;
         clock_gettime(CLOCK_MONOTONIC, &now);
@@ -215,7 +221,7 @@ events_wait(uint64_t seq, int timeout_ms)
                               .tv_nsec = (long)(left % 1000) * 1000000L};
         if (syscall(SYS_futex, (unsigned *)&r->wake, FUTEX_WAIT, v, &ts, NULL, 0) != 0 &&
             errno != EAGAIN && errno != EINTR && errno != ETIMEDOUT)
-            return written(r, seq);
+            return written_or_gone(r, seq);
     }
 }
 

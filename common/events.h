@@ -70,7 +70,8 @@ uint64_t events_oldest(void);
 /* This run's numbers are above it (3). */
 uint64_t events_base(void);
 int events_read(uint64_t seq, struct events_view *out);
-/* Waits until record seq is written or timeout_ms pass: 1 written, 0 not. Writers wake
+/* Waits until record seq is written, or gone (the ring went past it: a reader that far
+ * behind must look again), or timeout_ms pass: 1 written or gone, 0 neither. Writers wake
  * a waiting reader with one futex call (only when one waits), so a reader costs them
  * nothing while it works. */
 int events_wait(uint64_t seq, int timeout_ms);

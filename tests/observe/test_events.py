@@ -292,6 +292,32 @@ def test_ring_limits(binary):
             check("... so it did not get everything", got < 3000, got)
 
 
+def test_behind_with_a_slow_notifier(binary):
+    """A client that fell behind the ring while the notifier's view of it lags (fault
+    point: the notifier moves every 1.5 s instead of 10 ms): its `lost` takes it to the
+    present, once, and it gets what happens after. Before the fix the jump went to the
+    notifier's lagging view, itself behind the ring: a second `lost` came later and
+    skipped the task submitted after the first."""
+    env = {"WARMPOOL_FAULTS": "events_ring_records=1024,events_stream_sndbuf=4096,"
+                              "events_coalesce_ms=1500"}
+    batch = {"tasks": [{"kind": "echo", "input": i} for i in range(500)]}
+    with wptest.Warmpool(binary, ["--workers", "1"], env=env) as wp, \
+            wptest.EventStream(wp.port, rcvbuf=4096) as es:
+        for _ in range(2):
+            a = wp.request("POST", "/v1/tasks/batch", batch)
+        wait_terminal(wp, a.json["tasks"][-1]["id"])
+        evs = events_until(es, lambda e: e.get("event") == "lost")
+        t = submit(wp, {"kind": "echo", "input": "after"})
+        evs += events_until(es, lambda e: e.get("event") == "task" and
+                            e["data"]["id"] == t and e["data"]["state"] == "succeeded")
+        lost = [e for e in evs if e.get("event") == "lost"]
+        check("behind the ring with a lagging notifier: one `lost`", len(lost) == 1,
+              [e["data"] for e in lost])
+        got = [d["state"] for d in task_events(evs, t)]
+        check("... and then every change of the task submitted after it",
+              got == ["pending", "running", "succeeded"], got)
+
+
 def test_hole_and_heartbeat(binary):
     """A writer that takes a number and dies before writing (fault point: the first event
     of each process is never written): readers wait a moment, then report it lost and go
@@ -388,7 +414,8 @@ def main():
     ap.add_argument("--bin", required=True)
     a = ap.parse_args()
     for t in (test_sources_and_order, test_filters, test_resume, test_restart,
-              test_ring_limits, test_hole_and_heartbeat, test_cap_and_errors,
+              test_ring_limits, test_behind_with_a_slow_notifier, test_hole_and_heartbeat,
+              test_cap_and_errors,
               test_ring_cannot_be_made):
         try:
             t(a.bin)

@@ -288,6 +288,30 @@ test_wait_wakes(void **state)
     waitpid(pid, NULL, 0);
 }
 
+/* A reader more than a ring behind (its record overwritten) is told at once, not after
+ * its timeout: the stamp it waits for will never come. Before the fix, events_wait()
+ * slept the whole timeout there, so the HTTP process's notifier fell a second behind
+ * (observe.events test_ring_limits failed on it under load). */
+static void
+test_wait_behind_the_ring(void **state)
+{
+    (void)state;
+    assert_int_equal(events_create(NOW_MS, 1024), 0);
+    uint64_t base = events_base();
+    for (int i = 1; i <= 3000; i++)
+        events_publish("echo", i, "succeeded", 1, NULL, NOW_MS);
+    int64_t t0 = mono_ms();
+    assert_int_equal(events_wait(base + 1, 3000), 1);
+    assert_int_equal(events_wait(base + 3000 - 1024, 3000), 1);
+    assert_true(mono_ms() - t0 < 1000);
+    struct events_view v;
+    assert_int_equal(events_read(base + 1, &v), EVENTS_GONE);
+    /* the present still waits: nothing written after the head */
+    t0 = mono_ms();
+    assert_int_equal(events_wait(base + 3001, 100), 0);
+    assert_true(mono_ms() - t0 >= 90);
+}
+
 static void
 test_bad_sizes(void **state)
 {
@@ -314,6 +338,7 @@ main(void)
         cmocka_unit_test_teardown(test_trim_gives_memory_back, teardown),
         cmocka_unit_test_teardown(test_writers_in_processes, teardown),
         cmocka_unit_test_teardown(test_wait_wakes, teardown),
+        cmocka_unit_test_teardown(test_wait_behind_the_ring, teardown),
         cmocka_unit_test_teardown(test_bad_sizes, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
