@@ -818,10 +818,17 @@ child_died(pid_t pid, int status)
     return 0;
 }
 
+static void read_zygote(int z);
+
 static void
 zygote_died(int z, int status)
 {
     struct zygote *y = &S.zy[z];
+    /* what a loading zygote said before it died (ZYGOTE_FAILED and its reason) is read
+     * first: its death may be seen before its socket (a SIGCHLD read in the same round
+     * of signals as the SIGHUP that started it) */
+    if (z == S.loading && y->sock >= 0)
+        read_zygote(z);
     char why[96];
     describe_exit(status, why, sizeof why);
     pid_t pid = y->pid;
@@ -1310,6 +1317,9 @@ handle_signals(void)
             break;
         case SIGHUP:
             reload();
+            /* fault point reload_signals_pause_ms: the new zygote's death then comes in
+             * this same loop, before its socket is read (zygote_died) */
+            fault_pause("reload_signals_pause_ms");
             break;
         default:
             break;

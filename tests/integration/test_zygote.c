@@ -161,7 +161,13 @@ typedef struct {
     char *ctl, *rules;
 } fragile_svc;
 
+static fragile_svc start_fragile_env(const char *const *extra, const char *initial, const char *const *env);
+
 static fragile_svc start_fragile(const char *const *extra, const char *initial) {
+    return start_fragile_env(extra, initial, NULL);
+}
+
+static fragile_svc start_fragile_env(const char *const *extra, const char *initial, const char *const *env) {
     fragile_svc f;
     memset(&f, 0, sizeof f);
     wp_make_temp_dir(f.dir, sizeof f.dir);
@@ -180,7 +186,7 @@ static fragile_svc start_fragile(const char *const *extra, const char *initial) 
     args[k++] = f.rules;
     for (int i = 0; extra && extra[i] && k < 30; i++) args[k++] = extra[i];
     args[k] = NULL;
-    wp_opts o = {.args = args};
+    wp_opts o = {.args = args, .env = env};
     f.s = wp_server_start(&o);
     free(kc);
     return f;
@@ -394,6 +400,27 @@ WP_TEST(test_reload_survives_a_hanging_failing_or_exiting_load) {
     fragile_free(&f);
 }
 
+/* The supervisor sees a failing loader's death before it reads the reason the loader
+ * sent (fault point: a pause after the SIGHUP's reload, so the SIGCHLD comes in the same
+ * round of signals): the log still gives the load's own error, not just "exited with
+ * code 2". Without reading the socket first in zygote_died, CI saw the bare exit. */
+WP_TEST(test_reload_failure_reason_when_the_death_is_seen_first) {
+    const char *const env[] = {"WARMPOOL_FAULTS=reload_signals_pause_ms=500", NULL};
+    fragile_svc f = start_fragile_env((const char *const[]){"--workers", "1", NULL}, NULL, env);
+    wp_server *s = f.s;
+    assert_int_equal(wp_wait_workers(s, 1, 15), 1);
+    write_text(f.ctl, "fail\n");
+    assert_int_equal(kill(s->pid, SIGHUP), 0);
+    if (!wait_log(s, "reload failed", 15000)) fail_msg("no 'reload failed' in the log 15 s after SIGHUP");
+    char *line = last_line_with(s, "reload failed");
+    print_message("  %s\n", line);
+    if (!strstr(line, "the control file says fail (on purpose)")) fail_msg("want the load's error: %s", line);
+    free(line);
+    expect_generation(s, 1, "after a reload that failed");
+    expect_every_kind_serves(s, "after a reload that failed");
+    fragile_free(&f);
+}
+
 /* SIGTERM while a reload hangs: the hung zygote goes too, and the drain is quick. */
 WP_TEST(test_sigterm_during_a_hanging_reload) {
     fragile_svc f = start_fragile((const char *const[]){"--workers", "1", NULL}, NULL);
@@ -466,6 +493,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_zygote_death_is_survived, wp_test_teardown),
         cmocka_unit_test_teardown(test_reload_survives_a_crashing_load, wp_test_teardown),
         cmocka_unit_test_teardown(test_reload_survives_a_hanging_failing_or_exiting_load, wp_test_teardown),
+        cmocka_unit_test_teardown(test_reload_failure_reason_when_the_death_is_seen_first, wp_test_teardown),
         cmocka_unit_test_teardown(test_sigterm_during_a_hanging_reload, wp_test_teardown),
         cmocka_unit_test_teardown(test_start_fails_when_the_load_crashes_or_hangs, wp_test_teardown),
     };
