@@ -58,7 +58,8 @@ enum events_read_result {
 int events_create(int64_t now_ms, uint32_t records);
 void events_destroy(void);
 
-/* Publishes one state change. Never blocks, never allocates; lock-free. A name longer
+/* Publishes one state change. Never allocates; lock-free (a name seen for the first time
+ * may wait a moment for another process writing the same name: names.h). A name longer
  * than 64 bytes is cut; error NULL or "" is none. */
 void events_publish(const char *kind, int64_t task_id, const char *state, int attempts,
                     const char *error, int64_t at_ms);

@@ -288,6 +288,48 @@ test_wait_wakes(void **state)
     waitpid(pid, NULL, 0);
 }
 
+/* Two processes adding the same name at the same moment give it one number: one finds
+ * the entry the other is writing (forced here: the entry is marked being written, and a
+ * child writes the name into it 5 ms later) and waits for it. Before the fix it took the
+ * next entry, so "echo" had two numbers and /metrics two series for it (unit.metrics
+ * test_processes_add_up counted 79,999 of 80,000 under ASan in CI). */
+static void
+test_names_written_at_the_same_moment(void **state)
+{
+    (void)state;
+    struct names_entry scratch[8];
+    memset(scratch, 0, sizeof scratch);
+    int a = names_intern(scratch, 8, "echo");       /* where "echo" hashes to */
+    struct names_entry *tab = mmap(NULL, 8 * sizeof *tab, PROT_READ | PROT_WRITE,
+                                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(tab != MAP_FAILED);
+    atomic_store(&tab[a - 1].state, 1);             /* another process writes it now */
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        memcpy(tab[a - 1].name, "echo", 5);
+        atomic_store(&tab[a - 1].state, 2);
+        _exit(0);
+    }
+    assert_int_equal(names_intern(tab, 8, "echo"), a);
+    waitpid(pid, NULL, 0);
+    /* a writer that never finishes (killed in the copy): given up after a moment, the
+     * name goes elsewhere, and nobody waits for that entry again */
+    int b = names_intern(scratch, 8, "sleep");
+    atomic_store(&tab[b - 1].state, 1);
+    int64_t t0 = mono_ms();
+    int c = names_intern(tab, 8, "sleep");
+    assert_true(c >= 1 && c != b && c != a);
+    assert_true(mono_ms() - t0 < 2000);
+    assert_int_equal(atomic_load(&tab[b - 1].state), 3);
+    t0 = mono_ms();
+    assert_int_equal(names_intern(tab, 8, "sleep"), c);
+    assert_true(mono_ms() - t0 < 5);
+    munmap(tab, 8 * sizeof *tab);
+}
+
 /* A reader more than a ring behind (its record overwritten) is told at once, not after
  * its timeout: the stamp it waits for will never come. Before the fix, events_wait()
  * slept the whole timeout there, so the HTTP process's notifier fell a second behind
@@ -332,6 +374,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_names),
+        cmocka_unit_test(test_names_written_at_the_same_moment),
         cmocka_unit_test_teardown(test_publish_and_read, teardown),
         cmocka_unit_test_teardown(test_runs_number_upwards, teardown),
         cmocka_unit_test_teardown(test_overwritten, teardown),
