@@ -179,7 +179,10 @@ static const char SQL_CLAIM_HELD[] =
     " WHERE id = ANY (ARRAY(SELECT id FROM tasks WHERE state = 'pending' AND NOT delayed"
     "                       ORDER BY priority DESC, id LIMIT (SELECT n FROM k)"
     "                       FOR UPDATE SKIP LOCKED))"
-    " AND state = 'pending' AND kind <> ALL (ARRAY(SELECT kind FROM paused_kinds))"
+    /* no state check here: the rows are locked pending, and with one the planner may
+     * read the rows through tasks_state_kind, every pending task, when its statistics
+     * are older than a backlog (test_pg_query_plans) */
+    " AND kind <> ALL (ARRAY(SELECT kind FROM paused_kinds))"
     " RETURNING " TASK_COLS ")"
     " SELECT * FROM c ORDER BY priority DESC, id";
 /* A batch with kinds to leave alone or limits: SQL_CLAIM_SKIP once per task, in one
@@ -195,8 +198,9 @@ static const char SQL_CLAIM_SKIP_HELD[] =
 static const char SQL_UNCLAIM[] =
     "WITH u AS (UPDATE tasks AS t SET state = 'pending', attempts = t.attempts - 1,"
     "           owner_instance = NULL, owner_pid = NULL"
-    "           FROM unnest($1::bigint[], $2::integer[]) AS b(id, attempt)"
-    "           WHERE t.id = b.id AND t.attempts = b.attempt AND t.state = 'running'"
+    "           WHERE t.id = ANY ($1::bigint[])"      /* by its key */
+    "           AND t.attempts = ($2::integer[])[array_position($1::bigint[], t.id)]"
+    "           AND t.state = 'running'"
     "           AND t.owner_instance = $3::bigint AND t.owner_pid = $4::bigint"
     "           AND t.started_at IS NULL RETURNING t.id)"
     " SELECT pg_notify('warmpool_ready', $3::bigint::text || ':' || count(*)) FROM u"

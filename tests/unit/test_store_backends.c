@@ -1172,6 +1172,10 @@ test_pg_query_plans(void **state)
         {"promote", "tasks_delayed"},
         {"claim", "tasks_ready"},
         {"claim_skip", "tasks_ready_kind"},
+        {"claim_held", "tasks_ready"},              /* batches */
+        {"claim_skip_held", "tasks_ready_kind"},
+        {"unclaim", "tasks_pkey|tasks_state_kind"},         /* as finish: running tasks */
+        {"mark_started", "tasks_pkey|tasks_state_kind"},    /* are a few per worker */
         {"has_ready_skip", "tasks_ready_kind"},
         {"finish", "tasks_pkey|tasks_state_kind"},    /* either: a running task is one of
                                                         * at most a worker's each */
@@ -1223,6 +1227,16 @@ test_pg_query_plans(void **state)
         strstr(claim, "tasks_ready") == NULL)
         fail_msg("claim with a backlog: want a walk of tasks_ready, no scan, no sort; the "
                  "plan:\n%s", claim);
+    /* a batch's claim: the same walk; the only sort is of the rows it took (at most 16,
+     * into the order to run them), above the update */
+    const char *held = plan_of(p, "claim_held");
+    const char *sort = strstr(held, "Sort Key");
+    if (getenv("WARMPOOL_TEST_PLANS") != NULL)
+        printf("---- claim_held with a backlog\n%s", held);
+    if (strstr(held, "Seq Scan on tasks") != NULL || strstr(held, "tasks_ready") == NULL ||
+        sort == NULL || strstr(sort + 1, "Sort Key") != NULL || strncmp(sort, "Sort Key: c.", 12) != 0)
+        fail_msg("batch claim with a backlog: want a walk of tasks_ready, no scan, one sort "
+                 "of the rows taken; the plan:\n%s", held);
     free(p);
 }
 
