@@ -460,12 +460,11 @@ mono_us(void)
  * go to b->back. Returns -1 when the supervisor timed a C kind's task out (nothing is to
  * be recorded: the SIGKILL is on its way). */
 static int
-run_batch(const struct worker_env *env, store *st, struct batch *b)
+run_batch(const struct worker_env *env, struct batch *b)
 {
     b->ndone = b->nback = 0;
     b->run_us = 0;
     int64_t begin = clock_mono_ms();
-    int held_prev = 0;      /* the task run before was held (store_mark_started) */
     /* fault point worker_batch_budget_ms: a longer budget, so that a test can kill the
      * worker while the tasks of its batch are still held */
     int64_t budget = fault_value("worker_batch_budget_ms") > 0
@@ -480,19 +479,12 @@ run_batch(const struct worker_env *env, store *st, struct batch *b)
         if (i > 0)
             exec_check_children(env);
         int64_t started = clock_now_ms(), t0 = mono_us();
-        if (b->t[i].started_at_ms == 0) {   /* held: its start is now (events, metrics) */
+        /* a held task: its start, for the agent (which writes it in the store when the
+         * task runs long, store_mark_started), before the slot shows the task */
+        atomic_store(&env->sh->slots[env->slot].held_started_ms,
+                     b->t[i].started_at_ms == 0 ? started : 0);
+        if (b->t[i].started_at_ms == 0)     /* held: its start is now (events, metrics) */
             b->t[i].started_at_ms = started;
-            /* and in the store, where a backend needs it (store.h), with the held task
-             * run before it unset again */
-            const store_task *prev = held_prev ? b->ran[b->ndone - 1] : NULL;
-            if (store_mark_started(st, t->id, t->attempts, started, prev ? prev->id : 0,
-                                   prev ? prev->attempts : 0) != STORE_OK)
-                log_debug("task %" PRId64 ": its start was not written: %s", t->id,
-                          store_errmsg(st));
-            held_prev = 1;
-        } else {
-            held_prev = 0;
-        }
         struct attempt *a = &b->a[b->ndone];
         if (run_task(env, t, a) != 0)
             return -1;
@@ -593,7 +585,7 @@ run_claimed(const struct worker_env *env, store *st, store_task *t)
     b.t[0] = *t;
     b.n = 1;
     while (b.n > 0) {
-        if (run_batch(env, st, &b) != 0) {
+        if (run_batch(env, &b) != 0) {
             /* timed out: the supervisor hands the tasks back after our death (the one
              * running as `timeout`, those held as never claimed) */
             for (;;)

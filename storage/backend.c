@@ -241,12 +241,12 @@ store_batch_max(store *s)
 
 int
 store_mark_started(store *s, int64_t id, int attempt, int64_t started_ms, int64_t prev_id,
-                   int prev_attempt)
+                   int prev_attempt, int64_t prev_started_ms)
 {
     if (STORE_BASE(s)->ops->mark_started == NULL)
-        return STORE_OK;
+        return STORE_NOTFOUND;
     return STORE_BASE(s)->ops->mark_started(s, id, attempt, started_ms, prev_id,
-                                            prev_attempt);
+                                            prev_attempt, prev_started_ms);
 }
 
 int

@@ -350,18 +350,20 @@ int store_record_batch(store *s, store_done *done, size_t ndone, const store_cla
                        size_t want, size_t share, store_task *next, size_t *nclaimed);
 /* The most tasks store_record_batch() claims at once on this backend (1: no batches). */
 size_t store_batch_max(store *s);
-/* A held task (started_at unset) of this worker begins to run at started_ms; prev_id
- * (0: none) is the held task of the same batch it ran before, its outcome not yet
- * recorded. SQLite writes nothing (the worker's slot says which task runs,
- * store_release_lost; after a crash, every held task goes back as never claimed).
- * PostgreSQL writes the task's started_at and unsets prev_id's again (one asynchronous
- * commit: no wait for the disk), so that of a worker's held tasks only the one running
- * has a start: another instance rescuing a dead one (store_rescue), which has no slot to
- * ask, counts the attempt of the task that was running, and hands back as never claimed
- * the others (those not begun, and those run whose outcome died with the worker). An
+/* A held task (started_at unset), attempt `attempt`, has been running since started_ms
+ * (the agent calls it for a worker's held task that runs long): its started_at becomes
+ * started_ms, and prev_id's (0: none; the task marked before for the same worker) is
+ * unset again if it is still prev_started_ms and that attempt still runs; id 0 only
+ * unsets. So of a worker's held tasks only the one running long has a start: another
+ * instance rescuing a dead one (store_rescue), which has no slot to ask, counts that
+ * task's attempt and hands back the others as never claimed (those not begun, and those
+ * run whose outcome died with the worker). One asynchronous commit (no wait for the
+ * disk). STORE_OK when id's start was written (or id is 0), STORE_NOTFOUND when id is
+ * not held (or SQLite, which writes nothing: the slot says which task runs,
+ * store_release_lost; after a crash every held task goes back as never claimed). An
  * error is harmless: the task then looks not begun. */
 int store_mark_started(store *s, int64_t id, int attempt, int64_t started_ms,
-                       int64_t prev_id, int prev_attempt);
+                       int64_t prev_id, int prev_attempt, int64_t prev_started_ms);
 
 /* The worker with pid owner (of this instance) is gone: each task it was running goes
  * back to pending if attempts remain, else to failed, with error code (default

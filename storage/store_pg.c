@@ -205,17 +205,18 @@ static const char SQL_UNCLAIM[] =
     "           AND t.started_at IS NULL RETURNING t.id)"
     " SELECT pg_notify('warmpool_ready', $3::bigint::text || ':' || count(*)) FROM u"
     " HAVING count(*) > 0";
-/* A held task begins (store_mark_started): its start is written, and that of the held
- * task its worker ran before it ($4, $5; its outcome not yet recorded) unset again, so
- * that of a worker's held tasks only the one running has a start: whoever hands back the
- * tasks of a dead worker or instance tells it from those not run (or run, but whose
- * outcome is lost with the worker: run again, as with SQLite). */
+/* A held task runs long (store_mark_started, by the agent): its start is written, and
+ * the one written before for the same worker ($4, $5, $6: only if it is still the value
+ * written, the task still running this attempt) unset again, so that of a worker's held
+ * tasks only the one running has a start: whoever hands back the tasks of a dead
+ * instance tells it from those not run (or run, but whose outcome is lost with the
+ * worker: run again, as with SQLite). */
 static const char SQL_MARK_STARTED[] =
-    "UPDATE tasks SET started_at = CASE WHEN id = $1::bigint"
-    "                 THEN greatest($3::bigint, created_at) END"
+    "UPDATE tasks SET started_at = CASE WHEN id = $1::bigint THEN $3::bigint END"
     " WHERE id = ANY (ARRAY[$1::bigint, $4::bigint]) AND state = 'running'"
     " AND ((id = $1::bigint AND attempts = $2::integer AND started_at IS NULL)"
-    "      OR (id = $4::bigint AND attempts = $5::integer))";
+    "      OR (id = $4::bigint AND attempts = $5::integer AND started_at = $6::bigint))"
+    " RETURNING id";
 /* Before a claim with concurrency limits: the advisory lock of each limited kind ($1)
  * that has pending tasks, in one order (no deadlock between claimers), held to the end of
  * the transaction; their names kept in warmpool.kind_locks for SQL_CLAIM_SKIP. A kind
@@ -466,7 +467,7 @@ static const struct {
     [S_CLAIM_SKIP_HELD] = {"claim_skip_held", SQL_CLAIM_SKIP_HELD,
                            {"1", "1", "1", "{scan}", "{}", "{}", "1", "16", "4"}},
     [S_UNCLAIM] = {"unclaim", SQL_UNCLAIM, {"{1,2}", "{1,1}", "1", "1"}},
-    [S_MARK_STARTED] = {"mark_started", SQL_MARK_STARTED, {"1", "1", "1", "0", "0"}},
+    [S_MARK_STARTED] = {"mark_started", SQL_MARK_STARTED, {"1", "1", "1", "0", "0", "0"}},
     [S_HAS_READY_SKIP] = {"has_ready_skip", SQL_HAS_READY_SKIP, {"1", "{scan}"}},
     [S_FINISH] = {"finish", SQL_FINISH,
                   {"1", "1", "succeeded", "{}", NULL, NULL, "1", "0", "false", "0", NULL}},
@@ -1738,12 +1739,11 @@ oom:
     return STORE_ERR;
 }
 
-/* store_mark_started(): a held task begins; its start is written with an asynchronous
- * commit (no wait for the disk: losing it to a crash of the server only makes the task
- * look not begun). */
+/* store_mark_started(): with an asynchronous commit (no wait for the disk: losing it to
+ * a crash of the server only makes the task look not begun). */
 static int
 pg_mark_started(store *s, int64_t id, int attempt, int64_t started_ms, int64_t prev_id,
-                int prev_attempt)
+                int prev_attempt, int64_t prev_started_ms)
 {
     struct q q[2];
     q_init(&q[0], S_NO_SYNC);
@@ -1753,7 +1753,14 @@ pg_mark_started(store *s, int64_t id, int attempt, int64_t started_ms, int64_t p
     q_i64(&q[1], started_ms);
     q_i64(&q[1], prev_id);
     q_i64(&q[1], prev_attempt);
+    q_i64(&q[1], prev_started_ms);
     int rc = run(s, q, 2, RUN_TX, "mark started");
+    if (rc == STORE_OK && id != 0) {
+        rc = STORE_NOTFOUND;
+        for (int i = 0; i < PQntuples(q[1].res); i++)
+            if (val_i64(q[1].res, i, 0) == id)
+                rc = STORE_OK;
+    }
     q_clear(q, 2);
     return rc;
 }

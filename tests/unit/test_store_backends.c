@@ -1333,9 +1333,9 @@ test_pg_leases(void **state)
 }
 
 /* Batches on PostgreSQL: an instance lost while its worker held a batch. The task it
- * was running (its start written, store_mark_started) is a lost attempt; the one it ran
- * before (its outcome lost with it: its start unset again by the next mark) and those
- * not begun go back as never claimed. */
+ * was running (its start written by the agent, store_mark_started) is a lost attempt;
+ * the one marked before (its outcome lost with the worker: its start unset again by the
+ * next mark) and those not begun go back as never claimed. */
 static void
 test_pg_batch_rescue(void **state)
 {
@@ -1359,11 +1359,12 @@ test_pg_batch_rescue(void **state)
         assert_int_equal(next[i].started_at_ms, 0);         /* held */
     }
     /* it runs ids[0], then ids[1] (ids[0]'s outcome not yet recorded) */
-    assert_int_equal(store_mark_started(s, ids[0], 1, 3, 0, 0), STORE_OK);
+    assert_int_equal(store_mark_started(s, ids[0], 1, 3, 0, 0, 0), STORE_OK);
+    assert_int_equal(store_mark_started(s, ids[0], 1, 3, 0, 0, 0), STORE_NOTFOUND);
     store_task t = get_task(s, ids[0]);
     assert_int_equal(t.started_at_ms, 3);
     store_task_clear(&t);
-    assert_int_equal(store_mark_started(s, ids[1], 1, 4, ids[0], 1), STORE_OK);
+    assert_int_equal(store_mark_started(s, ids[1], 1, 4, ids[0], 1, 3), STORE_OK);
     t = get_task(s, ids[0]);
     assert_int_equal(t.started_at_ms, 0);
     store_task_clear(&t);
