@@ -320,8 +320,8 @@ int store_finish_claim(store *s, int64_t id, int attempt, const store_outcome *o
  * outcome is recorded (then it is the time they began, store_outcome.started_ms). A held task that its worker hands back, or
  * that was not running when its worker or its instance died, goes back to pending as
  * if never claimed: its attempt is not counted and it gets no error. Both backends batch
- * (store_batch_max 16); PostgreSQL also writes a held task's start when it begins
- * (store_mark_started), for the rescue by another instance. */
+ * (store_batch_max 16); on PostgreSQL the agent also writes the start of a held task
+ * that runs long (store_mark_started), for the rescue by another instance. */
 
 /* One attempt's end, for store_record_batch(). */
 typedef struct store_done {
