@@ -252,13 +252,13 @@ agent_main(const struct agent_env *env)
         if (st != NULL && env->cfg->nschedules > 0 && !slots_draining(env->sh) &&
             clock_mono_ms() >= next_sched)
             next_sched = schedule_run(&sched, env->cfg, st, env->wake);
-        if (st != NULL && store_batch_max(st) > 1 && clock_mono_ms() >= next_mark) {
+        if (st != NULL && store_marks_started(st) && clock_mono_ms() >= next_mark) {
             mark_held(env, st, marks);
             next_mark = clock_mono_ms() + MARK_EVERY_MS;
         }
         now = clock_mono_ms();
         int64_t until = st != NULL ? next_beat : next_open;
-        if (st != NULL && store_batch_max(st) > 1 && next_mark < until)
+        if (st != NULL && store_marks_started(st) && next_mark < until)
             until = next_mark;
         if (st != NULL && env->cfg->nschedules > 0 && next_sched < until)
             until = next_sched;

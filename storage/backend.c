@@ -240,6 +240,12 @@ store_batch_max(store *s)
 }
 
 int
+store_marks_started(store *s)
+{
+    return STORE_BASE(s)->ops->mark_started != NULL;
+}
+
+int
 store_mark_started(store *s, int64_t id, int attempt, int64_t started_ms, int64_t prev_id,
                    int prev_attempt, int64_t prev_started_ms)
 {

@@ -364,6 +364,9 @@ size_t store_batch_max(store *s);
  * error is harmless: the task then looks not begun. */
 int store_mark_started(store *s, int64_t id, int attempt, int64_t started_ms,
                        int64_t prev_id, int prev_attempt, int64_t prev_started_ms);
+/* 1 when this backend writes held tasks' starts (store_mark_started), so the agent
+ * looks at the workers' held tasks; 0 (SQLite): it need not wake for them. */
+int store_marks_started(store *s);
 
 /* The worker with pid owner (of this instance) is gone: each task it was running goes
  * back to pending if attempts remain, else to failed, with error code (default
