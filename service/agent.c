@@ -24,6 +24,48 @@
 #define RETRY_OPEN_MS 250       /* the store could not be opened: again after this */
 #define LEAVE_TRIES 10          /* store_leave at the end, 200 ms apart at most */
 #define RESCUE_CAP 256          /* tasks reported by one rescue (more wait for the next) */
+#define MARK_EVERY_MS 100       /* how often the workers' held tasks are looked at */
+#define MARK_AFTER_MS 100       /* a held task running this long has its start written */
+#define MARK_SLOTS 1024
+
+/* The start of a held task of a batch (issue 12) that runs long is written in the store
+ * (store_mark_started; PostgreSQL only), so that another instance rescuing this one if it
+ * dies counts that task's attempt, and sends the others the worker held back as never
+ * claimed. One write per long task (and one when it ends), none for short ones: a held
+ * task that was running for less than about MARK_AFTER_MS + MARK_EVERY_MS when the whole
+ * instance died goes back as never claimed, as all of them do after a crash on SQLite. */
+struct mark {
+    int64_t id;                 /* 0: nothing written for this slot */
+    int attempt;
+    int64_t started_ms;
+};
+
+static void
+mark_held(const struct agent_env *env, store *st, struct mark *m)
+{
+    int64_t now = clock_now_ms();
+    int n = env->sh->nslots < MARK_SLOTS ? env->sh->nslots : MARK_SLOTS;
+    for (int i = 0; i < n; i++) {
+        struct slot *sl = &env->sh->slots[i];
+        int busy = atomic_load(&sl->state) == SLOT_BUSY;
+        int64_t id = busy ? (int64_t)atomic_load(&sl->task_id) : 0;
+        int attempt = busy ? atomic_load(&sl->attempt) : 0;
+        int64_t started = busy ? (int64_t)atomic_load(&sl->held_started_ms) : 0;
+        int mark = id != 0 && started > 0 && now - started >= MARK_AFTER_MS;
+        if (mark && m[i].id == id && m[i].attempt == attempt)
+            continue;                   /* written already */
+        if (!mark && (m[i].id == 0 || (m[i].id == id && m[i].attempt == attempt)))
+            continue;                   /* nothing to write or to unset */
+        int rc = store_mark_started(st, mark ? id : 0, attempt, started, m[i].id,
+                                    m[i].attempt, m[i].started_ms);
+        if (rc == STORE_OK || rc == STORE_NOTFOUND) {
+            m[i] = rc == STORE_OK && mark ? (struct mark){id, attempt, started}
+                                          : (struct mark){0, 0, 0};
+        } else {
+            log_debug("writing the start of task %" PRId64 ": %s", id, store_errmsg(st));
+        }
+    }
+}
 
 /* Tells the HTTP process's waiters of task id (AGENT_RESYNC_ID: all of them look again).
  * A full pipe drops it: the waiter answers at its deadline. */
@@ -178,7 +220,9 @@ agent_main(const struct agent_env *env)
         callbacks_start(env->cfg);
 
     int64_t every = store_heartbeat_every_ms(env->cfg->lease_ms);
-    int64_t next_beat = 0, next_open = 0, fails = 0, open_fails = 0, next_sched = 0;
+    int64_t next_beat = 0, next_open = 0, fails = 0, open_fails = 0, next_sched = 0,
+            next_mark = 0;
+    static struct mark marks[MARK_SLOTS];
     struct schedule_state sched = {{0}};
     store *st = NULL;
     for (;;) {
@@ -208,8 +252,14 @@ agent_main(const struct agent_env *env)
         if (st != NULL && env->cfg->nschedules > 0 && !slots_draining(env->sh) &&
             clock_mono_ms() >= next_sched)
             next_sched = schedule_run(&sched, env->cfg, st, env->wake);
+        if (st != NULL && store_marks_started(st) && clock_mono_ms() >= next_mark) {
+            mark_held(env, st, marks);
+            next_mark = clock_mono_ms() + MARK_EVERY_MS;
+        }
         now = clock_mono_ms();
         int64_t until = st != NULL ? next_beat : next_open;
+        if (st != NULL && store_marks_started(st) && next_mark < until)
+            until = next_mark;
         if (st != NULL && env->cfg->nschedules > 0 && next_sched < until)
             until = next_sched;
         int timeout = until > now ? (int)(until - now) : 0;

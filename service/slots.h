@@ -31,6 +31,10 @@ struct slot {
                                      * before the slot becomes SLOT_BUSY */
     atomic_ullong tasks_done;       /* attempts finished, whatever their outcome */
     atomic_int retire;              /* set by the supervisor: exit after this task */
+    atomic_llong held_started_ms;   /* wall clock: when the running task began, if it is
+                                     * held in a batch (its started_at unset); else 0.
+                                     * Written before the slot shows the task; the agent
+                                     * writes it in the store (store_mark_started) */
     atomic_int child_pid;           /* an exec kind's task: the child running it, written
                                      * before SLOT_BUSY; the supervisor's timeout kills it
                                      * instead of the worker. 0 for a C kind's task */

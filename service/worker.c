@@ -479,6 +479,10 @@ run_batch(const struct worker_env *env, struct batch *b)
         if (i > 0)
             exec_check_children(env);
         int64_t started = clock_now_ms(), t0 = mono_us();
+        /* a held task: its start, for the agent (which writes it in the store when the
+         * task runs long, store_mark_started), before the slot shows the task */
+        atomic_store(&env->sh->slots[env->slot].held_started_ms,
+                     b->t[i].started_at_ms == 0 ? started : 0);
         if (b->t[i].started_at_ms == 0)     /* held: its start is now (events, metrics) */
             b->t[i].started_at_ms = started;
         struct attempt *a = &b->a[b->ndone];

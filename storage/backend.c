@@ -240,6 +240,22 @@ store_batch_max(store *s)
 }
 
 int
+store_marks_started(store *s)
+{
+    return STORE_BASE(s)->ops->mark_started != NULL;
+}
+
+int
+store_mark_started(store *s, int64_t id, int attempt, int64_t started_ms, int64_t prev_id,
+                   int prev_attempt, int64_t prev_started_ms)
+{
+    if (STORE_BASE(s)->ops->mark_started == NULL)
+        return STORE_NOTFOUND;
+    return STORE_BASE(s)->ops->mark_started(s, id, attempt, started_ms, prev_id,
+                                            prev_attempt, prev_started_ms);
+}
+
+int
 store_release_lost(store *s, long owner, int64_t running_id, int64_t now_ms, const char *code,
                    const char *message, store_task_ref *released, size_t cap, size_t *n)
 {

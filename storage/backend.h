@@ -43,6 +43,9 @@ struct store_ops {
                         size_t nback, int64_t now_ms, long owner, const store_kind_set *skip,
                         size_t want, size_t share, store_task *next, size_t *nclaimed);
     size_t batch_max;       /* store_batch_max() */
+    /* store_mark_started(); NULL: nothing to write (the slot tells, store_release_lost) */
+    int (*mark_started)(store *s, int64_t id, int attempt, int64_t started_ms,
+                        int64_t prev_id, int prev_attempt, int64_t prev_started_ms);
     int (*release_lost)(store *s, long owner, int64_t running_id, int64_t now_ms,
                         const char *code, const char *message, store_task_ref *released,
                         size_t cap, size_t *n);

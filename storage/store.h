@@ -319,7 +319,9 @@ int store_finish_claim(store *s, int64_t id, int attempt, const store_outcome *o
  * batch are *held*: running, owned by the worker, with started_at unset until their
  * outcome is recorded (then it is the time they began, store_outcome.started_ms). A held task that its worker hands back, or
  * that was not running when its worker or its instance died, goes back to pending as
- * if never claimed: its attempt is not counted and it gets no error. */
+ * if never claimed: its attempt is not counted and it gets no error. Both backends batch
+ * (store_batch_max 16); on PostgreSQL the agent also writes the start of a held task
+ * that runs long (store_mark_started), for the rescue by another instance. */
 
 /* One attempt's end, for store_record_batch(). */
 typedef struct store_done {
@@ -348,6 +350,23 @@ int store_record_batch(store *s, store_done *done, size_t ndone, const store_cla
                        size_t want, size_t share, store_task *next, size_t *nclaimed);
 /* The most tasks store_record_batch() claims at once on this backend (1: no batches). */
 size_t store_batch_max(store *s);
+/* A held task (started_at unset), attempt `attempt`, has been running since started_ms
+ * (the agent calls it for a worker's held task that runs long): its started_at becomes
+ * started_ms, and prev_id's (0: none; the task marked before for the same worker) is
+ * unset again if it is still prev_started_ms and that attempt still runs; id 0 only
+ * unsets. So of a worker's held tasks only the one running long has a start: another
+ * instance rescuing a dead one (store_rescue), which has no slot to ask, counts that
+ * task's attempt and hands back the others as never claimed (those not begun, and those
+ * run whose outcome died with the worker). One asynchronous commit (no wait for the
+ * disk). STORE_OK when id's start was written (or id is 0), STORE_NOTFOUND when id is
+ * not held (or SQLite, which writes nothing: the slot says which task runs,
+ * store_release_lost; after a crash every held task goes back as never claimed). An
+ * error is harmless: the task then looks not begun. */
+int store_mark_started(store *s, int64_t id, int attempt, int64_t started_ms,
+                       int64_t prev_id, int prev_attempt, int64_t prev_started_ms);
+/* 1 when this backend writes held tasks' starts (store_mark_started), so the agent
+ * looks at the workers' held tasks; 0 (SQLite): it need not wake for them. */
+int store_marks_started(store *s);
 
 /* The worker with pid owner (of this instance) is gone: each task it was running goes
  * back to pending if attempts remain, else to failed, with error code (default

@@ -135,28 +135,88 @@ static const char SQL_CLAIM[] =
  * gives it (tasks_ready's priority DESC is the same order, but the planner does not know
  * it); with ORDER BY priority DESC the planner may walk tasks_ready instead, filtering
  * by kind, or read every pending task of the kind and sort them. */
-static const char SQL_CLAIM_SKIP[] =
-    "UPDATE tasks SET state = 'running', attempts = attempts + 1,"
-    " started_at = greatest($1::bigint, created_at), finished_at = NULL,"
+#define CLAIM_SKIP(STARTED, MORE)                                                     \
+    "UPDATE tasks SET state = 'running', attempts = attempts + 1,"                     \
+    " started_at = " STARTED ", finished_at = NULL,"                                    \
+    " owner_instance = $2::bigint, owner_pid = $3::bigint"                             \
+    " WHERE id = (SELECT id FROM tasks WHERE id = ANY (ARRAY("                         \
+    "   SELECT c.id FROM (SELECT kind FROM task_counts WHERE state = 'pending' GROUP BY kind" \
+    "                     HAVING sum(n) > 0) AS k"                                  \
+    "   CROSS JOIN LATERAL (SELECT id FROM tasks WHERE state = 'pending' AND NOT delayed" \
+    "     AND kind = k.kind ORDER BY kind, -priority, id LIMIT 8) AS c"             \
+    "   WHERE k.kind <> ALL ($4::text[])"                                           \
+    /* issue 13: not a paused kind; a kind with a concurrency limit ($5, $6) only when \
+     * SQL_KIND_LOCK took its lock in this transaction (so this statement's snapshot, \
+     * taken after, sees every claim of the kind committed before) and below the limit */ \
+    "   AND k.kind <> ALL (ARRAY(SELECT kind FROM paused_kinds))"                   \
+    "   AND NOT EXISTS (SELECT 1 FROM unnest($5::text[], $6::integer[]) AS l(kind, n)" \
+    "     WHERE l.kind = k.kind AND (l.kind <> ALL (coalesce(nullif("               \
+    "       current_setting('warmpool.kind_locks', true), ''), '{}')::text[])"      \
+    "       OR (SELECT count(*) FROM (SELECT 1 FROM tasks r WHERE r.state = 'running'" \
+    "           AND r.kind = l.kind LIMIT l.n) AS x) >= l.n))))"                    \
+    "  AND state = 'pending' AND NOT delayed ORDER BY priority DESC, id LIMIT 1"    \
+    "  FOR UPDATE SKIP LOCKED)"                                                     \
+    " AND state = 'pending'" MORE " RETURNING " TASK_COLS
+static const char SQL_CLAIM_SKIP[] = CLAIM_SKIP("greatest($1::bigint, created_at)", "");
+/* ---- batches (store_record_batch, store.h) */
+/* How many tasks a batch takes: the worker's want ($W), but not more than the tasks
+ * waiting (task_counts: a few rows) divided by the workers ($S), at least one. A batch of
+ * more than one is held: started_at unset until its worker starts or records each one
+ * (SQL_MARK_STARTED, SQL_FINISH). */
+#define BATCH_TAKE(W, S, PLUS)                                                         \
+    "least(" W "::integer, greatest(1, ((SELECT coalesce(sum(n), 0)::bigint FROM task_counts" \
+    " WHERE state = 'pending')" PLUS ") / " S "::integer))"
+/* A batch with nothing to leave alone: the first ready tasks by priority, then id, that
+ * no other claimer has locked, in one statement (paused kinds as in SQL_CLAIM: a batch
+ * that comes back empty with paused_any true is made again per kind). $4: want, $5: the
+ * share. The rows come back in the order to run them. */
+static const char SQL_CLAIM_HELD[] =
+    "WITH k AS (SELECT " BATCH_TAKE("$4", "$5", "") " AS n),"
+    " c AS (UPDATE tasks SET state = 'running', attempts = attempts + 1,"
+    " started_at = CASE WHEN (SELECT n FROM k) > 1 THEN NULL"
+    "                   ELSE greatest($1::bigint, created_at) END, finished_at = NULL,"
     " owner_instance = $2::bigint, owner_pid = $3::bigint"
-    " WHERE id = (SELECT id FROM tasks WHERE id = ANY (ARRAY("
-    "   SELECT c.id FROM (SELECT kind FROM task_counts WHERE state = 'pending' GROUP BY kind"
-    "                     HAVING sum(n) > 0) AS k"
-    "   CROSS JOIN LATERAL (SELECT id FROM tasks WHERE state = 'pending' AND NOT delayed"
-    "     AND kind = k.kind ORDER BY kind, -priority, id LIMIT 8) AS c"
-    "   WHERE k.kind <> ALL ($4::text[])"
-    /* issue 13: not a paused kind; a kind with a concurrency limit ($5, $6) only when
-     * SQL_KIND_LOCK took its lock in this transaction (so this statement's snapshot,
-     * taken after, sees every claim of the kind committed before) and below the limit */
-    "   AND k.kind <> ALL (ARRAY(SELECT kind FROM paused_kinds))"
-    "   AND NOT EXISTS (SELECT 1 FROM unnest($5::text[], $6::integer[]) AS l(kind, n)"
-    "     WHERE l.kind = k.kind AND (l.kind <> ALL (coalesce(nullif("
-    "       current_setting('warmpool.kind_locks', true), ''), '{}')::text[])"
-    "       OR (SELECT count(*) FROM (SELECT 1 FROM tasks r WHERE r.state = 'running'"
-    "           AND r.kind = l.kind LIMIT l.n) AS x) >= l.n))))"
-    "  AND state = 'pending' AND NOT delayed ORDER BY priority DESC, id LIMIT 1"
-    "  FOR UPDATE SKIP LOCKED)"
-    " AND state = 'pending' RETURNING " TASK_COLS;
+    " WHERE id = ANY (ARRAY(SELECT id FROM tasks WHERE state = 'pending' AND NOT delayed"
+    "                       ORDER BY priority DESC, id LIMIT (SELECT n FROM k)"
+    "                       FOR UPDATE SKIP LOCKED))"
+    /* no state check here: the rows are locked pending, and with one the planner may
+     * read the rows through tasks_state_kind, every pending task, when its statistics
+     * are older than a backlog (test_pg_query_plans) */
+    " AND kind <> ALL (ARRAY(SELECT kind FROM paused_kinds))"
+    " RETURNING " TASK_COLS ")"
+    " SELECT * FROM c ORDER BY priority DESC, id";
+/* A batch with kinds to leave alone or limits: SQL_CLAIM_SKIP once per task, in one
+ * pipeline and transaction (each sees the claims before it, so the limits hold); the
+ * $7-th of them ($8: want, $9: the share) claims only when the batch's size, counted on
+ * the tasks waiting before the first, is above $7. */
+#define HELD_TAKE BATCH_TAKE("$8", "$9", " + $7::integer")
+static const char SQL_CLAIM_SKIP_HELD[] =
+    CLAIM_SKIP("CASE WHEN " HELD_TAKE " > 1 THEN NULL ELSE greatest($1::bigint, created_at) END",
+               " AND $7::integer < " HELD_TAKE);
+/* A held task handed back by its worker (store.h): pending as if never claimed. $1, $2:
+ * the tasks and attempts; $3, $4: the owner. Tells the other instances. */
+static const char SQL_UNCLAIM[] =
+    "WITH u AS (UPDATE tasks AS t SET state = 'pending', attempts = t.attempts - 1,"
+    "           owner_instance = NULL, owner_pid = NULL"
+    "           WHERE t.id = ANY ($1::bigint[])"      /* by its key */
+    "           AND t.attempts = ($2::integer[])[array_position($1::bigint[], t.id)]"
+    "           AND t.state = 'running'"
+    "           AND t.owner_instance = $3::bigint AND t.owner_pid = $4::bigint"
+    "           AND t.started_at IS NULL RETURNING t.id)"
+    " SELECT pg_notify('warmpool_ready', $3::bigint::text || ':' || count(*)) FROM u"
+    " HAVING count(*) > 0";
+/* A held task runs long (store_mark_started, by the agent): its start is written, and
+ * the one written before for the same worker ($4, $5, $6: only if it is still the value
+ * written, the task still running this attempt) unset again, so that of a worker's held
+ * tasks only the one running has a start: whoever hands back the tasks of a dead
+ * instance tells it from those not run (or run, but whose outcome is lost with the
+ * worker: run again, as with SQLite). */
+static const char SQL_MARK_STARTED[] =
+    "UPDATE tasks SET started_at = CASE WHEN id = $1::bigint THEN $3::bigint END"
+    " WHERE id = ANY (ARRAY[$1::bigint, $4::bigint]) AND state = 'running'"
+    " AND ((id = $1::bigint AND attempts = $2::integer AND started_at IS NULL)"
+    "      OR (id = $4::bigint AND attempts = $5::integer AND started_at = $6::bigint))"
+    " RETURNING id";
 /* Before a claim with concurrency limits: the advisory lock of each limited kind ($1)
  * that has pending tasks, in one order (no deadlock between claimers), held to the end of
  * the transaction; their names kept in warmpool.kind_locks for SQL_CLAIM_SKIP. A kind
@@ -208,7 +268,8 @@ static const char SQL_FINISH[] =
     "WITH f AS (UPDATE tasks SET state = $3, result = $4, error_code = $5,"
     "           error_message = $6, finished_at = $7::bigint, run_after = $8::bigint,"
     "           delayed = $9::boolean, previous_error_code = NULL,"
-    "           previous_error_message = NULL"
+    "           previous_error_message = NULL,"
+    "           started_at = coalesce(started_at, $11::bigint)"     /* a held task's */
     "           WHERE id = $1::bigint AND attempts = $2::integer AND state = 'running'"
     "           RETURNING id, state, attempts, finished_at, kind, error_code)"
     " SELECT f.id, pg_notify(CASE WHEN f.state = 'pending' THEN 'warmpool_ready'"
@@ -216,30 +277,39 @@ static const char SQL_FINISH[] =
     "                        CASE WHEN f.state = 'pending' THEN $10::text || ':1'"
     "                        ELSE " DONE_PAYLOAD("$10::text", "f") " END) FROM f";
 /* running -> pending (attempts left) or failed; used for a dead worker (by owner), and
- * for dead or lost instances (by owner_instance) */
-#define RELEASE_SET                                                                    \
-    "UPDATE tasks SET"                                                                 \
-    " state = CASE WHEN attempts < max_attempts THEN 'pending' ELSE 'failed' END,"     \
-    " finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE $%d::bigint END," \
-    " error_code = $%d, error_message = $%d, delayed = false"
+ * for dead or lost instances (by owner_instance). A held task not run (HELD: started_at
+ * unset, and for a worker not the task its slot showed) goes back to pending as if never
+ * claimed, as with SQLite (store_sqlite.c, SQL_RELEASE): its attempt not counted, no
+ * error. */
+#define RELEASE_SET(HELD, END, CODE, MESSAGE)                                           \
+    " state = CASE WHEN " HELD " OR attempts < max_attempts THEN 'pending'"            \
+    "  ELSE 'failed' END,"                                                             \
+    " finished_at = CASE WHEN " HELD " OR attempts < max_attempts THEN NULL"           \
+    "  ELSE " END "::bigint END,"                                                      \
+    " error_code = CASE WHEN " HELD " THEN error_code ELSE " CODE " END,"              \
+    " error_message = CASE WHEN " HELD " THEN error_message ELSE " MESSAGE " END,"     \
+    " attempts = attempts - (" HELD ")::integer, delayed = false"
+#define RELEASE_RETURNING(HELD) \
+    " RETURNING id, state, attempts, finished_at, kind, error_code, " HELD " AS held)"
+#define HELD_NOT_RUN "(started_at IS NULL AND id <> $6::bigint)"
+#define HELD_ANY "(started_at IS NULL)"
 #define RELEASE_NOTIFY                                                                \
-    " SELECT r.id, r.state, pg_notify(CASE WHEN r.state = 'pending'"                  \
+    " SELECT r.id, r.state, r.held, pg_notify(CASE WHEN r.state = 'pending'"                  \
     " THEN 'warmpool_ready' ELSE 'warmpool_done' END, CASE WHEN r.state = 'pending'"  \
     " THEN $1::text || ':1' ELSE " DONE_PAYLOAD("$1::text", "r") " END) FROM r"
+/* $6: the task the worker's slot showed running (0: none) */
 static const char SQL_RELEASE[] =
     "WITH r AS (UPDATE tasks SET"
-    " state = CASE WHEN attempts < max_attempts THEN 'pending' ELSE 'failed' END,"
-    " finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE $3::bigint END,"
-    " error_code = $4, error_message = $5, delayed = false"
+    RELEASE_SET(HELD_NOT_RUN, "$3", "$4", "$5")
     " WHERE state = 'running' AND owner_instance = $1::bigint AND owner_pid = $2::bigint"
-    " RETURNING id, state, attempts, finished_at, kind, error_code)" RELEASE_NOTIFY;
+    RELEASE_RETURNING(HELD_NOT_RUN) RELEASE_NOTIFY;
+/* a dead instance's held tasks: the ones begun have their start written
+ * (SQL_MARK_STARTED); those not begun go back as never claimed */
 static const char SQL_RELEASE_INSTANCES[] =
     "WITH r AS (UPDATE tasks SET"
-    " state = CASE WHEN attempts < max_attempts THEN 'pending' ELSE 'failed' END,"
-    " finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE $3::bigint END,"
-    " error_code = 'worker_lost', error_message = $4, delayed = false"
+    RELEASE_SET(HELD_ANY, "$3", "'worker_lost'", "$4")
     " WHERE state = 'running' AND owner_instance = ANY ($2::bigint[])"
-    " RETURNING id, state, attempts, finished_at, kind, error_code)" RELEASE_NOTIFY;
+    RELEASE_RETURNING(HELD_ANY) RELEASE_NOTIFY;
 static const char SQL_NEXT_RUN_AFTER[] =
     "SELECT run_after FROM tasks WHERE state = 'pending' AND delayed"
     " AND run_after > $1::bigint ORDER BY run_after LIMIT 1";
@@ -333,14 +403,11 @@ static const char SQL_MARK_LOST[] =
     " RETURNING v.id";
 static const char SQL_RELEASE_LOST[] =
     "WITH r AS (UPDATE tasks SET"
-    " state = CASE WHEN attempts < max_attempts THEN 'pending' ELSE 'failed' END,"
-    " finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE $2::bigint END,"
-    " error_code = 'worker_lost',"
-    " error_message = 'the instance running this task was silent past its lease',"
-    " delayed = false"
+    RELEASE_SET(HELD_ANY, "$2", "'worker_lost'",
+                "'the instance running this task was silent past its lease'")
     " WHERE (SELECT pg_try_advisory_xact_lock(22352, 2)) AND state = 'running'"
     " AND owner_instance IN (SELECT id FROM instances WHERE lost_at IS NOT NULL)"
-    " RETURNING id, state, attempts, finished_at, kind, error_code)" RELEASE_NOTIFY;
+    RELEASE_RETURNING(HELD_ANY) RELEASE_NOTIFY;
 static const char SQL_FORGET_LOST[] =
     "DELETE FROM instances AS v WHERE (SELECT pg_try_advisory_xact_lock(22352, 2))"
     " AND v.lost_at IS NOT NULL AND v.last_seen < clock_timestamp() - interval '1 hour'"
@@ -364,7 +431,8 @@ static const char SQL_LEAVE_SILENT[] =
 
 enum stmt_id {
     S_INSERT, S_GET, S_GET_BY_KEY, S_NOTIFY_READY, S_CANCEL, S_HAS_READY, S_HAS_READY_SKIP,
-    S_PROMOTE, S_CLAIM, S_CLAIM_SKIP,
+    S_PROMOTE, S_CLAIM, S_CLAIM_SKIP, S_CLAIM_HELD, S_CLAIM_SKIP_HELD, S_UNCLAIM,
+    S_MARK_STARTED,
     S_FINISH, S_RELEASE, S_RELEASE_INSTANCES, S_NEXT_RUN_AFTER, S_PURGE, S_NO_SYNC, S_COUNT,
     S_COUNT_PENDING, S_COUNT_KINDS, S_LIST_ALL, S_LIST_KIND, S_LIST_STATE_KIND, S_LIST_STATE,
     S_LIST_RUNNING, S_PING, S_SECRET,
@@ -395,10 +463,15 @@ static const struct {
     [S_PROMOTE] = {"promote", SQL_PROMOTE, {"1"}},
     [S_CLAIM] = {"claim", SQL_CLAIM, {"1", "1", "1"}},
     [S_CLAIM_SKIP] = {"claim_skip", SQL_CLAIM_SKIP, {"1", "1", "1", "{scan}", "{}", "{}"}},
+    [S_CLAIM_HELD] = {"claim_held", SQL_CLAIM_HELD, {"1", "1", "1", "16", "4"}},
+    [S_CLAIM_SKIP_HELD] = {"claim_skip_held", SQL_CLAIM_SKIP_HELD,
+                           {"1", "1", "1", "{scan}", "{}", "{}", "1", "16", "4"}},
+    [S_UNCLAIM] = {"unclaim", SQL_UNCLAIM, {"{1,2}", "{1,1}", "1", "1"}},
+    [S_MARK_STARTED] = {"mark_started", SQL_MARK_STARTED, {"1", "1", "1", "0", "0", "0"}},
     [S_HAS_READY_SKIP] = {"has_ready_skip", SQL_HAS_READY_SKIP, {"1", "{scan}"}},
     [S_FINISH] = {"finish", SQL_FINISH,
-                  {"1", "1", "succeeded", "{}", NULL, NULL, "1", "0", "false", "0"}},
-    [S_RELEASE] = {"release", SQL_RELEASE, {"1", "1", "1", "worker_lost", "died"}},
+                  {"1", "1", "succeeded", "{}", NULL, NULL, "1", "0", "false", "0", NULL}},
+    [S_RELEASE] = {"release", SQL_RELEASE, {"1", "1", "1", "worker_lost", "died", "0"}},
     [S_RELEASE_INSTANCES] = {"release_instances", SQL_RELEASE_INSTANCES,
                              {"1", "{1}", "1", "died"}},
     [S_NEXT_RUN_AFTER] = {"next_run_after", SQL_NEXT_RUN_AFTER, {"1"}},
@@ -1355,6 +1428,7 @@ q_claim(store *s, struct q *q, int64_t now_ms, long owner, const store_kind_set 
         q_str(&q[k], "worker_lost");
         q_str(&q[k], "the answer to this task's claim was lost with the connection to the "
                      "database");
+        q_i64(&q[k], 0);        /* held tasks of a lost batch claim: as never claimed */
         k++;
     }
     q_init(&q[k], S_PROMOTE);
@@ -1436,6 +1510,10 @@ q_finish(struct q *q, int64_t id, int attempt, const store_outcome *o)
     /* a retry that must wait goes to tasks_delayed; one due already is ready */
     q_str(q, retry && o->run_after_ms > o->now_ms ? "true" : "false");
     q_i64(q, self_id());
+    if (o->started_ms > 0)      /* a held task's start, if the claim left it unset */
+        q_i64(q, o->started_ms);
+    else
+        q_str(q, NULL);
 }
 
 static int
@@ -1497,7 +1575,7 @@ refs_of(const PGresult *r, store_task_ref *refs, size_t cap, size_t *n)
         if (*n >= cap)
             break;
         refs[*n].id = val_i64(r, i, 0);
-        refs[*n].not_started = 0;       /* no held tasks on this backend */
+        refs[*n].not_started = PQgetvalue(r, i, 2)[0] == 't';   /* held, not run */
         if (task_state_parse(PQgetvalue(r, i, 1), &refs[*n].state) != 0)
             refs[*n].state = TASK_FAILED;
         (*n)++;
@@ -1505,20 +1583,18 @@ refs_of(const PGresult *r, store_task_ref *refs, size_t cap, size_t *n)
     return rows;
 }
 
-/* store_record_batch(): this backend claims one task at a time (batch_max 1), so no
- * task is ever held here and there is nothing to hand back. The outcomes and the claim
- * go in one transaction; one outcome and a claim, the common case, is pg_finish_claim's
- * single pipeline. */
+/* store_record_batch(): the outcomes (SQL_FINISH each), the hand-backs (SQL_UNCLAIM, all
+ * in one), [the hand-back of lost claims,] the promotion and the claim: one pipeline,
+ * one transaction, one round trip. The claim of one task is q_claim's; a batch is
+ * SQL_CLAIM_HELD, or SQL_CLAIM_SKIP_HELD once per task when kinds are left alone, limited
+ * or paused. One outcome and a claim of one, the common case, is pg_finish_claim. */
 static int
 pg_record_batch(store *s, store_done *done, size_t ndone, const store_claim_ref *back,
                 size_t nback, int64_t now_ms, long owner, const store_kind_set *skip,
                 size_t want, size_t share, store_task *next, size_t *nclaimed)
 {
-    (void)back;
-    (void)nback;
-    (void)share;
     *nclaimed = 0;
-    if (ndone == 1 && want > 0) {
+    if (ndone == 1 && nback == 0 && want == 1) {
         int claimed = 0;
         int rc = pg_finish_claim(s, done[0].id, done[0].attempt, &done[0].o, now_ms, owner,
                                  skip, &next[0], &claimed);
@@ -1528,30 +1604,164 @@ pg_record_batch(store *s, store_done *done, size_t ndone, const store_claim_ref 
         *nclaimed = (size_t)claimed;
         return STORE_OK;
     }
-    if (ndone == 1 && want == 0) {      /* a worker that stops: the finish alone */
+    if (ndone == 1 && nback == 0 && want == 0) {    /* a worker that stops: the finish alone */
         done[0].rc = pg_finish(s, done[0].id, done[0].attempt, &done[0].o);
         return done[0].rc == STORE_CONFLICT ? STORE_OK : done[0].rc;
     }
-    int rc = pg_begin(s);
-    for (size_t i = 0; rc == STORE_OK && i < ndone; i++) {
-        done[i].rc = pg_finish(s, done[i].id, done[i].attempt, &done[i].o);
-        if (done[i].rc != STORE_OK && done[i].rc != STORE_CONFLICT)
-            rc = done[i].rc;
+    if (share == 0)
+        share = 1;
+    size_t cap = ndone + 8 + (want > 1 ? want : 1);
+    struct q *q = malloc(cap * sizeof *q);
+    char *ids = NULL, *atts = NULL;
+    char kinds[4096];
+    if (q == NULL)
+        goto oom;
+    int nq = 0;
+    for (size_t i = 0; i < ndone; i++)
+        q_finish(&q[nq++], done[i].id, done[i].attempt, &done[i].o);
+    if (nback > 0) {
+        ids = malloc(nback * 24 + 4);
+        atts = malloc(nback * 12 + 4);
+        if (ids == NULL || atts == NULL)
+            goto oom;
+        size_t li = 0, la = 0;
+        ids[li++] = '{';
+        atts[la++] = '{';
+        for (size_t i = 0; i < nback; i++) {
+            li += (size_t)sprintf(ids + li, "%s%" PRId64, i ? "," : "", back[i].id);
+            la += (size_t)sprintf(atts + la, "%s%d", i ? "," : "", back[i].attempt);
+        }
+        strcpy(ids + li, "}");
+        strcpy(atts + la, "}");
+        q_init(&q[nq], S_UNCLAIM);
+        q_str(&q[nq], ids);
+        q_str(&q[nq], atts);
+        q_i64(&q[nq], self_id());
+        q_i64(&q[nq], owner);
+        nq++;
     }
-    if (rc == STORE_OK && want > 0) {
-        rc = pg_claim_next(s, now_ms, owner, skip, &next[0]);
-        *nclaimed = rc == STORE_OK;
-        if (rc == STORE_EMPTY)
-            rc = STORE_OK;
+    int first = -1, nclaims = 0;    /* the claim statements: q[first .. first + nclaims) */
+    if (want == 1) {
+        int nc = q_claim(s, &q[nq], now_ms, owner, skip, kinds, sizeof kinds);
+        if (nc < 0) {
+            free(q), free(ids), free(atts);
+            return STORE_ERR;
+        }
+        first = nq + nc - 2;
+        nclaims = 1;
+        nq += nc;
+    } else if (want > 1) {
+        /* q_claim's steps, the claim made for a batch */
+        int nc = q_claim(s, &q[nq], now_ms, owner, skip, kinds, sizeof kinds);
+        if (nc < 0) {
+            free(q), free(ids), free(atts);
+            return STORE_ERR;
+        }
+        int at = nq + nc - 2;       /* q_claim's claim: replaced */
+        int skipping = q[at].id == S_CLAIM_SKIP;
+        const char *left = skipping ? q[at].v[3] : NULL, *lk = skipping ? q[at].v[4] : NULL,
+                   *lm = skipping ? q[at].v[5] : NULL;
+        nq = at;
+        first = nq;
+        if (!skipping) {
+            q_init(&q[nq], S_CLAIM_HELD);
+            q_i64(&q[nq], now_ms);
+            q_i64(&q[nq], self_id());
+            q_i64(&q[nq], owner);
+            q_i64(&q[nq], (int64_t)want);
+            q_i64(&q[nq], (int64_t)share);
+            nq++;
+            nclaims = 1;
+        } else {
+            for (size_t k = 0; k < want; k++) {
+                q_init(&q[nq], S_CLAIM_SKIP_HELD);
+                q_i64(&q[nq], now_ms);
+                q_i64(&q[nq], self_id());
+                q_i64(&q[nq], owner);
+                q_str(&q[nq], left);        /* the kinds left alone, the limits */
+                q_str(&q[nq], lk);
+                q_str(&q[nq], lm);
+                q_i64(&q[nq], (int64_t)k);
+                q_i64(&q[nq], (int64_t)want);
+                q_i64(&q[nq], (int64_t)share);
+                nq++;
+            }
+            nclaims = (int)want;
+        }
+        q_init(&q[nq++], S_PAUSED_ANY);
     }
-    if (rc == STORE_OK)
-        rc = pg_commit(s);
-    else
-        pg_rollback(s);
-    if (rc != STORE_OK && *nclaimed) {
-        store_task_clear(&next[0]);
+    int was_paused = s->paused_seen;
+    int rc = run(s, q, nq, RUN_TX, "record a batch");
+    free(ids);
+    free(atts);
+    if (rc != STORE_OK) {
+        free(q);
+        return rc;
+    }
+    for (size_t i = 0; i < ndone; i++)
+        done[i].rc = PQntuples(q[i].res) > 0 ? STORE_OK : conflict(s, done[i].id, done[i].attempt);
+    if (want > 0) {
+        s->reclaim = 0;
+        note_paused(s, &q[nq - 1]);
+        for (int c = first; c < first + nclaims && rc == STORE_OK; c++) {
+            for (int r = 0; r < PQntuples(q[c].res) && *nclaimed < want; r++) {
+                if (row_to_task(q[c].res, r, &next[*nclaimed]) != 0) {
+                    /* out of memory reading a claimed row: its worker's death hands
+                     * the claims back; what was read is dropped */
+                    snprintf(s->base.errmsg, sizeof s->base.errmsg, "out of memory");
+                    rc = STORE_ERR;
+                    break;
+                }
+                (*nclaimed)++;
+            }
+        }
+    }
+    q_clear(q, nq);
+    free(q);
+    if (rc != STORE_OK) {
+        for (size_t k = 0; k < *nclaimed; k++)
+            store_task_clear(&next[k]);
         *nclaimed = 0;
+        return rc;
     }
+    /* the plain claim found the head of a kind paused meanwhile: again, per kind (its
+     * own transaction: the outcomes are recorded) */
+    if (want > 0 && *nclaimed == 0 && !was_paused && s->paused_seen) {
+        if (pg_claim_next(s, now_ms, owner, skip, &next[0]) == STORE_OK)
+            *nclaimed = 1;      /* else none: the worker looks again when woken */
+    }
+    return STORE_OK;
+oom:
+    free(q);
+    free(ids);
+    free(atts);
+    snprintf(s->base.errmsg, sizeof s->base.errmsg, "record a batch: out of memory");
+    return STORE_ERR;
+}
+
+/* store_mark_started(): with an asynchronous commit (no wait for the disk: losing it to
+ * a crash of the server only makes the task look not begun). */
+static int
+pg_mark_started(store *s, int64_t id, int attempt, int64_t started_ms, int64_t prev_id,
+                int prev_attempt, int64_t prev_started_ms)
+{
+    struct q q[2];
+    q_init(&q[0], S_NO_SYNC);
+    q_init(&q[1], S_MARK_STARTED);
+    q_i64(&q[1], id);
+    q_i64(&q[1], attempt);
+    q_i64(&q[1], started_ms);
+    q_i64(&q[1], prev_id);
+    q_i64(&q[1], prev_attempt);
+    q_i64(&q[1], prev_started_ms);
+    int rc = run(s, q, 2, RUN_TX, "mark started");
+    if (rc == STORE_OK && id != 0) {
+        rc = STORE_NOTFOUND;
+        for (int i = 0; i < PQntuples(q[1].res); i++)
+            if (val_i64(q[1].res, i, 0) == id)
+                rc = STORE_OK;
+    }
+    q_clear(q, 2);
     return rc;
 }
 
@@ -1559,7 +1769,6 @@ static int
 pg_release_lost(store *s, long owner, int64_t running_id, int64_t now_ms, const char *code,
                 const char *message, store_task_ref *released, size_t cap, size_t *n)
 {
-    (void)running_id;           /* no held tasks on this backend (pg_record_batch) */
     struct q q;
     *n = 0;
     q_init(&q, S_RELEASE);
@@ -1568,6 +1777,7 @@ pg_release_lost(store *s, long owner, int64_t running_id, int64_t now_ms, const 
     q_i64(&q, now_ms);
     q_str(&q, code ? code : "worker_lost");
     q_str(&q, message ? message : "the worker running this task died");
+    q_i64(&q, running_id);
     int rc = run(s, &q, 1, 0, "release");
     if (rc == STORE_OK)
         refs_of(q.res, released, cap, n);
@@ -1613,7 +1823,8 @@ release_instances(store *s, const char *ids, int64_t now_ms, const char *why, in
                 (*failed)++;
             if (*n < cap)
                 refs[(*n)++] = (store_task_ref){val_i64(q.res, i, 0),
-                                                pending ? TASK_PENDING : TASK_FAILED, 0};
+                                                pending ? TASK_PENDING : TASK_FAILED,
+                                                PQgetvalue(q.res, i, 2)[0] == 't'};
         }
     }
     q_clear(&q, 1);
@@ -2262,7 +2473,8 @@ const struct store_ops store_pg_ops = {
     .finish = pg_finish,
     .finish_claim = pg_finish_claim,
     .record_batch = pg_record_batch,
-    .batch_max = 1,
+    .batch_max = 16,
+    .mark_started = pg_mark_started,
     .release_lost = pg_release_lost,
     .recover_running = pg_recover_running,
     .count_states = pg_count_states,

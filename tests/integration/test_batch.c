@@ -7,7 +7,8 @@
  *    attempt.
  * The fault point worker_batch_budget_ms lengthens a batch's time budget, so that the
  * whole batch is still held when the long task in it runs (the window of the kill).
- * With PostgreSQL (one claim at a time) the same outcomes hold without batches. */
+ * Both backends batch (store_batch_max 16): the tests check that the tasks after the
+ * long one are held while it runs. */
 #include "harness.h"
 
 #include <signal.h>
@@ -79,6 +80,21 @@ static void expect_echoes_once(wp_server *s, char ids[NTASKS][64], const char *w
     }
 }
 
+/* While the long task runs, the tasks after it were claimed with it in one batch (on
+ * both backends): held, i.e. running with no start yet. */
+static void expect_held_after_mid(wp_server *s, char ids[NTASKS][64]) {
+    for (int i = MID + 1; i < NTASKS; i++) {
+        json_t *t = wp_get_task(s, ids[i]);
+        if (strcmp(wp_str(t, "state"), "running") != 0 ||
+            !json_is_null(json_object_get(t, "started_at"))) {
+            char *d = wp_dump(t);
+            fail_msg("echo %d after the long task: want held (running, started_at null), "
+                     "got %s", i, d);
+        }
+        json_decref(t);
+    }
+}
+
 static void kill_mid_batch(const char *mid, const char *code, int kill_it) {
     wp_server *s = start_one_worker("worker_batch_budget_ms=60000");
     char ids[NTASKS][64];
@@ -87,6 +103,7 @@ static void kill_mid_batch(const char *mid, const char *code, int kill_it) {
      * have run, those after it have not, and none is recorded */
     pid_t w = wp_worker_pid_for_task(s, ids[MID], 10);
     assert_true(w > 0);
+    expect_held_after_mid(s, ids);
     if (kill_it)
         assert_int_equal(kill(w, SIGKILL), 0);
     json_t *t = wp_wait_terminal(s, ids[MID], 20);

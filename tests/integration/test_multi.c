@@ -378,6 +378,75 @@ WP_TEST(test_kill_instance_under_load) {
     wait_instances(b, 1, 10);
 }
 
+/* kill -9 of a whole instance while its one worker holds a batch (the fault point
+ * worker_batch_budget_ms keeps the batch held while the long task in it runs): when B
+ * rescues A's tasks after A's lease, the task that was running has lost its only
+ * attempt (failed, worker_lost), and the echoes of the batch -- those A ran without
+ * recording them and those it had not begun -- run once on B, with attempts 1 (a rescue
+ * that counted their attempt would show 2, or fail them). */
+WP_TEST(test_kill_instance_holding_a_batch) {
+    WP_PG_ONLY();
+    enum { N = 11, MID = 4 };
+    const char *const env[] = {"WARMPOOL_FAULTS=worker_batch_budget_ms=60000", NULL};
+    const char *const args[] = {"--workers", "1", "--lease-ms", "1000", "--log-level", "debug", NULL};
+    wp_opts oa = {.args = args, .env = env};
+    wp_server *a = wp_server_start(&oa);
+    assert_int_equal(wp_wait_workers(a, 1, 15), 1);
+    /* a short task first: A's worker's next claims are batches */
+    json_t *t0 = wp_submit(a, "{\"kind\":\"echo\",\"input\":0}");
+    json_t *d0 = wp_wait_terminal(a, wp_str(t0, "id"), 10);
+    assert_string_equal(wp_str(d0, "state"), "succeeded");
+    json_decref(d0);
+    json_decref(t0);
+    char body[2048];
+    int off = snprintf(body, sizeof body, "{\"tasks\":[");
+    for (int i = 0; i < N; i++)
+        off += snprintf(body + off, sizeof body - (size_t)off, "%s%s", i ? "," : "",
+                        i == MID ? "{\"kind\":\"sleep\",\"input\":{\"ms\":30000},\"max_attempts\":1}"
+                                 : "{\"kind\":\"echo\",\"input\":1,\"max_attempts\":1}");
+    snprintf(body + off, sizeof body - (size_t)off, "]}");
+    wp_resp r;
+    wp_call(a, "POST", "/v1/tasks/batch", body, &r);
+    assert_int_equal(r.status, 202);
+    json_t *j = json_loads(r.body, 0, NULL);
+    assert_non_null(j);
+    char ids[N][64];
+    for (size_t i = 0; i < N; i++)
+        snprintf(ids[i], 64, "%s", wp_str(json_array_get(json_object_get(j, "tasks"), i), "id"));
+    json_decref(j);
+    wp_resp_free(&r);
+    assert_true(wp_worker_pid_for_task(a, ids[MID], 10) > 0);
+    /* held: the tasks after the long one were claimed with it */
+    for (int i = MID + 1; i < N; i++) {
+        json_t *t = wp_get_task(a, ids[i]);
+        if (strcmp(wp_str(t, "state"), "running") != 0 || !json_is_null(json_object_get(t, "started_at")))
+            fail_msg("echo %d after the long task: want held (running, started_at null), got %s", i,
+                     wp_dump(t));
+        json_decref(t);
+    }
+    const char *const bargs[] = {"--workers", "2", "--lease-ms", "1000", "--log-level", "debug", NULL};
+    wp_server *b = start_peer(a, bargs);
+    wait_instances(b, 2, 10);
+    kill(-a->pid, SIGKILL);
+    kill(a->pid, SIGKILL);
+    int status;
+    if (!wp_server_wait_exit(a, 10000, &status)) fail_msg("instance A did not die");
+    json_t *t = wp_wait_terminal(b, ids[MID], 30);
+    if (strcmp(wp_str(t, "state"), "failed") != 0 ||
+        strcmp(wp_str(json_object_get(t, "error"), "code"), "worker_lost") != 0 || wp_int(t, "attempts") != 1)
+        fail_msg("the task A was running: want failed/worker_lost after 1 attempt, got %s", wp_dump(t));
+    json_decref(t);
+    for (int i = 0; i < N; i++) {
+        if (i == MID)
+            continue;
+        t = wp_wait_terminal(b, ids[i], 30);
+        if (strcmp(wp_str(t, "state"), "succeeded") != 0 || wp_int(t, "attempts") != 1)
+            fail_msg("echo %d of A's batch: want succeeded after 1 attempt, got %s", i, wp_dump(t));
+        json_decref(t);
+    }
+    if (!wait_log(b, "found lost", 5000)) fail_msg("B's log does not say it found A lost");
+}
+
 /* SIGTERM of one instance while the other goes on: the drained instance finishes what
  * it runs, leaves the store (the other lists one instance at once, without waiting for
  * a lease), and every task succeeds. */
@@ -600,6 +669,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_one_queue_shared, wp_test_teardown),
         cmocka_unit_test_teardown(test_start_together_on_empty_database, wp_test_teardown),
         cmocka_unit_test_teardown(test_kill_instance_under_load, wp_test_teardown),
+        cmocka_unit_test_teardown(test_kill_instance_holding_a_batch, wp_test_teardown),
         cmocka_unit_test_teardown(test_sigterm_one_instance, wp_test_teardown),
         cmocka_unit_test_teardown(test_stopped_instance_records_nothing_after_its_lease, wp_test_teardown),
         cmocka_unit_test_teardown(test_database_restart_under_load, wp_test_teardown),

@@ -430,8 +430,8 @@ get_task(store *s, int64_t id)
 /* Batches (issue 12): outcomes recorded, tasks handed back and the next claimed in one
  * transaction; a batch never takes more than its share of what waits; its tasks are
  * held (started_at unset until recorded); a held task handed back, or released when it
- * was not the one running, goes back as never claimed. PostgreSQL claims one at a time
- * (store_batch_max 1): the same calls, a batch of one. */
+ * was not the one running, goes back as never claimed. Both backends batch
+ * (store_batch_max 16). */
 static void
 test_record_batch(void **state)
 {
@@ -527,10 +527,20 @@ test_record_batch(void **state)
         assert_int_equal(m, 9);
         for (size_t i = 0; i < m; i++)
             store_task_clear(&more[i]);
-        int requeued = 0, failed = 0;
-        assert_int_equal(store_recover_running(s, 23, &requeued, &failed), STORE_OK);
-        assert_int_equal(requeued, 9);
-        assert_int_equal(failed, 0);
+        if (f->backend == PG) {
+            /* here the start is of another instance (store_rescue, test_pg_batch_rescue):
+             * a dead worker that ran none of them */
+            assert_int_equal(store_release_lost(s, 4, 0, 23, NULL, NULL, refs, 16, &nr),
+                             STORE_OK);
+            assert_int_equal(nr, 9);
+            for (size_t i = 0; i < nr; i++)
+                assert_int_equal(refs[i].not_started, 1);
+        } else {
+            int requeued = 0, failed = 0;
+            assert_int_equal(store_recover_running(s, 23, &requeued, &failed), STORE_OK);
+            assert_int_equal(requeued, 9);
+            assert_int_equal(failed, 0);
+        }
         t = get_task(s, ids[6]);
         assert_int_equal(t.state, TASK_PENDING);
         assert_int_equal(t.attempts, 0);
@@ -1162,6 +1172,10 @@ test_pg_query_plans(void **state)
         {"promote", "tasks_delayed"},
         {"claim", "tasks_ready"},
         {"claim_skip", "tasks_ready_kind"},
+        {"claim_held", "tasks_ready"},              /* batches */
+        {"claim_skip_held", "tasks_ready_kind"},
+        {"unclaim", "tasks_pkey|tasks_state_kind"},         /* as finish: running tasks */
+        {"mark_started", "tasks_pkey|tasks_state_kind"},    /* are a few per worker */
         {"has_ready_skip", "tasks_ready_kind"},
         {"finish", "tasks_pkey|tasks_state_kind"},    /* either: a running task is one of
                                                         * at most a worker's each */
@@ -1213,6 +1227,16 @@ test_pg_query_plans(void **state)
         strstr(claim, "tasks_ready") == NULL)
         fail_msg("claim with a backlog: want a walk of tasks_ready, no scan, no sort; the "
                  "plan:\n%s", claim);
+    /* a batch's claim: the same walk; the only sort is of the rows it took (at most 16,
+     * into the order to run them), above the update */
+    const char *held = plan_of(p, "claim_held");
+    const char *sort = strstr(held, "Sort Key");
+    if (getenv("WARMPOOL_TEST_PLANS") != NULL)
+        printf("---- claim_held with a backlog\n%s", held);
+    if (strstr(held, "Seq Scan on tasks") != NULL || strstr(held, "tasks_ready") == NULL ||
+        sort == NULL || strstr(sort + 1, "Sort Key") != NULL || strncmp(sort, "Sort Key: c.", 12) != 0)
+        fail_msg("batch claim with a backlog: want a walk of tasks_ready, no scan, one sort "
+                 "of the rows taken; the plan:\n%s", held);
     free(p);
 }
 
@@ -1306,6 +1330,74 @@ test_pg_leases(void **state)
     char q[128];
     snprintf(q, sizeof q, "SELECT count(*) FROM instances WHERE id = %lld", (long long)me.id);
     assert_int_equal(sql_i64(f, q), 0);
+}
+
+/* Batches on PostgreSQL: an instance lost while its worker held a batch. The task it
+ * was running (its start written by the agent, store_mark_started) is a lost attempt;
+ * the one marked before (its outcome lost with the worker: its start unset again by the
+ * next mark) and those not begun go back as never claimed. */
+static void
+test_pg_batch_rescue(void **state)
+{
+    PG_ONLY();
+    const store_instance me = *store_instance_self();
+    int64_t other = other_instance(f, "b:2", 300);
+    int64_t ids[5];
+    for (int i = 0; i < 5; i++)
+        ids[i] = add(s, "echo", 0, 1, NULL, 1);
+    store_instance b = me;
+    b.id = other;
+    b.lease_ms = 300;
+    store_instance_adopt(&b);
+    store_task next[16];
+    size_t m = 0;
+    assert_int_equal(store_record_batch(s, NULL, 0, NULL, 0, 2, 77, NULL, 16, 1, next, &m),
+                     STORE_OK);
+    assert_int_equal(m, 5);
+    for (size_t i = 0; i < m; i++) {
+        assert_int_equal(next[i].id, ids[i]);
+        assert_int_equal(next[i].started_at_ms, 0);         /* held */
+    }
+    /* it runs ids[0], then ids[1] (ids[0]'s outcome not yet recorded) */
+    assert_int_equal(store_mark_started(s, ids[0], 1, 3, 0, 0, 0), STORE_OK);
+    assert_int_equal(store_mark_started(s, ids[0], 1, 3, 0, 0, 0), STORE_NOTFOUND);
+    store_task t = get_task(s, ids[0]);
+    assert_int_equal(t.started_at_ms, 3);
+    store_task_clear(&t);
+    assert_int_equal(store_mark_started(s, ids[1], 1, 4, ids[0], 1, 3), STORE_OK);
+    t = get_task(s, ids[0]);
+    assert_int_equal(t.started_at_ms, 0);
+    store_task_clear(&t);
+    store_instance_adopt(&me);
+    PQclear(admin_sql(f, "UPDATE instances SET alive_since = clock_timestamp() - interval '1 s'"
+                         " WHERE id = %lld", (long long)me.id));
+    clock_sleep_ms(400);
+    int live = 0, was_lost = 0, lost = 0;
+    assert_int_equal(store_heartbeat(s, &live, &was_lost), STORE_OK);
+    store_task_ref refs[8];
+    size_t n = 0;
+    assert_int_equal(store_rescue(s, 6, refs, 8, &n, &lost), STORE_OK);
+    assert_int_equal(lost, 1);
+    assert_int_equal(n, 5);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(refs[i].not_started, refs[i].id != ids[1]);
+    t = get_task(s, ids[1]);
+    assert_int_equal(t.state, TASK_FAILED);
+    assert_string_equal(t.error_code, "worker_lost");
+    assert_int_equal(t.attempts, 1);
+    store_task_clear(&t);
+    for (int i = 0; i < 5; i++) {
+        if (i == 1)
+            continue;
+        t = get_task(s, ids[i]);
+        assert_int_equal(t.state, TASK_PENDING);
+        assert_int_equal(t.attempts, 0);
+        assert_null(t.error_code);
+        assert_int_equal(t.started_at_ms, 0);
+        store_task_clear(&t);
+    }
+    for (size_t i = 0; i < m; i++)
+        store_task_clear(&next[i]);
 }
 
 /* A warmpool killed with its supervisor, restarted in the same pid namespace: its
@@ -2024,6 +2116,7 @@ main(void)
         PG_TEST(test_pg_counts_exact_under_concurrency, setup_open),
         PG_TEST(test_pg_query_plans, setup_open),
         PG_TEST(test_pg_leases, setup_open),
+        PG_TEST(test_pg_batch_rescue, setup_open),
         PG_TEST(test_pg_restart_recovers_dead_instance, setup_open),
         PG_TEST(test_pg_events, setup_open),
         PG_TEST(test_pg_connection_loss, setup_open),
